@@ -1,0 +1,335 @@
+"""Every setting deploygate takes, in one table, and the frozen config built from them.
+
+The table (`SETTINGS`) is the single source for the CLI flags, the action inputs, params.yaml
+keys and the README tables; `tests/unit/test_settings_docs.py` keeps them in step. Precedence:
+flag / action input > params.yaml > default. Connection settings (tracking URI, tokens) come from
+the environment as in the seed, which the shells pass in; this module reads no env and no files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from deploygate.errors import ConfigError
+from deploygate.metrics import Weights, parse_scale, resolve_weights
+
+Kind = Literal["path", "str", "bool", "float", "choice", "weights", "list"]
+
+TRUE_WORDS = frozenset({"true", "yes", "on", "1", "y"})
+FALSE_WORDS = frozenset({"false", "no", "off", "0", "n"})
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # kebab-case: `--name` on the CLI, `name` as an action input
+    kind: Kind
+    default: Any
+    help: str
+    params: tuple[tuple[str, ...], ...] = ()  # params.yaml paths, first found wins
+    choices: tuple[str, ...] = ()
+
+    @property
+    def attr(self) -> str:
+        return self.name.replace("-", "_")
+
+
+def _s(name: str, kind: Kind, default: Any, help: str, *params: str, choices: tuple[str, ...] = ()) -> Setting:
+    return Setting(name, kind, default, help, tuple(tuple(p.split(".")) for p in params), choices)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    _s("evaluation-results", "path", "results/evaluations/metrics.json",
+       "Evaluation results: a flat JSON object of metrics on a 0-1 scale (bleu1..bleu4, rougeL_precision, ...)."),
+    _s("model-artifact-path", "path", "results/fine_tuned_model_location.json",
+       "Model location JSON: mlflow_run_id (+ artifact_path), model_uri, or local_path of the candidate."),
+    _s("config", "path", "params.yaml",
+       "params.yaml with a `deployment:` section (and `mlflow:`); optional when left at the default."),
+    _s("output-dir", "path", "results/deployment",
+       "Where deployment_info.json, model_comparison.json and deployment_logs.txt are written."),
+    _s("min-improvement-threshold", "float", 0.001,
+       "Minimum absolute gain in weighted score over the champion needed to deploy.",
+       "deployment.min_improvement_threshold"),
+    _s("weights", "weights", None,
+       "Metric weights, e.g. 'bleu1=0.1,bleu2=0.15,bleu3=0.25,bleu4=0.4,rougeL_precision=0.1'; normalised to sum to 1.",
+       "deployment.weighted_scoring.weights"),
+    _s("metrics-scale", "choice", "1",
+       "Scale of the evaluation results: 1 (values 0-1) or 100 (percentages).",
+       "deployment.metrics_scale", choices=("1", "100")),
+    _s("registry-name", "str", "deploygate-model",
+       "Registered model name in the MLflow Model Registry.",
+       "deployment.model_registry_name"),
+    _s("experiment-name", "str", "deploygate",
+       "MLflow experiment that records every gate run.",
+       "deployment.experiment_name", "mlflow.experiment_name"),
+    _s("champion-alias", "str", "champion",
+       "Registry alias that marks the production model.",
+       "deployment.champion_alias"),
+    _s("baseline", "choice", "champion",
+       "What to beat: 'champion' (the alias holder's recorded score) or 'best-ever' (the best past gate run).",
+       "deployment.baseline", choices=("champion", "best-ever")),
+    _s("promotion", "choice", "alias",
+       "How to promote: 'alias' (MLflow 3), 'stage' (Production stage, for older servers) or 'both'.",
+       "deployment.promotion", choices=("alias", "stage", "both")),
+    _s("mlflow-tracking-uri", "str", None,
+       "MLflow tracking URI; else MLFLOW_TRACKING_URI, else params.yaml mlflow.tracking_uri, else a local sqlite store.",
+       "mlflow.tracking_uri"),
+    _s("model-uri", "str", None,
+       "Register this MLflow model URI (runs:/..., models:/..., mlflow-artifacts:/...) instead of the model location file.",
+       "deployment.model_uri"),
+    _s("source-artifact-path", "str", "model",
+       "Artifact path of the model inside the candidate's MLflow run (the seed logs it under 'model').",
+       "deployment.source_artifact_path"),
+    _s("force-deploy", "bool", False,
+       "Deploy whatever the scores say (recorded as forced)."),
+    _s("dry-run", "bool", False,
+       "Decide and report only: nothing is registered or pushed (the gate run is still recorded)."),
+    _s("fail-on-reject", "bool", False,
+       "Exit 3 when the gate decides not to deploy (a red step instead of a green one)."),
+    _s("skip-hf-push", "bool", False,
+       "Do not build or push anything to the Hugging Face Hub.",),
+    _s("hf-model-id", "str", None,
+       "Hugging Face Hub repo id (owner/name) to push the merged model to.",
+       "deployment.huggingface.model_id"),
+    _s("hf-private", "bool", False,
+       "Create the Hub repo as private.", "deployment.huggingface.private"),
+    _s("create-model-card", "bool", True,
+       "Render and push a model card (README.md).", "deployment.huggingface.create_model_card"),
+    _s("merge", "bool", True,
+       "Merge the LoRA adapter into the base model; false pushes the adapter alone.",
+       "deployment.huggingface.merge"),
+    _s("base-model", "str", None,
+       "Base model (local path or Hub id); default: the adapter's base_model_name_or_path.",
+       "deployment.huggingface.base_model"),
+    _s("card-template", "path", None,
+       "A Jinja2 model card template to use instead of the packaged one.",
+       "deployment.huggingface.template"),
+    _s("hf-export-dir", "path", None,
+       "Also write the exact folder that is (or would be) pushed to the Hub here, for inspection."),
+    _s("hf-license", "str", "apache-2.0", "License in the model card metadata.", "deployment.huggingface.license"),
+    _s("hf-language", "list", ("en",), "Languages in the model card metadata (comma-separated).",
+       "deployment.huggingface.language"),
+    _s("hf-tags", "list", (), "Extra tags in the model card metadata (comma-separated).",
+       "deployment.huggingface.tags"),
+)
+SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+# --- parsing one value ------------------------------------------------------------------------------
+
+
+def parse_bool(raw: object, where: str) -> bool:
+    """YAML 1.2 / GitHub spellings: true/false, yes/no, on/off, 1/0 (any case)."""
+    if isinstance(raw, bool):
+        return raw
+    word = str(raw).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{where}: {raw!r} is not a boolean; use true or false")
+
+
+def parse_float(raw: object, where: str, *, minimum: float = 0.0) -> float:
+    if isinstance(raw, bool):
+        raise ConfigError(f"{where}: {raw!r} is not a number; give a number such as 0.001")
+    try:
+        value = float(str(raw).strip()) if isinstance(raw, str) else float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {raw!r} is not a number; give a number such as 0.001") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: {raw!r} is not finite; give a number such as 0.001")
+    if value < minimum:
+        raise ConfigError(f"{where}: {value:g} is negative; give a number >= {minimum:g} such as 0.001")
+    return value
+
+
+def parse_weights_text(raw: str, where: str) -> dict[str, object]:
+    """`bleu1=0.1,bleu4=0.4` (or `:`) -> {name: value}; values stay text until resolve_weights."""
+    out: dict[str, object] = {}
+    for part in (p.strip() for p in raw.replace("\n", ",").split(",")):
+        if not part:
+            continue
+        sep = "=" if "=" in part else ":" if ":" in part else None
+        if sep is None:
+            raise ConfigError(f"{where}: {part!r} is not name=weight; write e.g. 'bleu4=0.4,rougeL_precision=0.1'")
+        name, _, value = part.partition(sep)
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: weight {value.strip()!r} of {name.strip()!r} is not a number") from None
+    if not out:
+        raise ConfigError(f"{where}: no weights given; write e.g. 'bleu4=0.4,rougeL_precision=0.1'")
+    return out
+
+
+def parse_value(setting: Setting, raw: object, where: str) -> Any:
+    """Turn a flag / input / params.yaml value into the setting's type, or raise ConfigError."""
+    if raw is None:
+        return None
+    if setting.kind == "bool":
+        return parse_bool(raw, where)
+    if setting.kind == "float":
+        return parse_float(raw, where)
+    if setting.kind == "weights":
+        return parse_weights_text(raw, where) if isinstance(raw, str) else raw
+    if setting.kind == "list":
+        if isinstance(raw, str):
+            return tuple(x.strip() for x in raw.split(",") if x.strip())
+        if isinstance(raw, list | tuple) and all(isinstance(x, str) for x in raw):
+            return tuple(raw)
+        raise ConfigError(f"{where}: {raw!r} is not a list of names; write e.g. 'en,fr'")
+    if isinstance(raw, dict | list):
+        raise ConfigError(f"{where}: {raw!r} is not a single value")
+    text = str(raw).strip()
+    if setting.kind == "choice":
+        if setting.name == "metrics-scale":
+            return str(int(parse_scale(text, source=where)))
+        if text not in setting.choices:
+            raise ConfigError(f"{where}: {text!r} is not one of {', '.join(setting.choices)}")
+        return text
+    if setting.kind == "path":
+        if not text:
+            raise ConfigError(f"{where}: empty path")
+        if "\x00" in text:
+            raise ConfigError(f"{where}: {text!r} contains a NUL byte")
+        return Path(text)
+    if not text:
+        return None
+    return text
+
+
+# --- the frozen config --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    evaluation_results: Path
+    model_artifact_path: Path
+    config: Path
+    output_dir: Path
+    min_improvement_threshold: float
+    weights: Weights
+    metrics_scale: float
+    registry_name: str
+    experiment_name: str
+    champion_alias: str
+    baseline: Literal["champion", "best-ever"]
+    promotion: Literal["alias", "stage", "both"]
+    mlflow_tracking_uri: str
+    model_uri: str | None
+    source_artifact_path: str
+    force_deploy: bool
+    dry_run: bool
+    fail_on_reject: bool
+    skip_hf_push: bool
+    hf_model_id: str | None
+    hf_private: bool
+    create_model_card: bool
+    merge: bool
+    base_model: str | None
+    card_template: Path | None
+    hf_export_dir: Path | None
+    hf_license: str
+    hf_language: tuple[str, ...]
+    hf_tags: tuple[str, ...]
+    explicit: frozenset[str] = field(default=frozenset())  # settings given by flag / input
+    warnings: tuple[str, ...] = ()
+
+    def public_params(self) -> dict[str, str]:
+        """The settings worth recording as MLflow params (no secrets live in the config)."""
+        return {
+            "min_improvement_threshold": f"{self.min_improvement_threshold:g}",
+            "weights": ",".join(f"{k}={v:g}" for k, v in self.weights.values.items()),
+            "force_deploy": str(self.force_deploy).lower(),
+            "baseline_policy": self.baseline,
+            "promotion": self.promotion,
+            "champion_alias": self.champion_alias,
+            "registry_name": self.registry_name,
+            "metrics_scale": f"{self.metrics_scale:g}",
+            "dry_run": str(self.dry_run).lower(),
+            "hf_model_id": self.hf_model_id or "",
+        }
+
+
+def _lookup(params: Mapping[str, Any], path: tuple[str, ...]) -> tuple[bool, Any]:
+    node: Any = params
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return False, None
+        node = node[key]
+    return True, node
+
+
+DEFAULT_LOCAL_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def build_config(
+    given: Mapping[str, Any],
+    params: Mapping[str, Any] | None = None,
+    *,
+    env_tracking_uri: str | None = None,
+    source_names: Mapping[str, str] | None = None,
+) -> GateConfig:
+    """Merge given values (already typed or raw text), params.yaml and defaults into a GateConfig.
+
+    `given` maps setting names to values from flags / action inputs (None or absent: not given).
+    `source_names` says how to name a given setting in errors (`--weights`, `input weights`).
+    """
+    params = params or {}
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"params.yaml: the top level is a {type(params).__name__}, not a mapping")
+    unknown = set(given) - set(SETTINGS_BY_NAME)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    names = source_names or {}
+    values: dict[str, Any] = {}
+    explicit: set[str] = set()
+    for setting in SETTINGS:
+        raw = given.get(setting.name)
+        if raw is not None:
+            values[setting.attr] = parse_value(setting, raw, names.get(setting.name, f"--{setting.name}"))
+            explicit.add(setting.name)
+            continue
+        for path in setting.params:
+            found, raw = _lookup(params, path)
+            if found and raw is not None:
+                values[setting.attr] = parse_value(setting, raw, "params.yaml " + ".".join(path))
+                break
+        else:
+            values[setting.attr] = parse_value(setting, setting.default, f"default {setting.name}")
+
+    # params.yaml's huggingface.push_to_hub: false means the same as --skip-hf-push.
+    found, push = _lookup(params, ("deployment", "huggingface", "push_to_hub"))
+    if "skip-hf-push" not in explicit and found and push is not None:
+        values["skip_hf_push"] = not parse_bool(push, "params.yaml deployment.huggingface.push_to_hub")
+
+    weights_where = names.get("weights", "--weights") if "weights" in explicit else "params.yaml deployment.weighted_scoring.weights"
+    values["weights"] = resolve_weights(values["weights"], source=weights_where)
+    values["metrics_scale"] = float(values["metrics_scale"])
+    for name in ("registry-name", "experiment-name", "champion-alias"):
+        value = values[name.replace("-", "_")]
+        if not value or not str(value).strip():
+            raise ConfigError(f"{names.get(name, '--' + name)}: empty; give a name")
+    alias = values["champion_alias"]
+    if not alias.replace("-", "").replace("_", "").isalnum() or alias[0].isdigit() or alias.lower() == "latest":
+        raise ConfigError(
+            f"{names.get('champion-alias', '--champion-alias')}: {alias!r} is not a valid MLflow alias; "
+            "use letters, digits, - and _, not starting with a digit, and not 'latest'"
+        )
+    uri = values["mlflow_tracking_uri"]
+    if "mlflow-tracking-uri" not in explicit and env_tracking_uri:
+        uri = env_tracking_uri
+    values["mlflow_tracking_uri"] = uri or DEFAULT_LOCAL_TRACKING_URI
+    return GateConfig(**values, explicit=frozenset(explicit), warnings=values["weights"].warnings)
+
+
+def settings_help() -> list[tuple[str, str, str]]:
+    """(name, default, help) rows, for --help and the README."""
+    return [(s.name, "" if s.default is None else str(s.default), s.help) for s in SETTINGS]
+
+
+Parser = Callable[[object, str], Any]

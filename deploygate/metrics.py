@@ -1,0 +1,200 @@
+"""Evaluation results in, validated metric values out; weights in, a weighted score out.
+
+Pure: values in, values out. Reading the file is the shell's job (see `inputs.py`); this module
+only judges the parsed JSON. The seed's `metrics.json` is a flat object of floats on a 0-1 scale;
+other keys (`rouge1_*`, `weighted_score`, `contribution_*`, ...) are tolerated and not scored.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from deploygate.errors import ConfigError, MetricsError
+
+# The seed's weights: BLEU-4 matters most, ROUGE-L precision guards against hallucination.
+DEFAULT_WEIGHTS: Mapping[str, float] = {
+    "bleu1": 0.10,
+    "bleu2": 0.15,
+    "bleu3": 0.25,
+    "bleu4": 0.40,
+    "rougeL_precision": 0.10,
+}
+STANDARD_METRICS = tuple(DEFAULT_WEIGHTS)
+
+# Spellings seen in the wild, folded (lowercase, alphanumerics only) -> the canonical name.
+_ALIASES = {
+    **{f"bleu{n}": f"bleu{n}" for n in range(1, 5)},
+    **{f"bleu{n}score": f"bleu{n}" for n in range(1, 5)},
+    "rougelprecision": "rougeL_precision",
+    "rougelp": "rougeL_precision",
+    "rougelprec": "rougeL_precision",
+}
+_SCALES = (1.0, 100.0)
+WEIGHT_SUM_TOLERANCE = 1e-9
+
+
+def fold(key: str) -> str:
+    """The comparison form of a metric name: `BLEU-1`, `bleu_1` and `bleu1` all fold to `bleu1`."""
+    return re.sub(r"[^a-z0-9]", "", key.lower())
+
+
+def canonical_name(key: str) -> str:
+    """The name deploygate reports a metric under: standard metrics get one spelling."""
+    return _ALIASES.get(fold(key), key)
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Metric weights that sum to 1; `normalised_from` keeps the sum the user gave when it was not 1."""
+
+    values: Mapping[str, float]
+    normalised_from: float | None = None
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        if self.normalised_from is None:
+            return ()
+        return (f"weights summed to {self.normalised_from:g}, not 1: normalised to sum to 1",)
+
+
+@dataclass(frozen=True)
+class EvaluationMetrics:
+    """Validated metric values on a 0-1 scale, under canonical names, and where each came from."""
+
+    values: Mapping[str, float]
+    keys_used: Mapping[str, str]  # canonical name -> the key found in the file
+    source: str = "metrics.json"
+    notes: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class WeightedScore:
+    """The weighted score and what each metric contributed to it (weight x value)."""
+
+    score: float
+    contributions: Mapping[str, float]
+    weights: Mapping[str, float]
+
+
+def _number(value: object, where: str, fix: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}: {value!r} is not a number; {fix}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: {value!r} is not finite; {fix}")
+    return number
+
+
+def resolve_weights(raw: Mapping[str, object] | None, *, source: str = "weights") -> Weights:
+    """Check user weights (None: the seed's defaults) and normalise them to sum to 1.
+
+    Names are folded to canonical spellings here; whether each names a metric the evaluation
+    results contain is checked in `parse_metrics`, which sees the file.
+    """
+    if raw is None:
+        return Weights(dict(DEFAULT_WEIGHTS))
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError(
+            f"{source}: {raw!r} is not a mapping of metric name to weight; "
+            "write e.g. {bleu4: 0.4, rougeL_precision: 0.1}"
+        )
+    values: dict[str, float] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not key.strip():
+            raise ConfigError(f"{source}: weight name {key!r} is not a metric name")
+        name = canonical_name(key.strip())
+        if name in values:
+            raise ConfigError(f"{source}: metric {name!r} has two weights (spelled {key!r} too); keep one")
+        weight = _number(value, f"{source}.{key}", "give a number such as 0.25")
+        if weight < 0:
+            raise ConfigError(f"{source}.{key}: {weight:g} is negative; weights must be >= 0")
+        values[name] = weight
+    total = math.fsum(values.values())
+    if total <= 0:
+        raise ConfigError(f"{source}: the weights sum to {total:g}; at least one weight must be positive")
+    if abs(total - 1.0) <= WEIGHT_SUM_TOLERANCE:
+        return Weights(values)
+    return Weights({k: v / total for k, v in values.items()}, normalised_from=total)
+
+
+def parse_scale(raw: object, *, source: str = "metrics-scale") -> float:
+    """`1` (metrics are fractions, the seed's way) or `100` (percentages)."""
+    try:
+        scale = float(str(raw).strip())
+    except ValueError:
+        scale = math.nan
+    if scale not in _SCALES:
+        raise ConfigError(f"{source}: {raw!r} is not a metric scale; use 1 (values 0-1) or 100 (values 0-100)")
+    return scale
+
+
+def parse_metrics(
+    data: object, weights: Weights, *, scale: float = 1.0, source: str = "metrics.json"
+) -> EvaluationMetrics:
+    """Find, check and rescale every weighted metric in a parsed evaluation-results object."""
+    if not isinstance(data, Mapping):
+        kind = type(data).__name__ if data is not None else "null"
+        raise MetricsError(
+            f"{source}: the evaluation results are a JSON {kind}, not an object; "
+            'write a flat object such as {"bleu1": 0.41, "bleu4": 0.12, "rougeL_precision": 0.5}'
+        )
+    found: dict[str, str] = {}
+    for key in data:
+        if not isinstance(key, str):
+            continue
+        name = canonical_name(key)
+        if name in found and found[name] != key and name in weights.values:
+            raise MetricsError(
+                f"{source}: {found[name]!r} and {key!r} both spell metric {name!r}; keep one of them"
+            )
+        found.setdefault(name, key)
+    folded_found = {fold(name): name for name in found}
+
+    values: dict[str, float] = {}
+    keys_used: dict[str, str] = {}
+    for name in weights.values:
+        match = found.get(name) or found.get(folded_found.get(fold(name), ""))
+        if match is None:
+            hint = "add it to the evaluation results"
+            if name not in STANDARD_METRICS:
+                hint = "check the spelling of the weight, or add the metric to the evaluation results"
+            present = ", ".join(sorted(k for k in data if isinstance(k, str))[:12]) or "none"
+            raise MetricsError(
+                f"{source}: metric {name!r} (weight {weights.values[name]:.3g}) is missing; {hint} "
+                f"(keys present: {present})"
+            )
+        raw = data[match]
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise MetricsError(f"{source}: {match!r} is {raw!r}, not a number; write it as a number from 0 to 1")
+        value = float(raw)
+        if not math.isfinite(value):
+            raise MetricsError(f"{source}: {match!r} is {raw!r}; the evaluation produced no usable value, re-run it")
+        if value < 0:
+            raise MetricsError(f"{source}: {match!r} is {value:g}, below 0; metrics are scores from 0 to 1")
+        value /= scale
+        if value > 1:
+            if scale == 1.0:
+                raise MetricsError(
+                    f"{source}: {match!r} is {raw!r}, above 1; it looks like a 0-100 scale: "
+                    "declare it with --metrics-scale 100 (params.yaml deployment.metrics_scale: 100)"
+                )
+            raise MetricsError(f"{source}: {match!r} is {raw!r}, above 100 on the declared 0-100 scale")
+        values[name] = value
+        keys_used[name] = match
+    notes = tuple(
+        f"{name}: read from key {key!r}" for name, key in keys_used.items() if key != name
+    )
+    return EvaluationMetrics(values=values, keys_used=keys_used, source=source, notes=notes)
+
+
+def weighted_score(metrics: EvaluationMetrics, weights: Weights) -> WeightedScore:
+    """Sum of weight x value over the weighted metrics (math.fsum: order-independent rounding)."""
+    contributions = {name: weights.values[name] * metrics.values[name] for name in weights.values}
+    return WeightedScore(
+        score=math.fsum(contributions.values()),
+        contributions=contributions,
+        weights=dict(weights.values),
+    )

@@ -1,0 +1,98 @@
+"""What one gate run knew and did: the values the shells turn into outputs, files and reports.
+
+Pure data. `RunContext` is where the run happened (CI facts, read by the shells from the
+environment); `GateResult` is what came of it. Nothing here reads the environment or the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from deploygate.config import GateConfig
+from deploygate.decision import Baseline, Decision
+from deploygate.metrics import EvaluationMetrics, WeightedScore
+
+Status = Literal["deployed", "skipped", "verdict-only", "failed"]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Facts about the run's surroundings (GitHub Actions, a local shell, DVC)."""
+
+    event_name: str = "cli"  # push | pull_request | pull_request_target | workflow_dispatch | cli | ...
+    git_sha: str | None = None
+    git_ref: str | None = None
+    repository: str | None = None  # owner/name on GitHub
+    actor: str | None = None
+    ci_run_url: str | None = None
+    pr_number: int | None = None
+    is_fork: bool = False
+    reason: str | None = None  # why a forced deploy / rollback was asked for
+
+    @property
+    def is_pull_request(self) -> bool:
+        return self.event_name.startswith("pull_request")
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    """One past deployment, for the trend chart: registry version and its recorded score."""
+
+    version: str
+    score: float
+    current: bool = False  # the candidate of this run
+
+
+@dataclass(frozen=True)
+class HubPush:
+    repo_id: str
+    sha: str
+    url: str
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class GateResult:
+    status: Status
+    config: GateConfig
+    context: RunContext
+    metrics: EvaluationMetrics
+    candidate: WeightedScore
+    baseline: Baseline | None
+    decision: Decision
+    started_at: str
+    finished_at: str
+    registered_version: str | None = None
+    mlflow_run_id: str | None = None
+    mlflow_run_url: str | None = None
+    model_version_url: str | None = None
+    hub: HubPush | None = None
+    history: tuple[HistoryPoint, ...] = ()
+    error: str | None = None
+    warnings: tuple[str, ...] = ()
+    files: Mapping[str, Path] = field(default_factory=dict)
+
+    @property
+    def deployed(self) -> bool:
+        return self.status == "deployed"
+
+    def outputs(self) -> dict[str, str]:
+        """The action's outputs (every value a string; empty when unknown)."""
+
+        def num(x: float | None) -> str:
+            return "" if x is None else f"{x:.6f}"
+
+        return {
+            "decision": self.decision.verdict,
+            "deployed": "true" if self.deployed else "false",
+            "reason": self.error or self.decision.reason,
+            "weighted-score": num(self.candidate.score),
+            "baseline-score": num(self.baseline.score if self.baseline else None),
+            "improvement": num(self.decision.improvement),
+            "model-version": self.registered_version or "",
+            "mlflow-run-url": self.mlflow_run_url or "",
+            "hf-commit-url": self.hub.url if self.hub else "",
+        }
