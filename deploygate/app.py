@@ -1,0 +1,172 @@
+"""Wiring shared by the shells: environment -> connection settings and run context, files ->
+candidate, real adapters -> one pipeline run. The CLI and the action shell both call `prepare`
+and `execute`; only they read os.environ and argv, and they pass what they read in here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Mapping, MutableMapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from deploygate.config import GateConfig, build_config
+from deploygate.inputs import load_model_source, load_params, read_json
+from deploygate.metrics import parse_metrics
+from deploygate.pipeline import Candidate, Shipper, run
+from deploygate.registry import MlflowRegistry
+from deploygate.result import GateResult, RunContext
+
+log = logging.getLogger(__name__)
+
+# Every environment variable that may hold a secret; the shells mask and never print these.
+SECRET_ENV = (
+    "HF_TOKEN",
+    "HUGGINGFACE_HUB_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "DAGSHUB_USER_TOKEN",
+    "DAGSHUB_TOKEN",
+    "GITHUB_TOKEN",
+    "INPUT_GITHUB-TOKEN",
+    "INPUT_GITHUB_TOKEN",
+    "INPUT_HF-TOKEN",
+    "INPUT_HF_TOKEN",
+    "INPUT_MLFLOW-TRACKING-PASSWORD",
+    "INPUT_MLFLOW_TRACKING_PASSWORD",
+)
+
+
+def secrets_in(env: Mapping[str, str]) -> list[str]:
+    """The secret values present in `env` (non-empty), longest first so masks nest correctly."""
+    values = {env[k] for k in SECRET_ENV if env.get(k, "").strip()}
+    return sorted(values, key=len, reverse=True)
+
+
+def connection_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Environment updates for the MLflow client: DagsHub fallbacks and fail-fast HTTP settings.
+
+    The seed's CI sets DAGSHUB_USERNAME + DAGSHUB_USER_TOKEN / DAGSHUB_TOKEN; MLflow only reads
+    MLFLOW_TRACKING_USERNAME / PASSWORD. MLflow retries a dead server for minutes by default; a
+    gate should say so in seconds.
+    """
+    updates: dict[str, str] = {}
+    if not env.get("MLFLOW_TRACKING_USERNAME") and env.get("DAGSHUB_USERNAME"):
+        updates["MLFLOW_TRACKING_USERNAME"] = env["DAGSHUB_USERNAME"]
+    if not env.get("MLFLOW_TRACKING_PASSWORD"):
+        token = env.get("DAGSHUB_USER_TOKEN") or env.get("DAGSHUB_TOKEN")
+        if token:
+            updates["MLFLOW_TRACKING_PASSWORD"] = token
+    defaults = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+    }
+    updates.update({k: v for k, v in defaults.items() if not env.get(k)})
+    return updates
+
+
+def apply_connection_env(env: MutableMapping[str, str]) -> None:
+    env.update(connection_env(env))
+
+
+def git_sha(cwd: Path | None = None) -> str | None:
+    """HEAD of the git repository around `cwd`, or None outside one."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and len(sha) >= 7 else None
+
+
+def context_from_env(env: Mapping[str, str], *, event: Mapping[str, Any] | None = None) -> RunContext:
+    """Where this run happens: GitHub Actions facts when present, else a local shell."""
+    server = env.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+    repo = env.get("GITHUB_REPOSITORY") or None
+    run_id = env.get("GITHUB_RUN_ID")
+    ci_url = f"{server}/{repo}/actions/runs/{run_id}" if repo and run_id else None
+    event = event or {}
+    pr = event.get("pull_request") if isinstance(event.get("pull_request"), dict) else None
+    pr_number = pr.get("number") if pr else None
+    is_fork = False
+    if pr:
+        head_repo = (pr.get("head") or {}).get("repo") or {}
+        base_repo = (pr.get("base") or {}).get("repo") or {}
+        is_fork = bool(head_repo.get("fork")) or (
+            bool(head_repo.get("full_name")) and head_repo.get("full_name") != base_repo.get("full_name")
+        )
+    return RunContext(
+        event_name=env.get("GITHUB_EVENT_NAME") or "cli",
+        git_sha=env.get("GITHUB_SHA") or git_sha(),
+        git_ref=env.get("GITHUB_REF") or None,
+        repository=repo,
+        actor=env.get("GITHUB_ACTOR") or env.get("USER") or None,
+        ci_run_url=ci_url,
+        pr_number=pr_number if isinstance(pr_number, int) else None,
+        is_fork=is_fork,
+    )
+
+
+def prepare(
+    given: Mapping[str, Any],
+    env: Mapping[str, str],
+    *,
+    source_names: Mapping[str, str] | None = None,
+) -> tuple[GateConfig, Candidate]:
+    """Read params.yaml and the input files, check everything; raise InputError before any write."""
+    config_given = given.get("config")
+    config_path = Path(str(config_given)) if config_given else Path("params.yaml")
+    params = load_params(config_path, explicit=config_given is not None)
+    cfg = build_config(
+        given, params, env_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None, source_names=source_names
+    )
+    return cfg, load_candidate(cfg)
+
+
+def load_candidate(cfg: GateConfig) -> Candidate:
+    data = read_json(cfg.evaluation_results, "evaluation-results")
+    metrics = parse_metrics(data, cfg.weights, scale=cfg.metrics_scale, source=str(cfg.evaluation_results))
+    source, record = load_model_source(
+        cfg.model_artifact_path,
+        explicit="model-artifact-path" in cfg.explicit,
+        model_uri=cfg.model_uri,
+        artifact_path=cfg.source_artifact_path,
+    )
+    return Candidate(metrics=metrics, source=source, location=record)
+
+
+def build_shipper(cfg: GateConfig, env: Mapping[str, str]) -> Shipper | None:
+    """The Hub stage, when this run may push; None when there is nothing to push to."""
+    if cfg.skip_hf_push or not cfg.hf_model_id:
+        return None
+    try:
+        from deploygate.shipping import HubShipper  # the Hub part; absent in minimal installs
+    except ImportError:
+        log.warning("Hub push requested for %s but the Hub stage is not installed; skipping it", cfg.hf_model_id)
+        return None
+    return HubShipper.from_env(cfg, env)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def execute(cfg: GateConfig, ctx: RunContext, env: Mapping[str, str], candidate: Candidate | None = None) -> GateResult:
+    """Connect, run the gate once, return what happened (files are written by the pipeline)."""
+    cand = candidate if candidate is not None else load_candidate(cfg)
+    registry = MlflowRegistry(cfg.mlflow_tracking_uri)
+    registry.check()
+    shipper = build_shipper(cfg, env)
+    return run(cfg, ctx, cand, registry=registry, shipper=shipper, clock=utc_now)
+
+
+def quiet_third_party_logs() -> None:
+    for name in ("mlflow", "alembic", "urllib3", "httpx", "huggingface_hub", "filelock", "git"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -1,0 +1,292 @@
+"""The GitHub adapter: the runner's file commands and workflow commands, and the sticky PR comment.
+
+Everything that ends up in a runner file or on the log as a workflow command goes through here,
+escaped, so that a value with newlines, `%`, `::` or the output delimiter cannot forge a command or
+break the outputs file. It must not decide anything, read settings or know about the gate: the
+action shell hands it strings. Only the standard library (urllib) talks to the REST API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import secrets
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from deploygate.errors import GitHubError
+
+log = logging.getLogger(__name__)
+
+# A step summary over 1 MiB is dropped by the runner (with an error on the run page); stay below.
+SUMMARY_LIMIT_BYTES = 1024 * 1024
+SUMMARY_BUDGET_BYTES = SUMMARY_LIMIT_BYTES - 16 * 1024
+# An issue comment body is at most 65536 characters.
+COMMENT_LIMIT_CHARS = 65_536
+COMMENT_MARKER = "<!-- deploygate -->"
+_TRUNCATED = "\n\n> [!NOTE]\n> This report was cut to fit GitHub's size limit; the full files are in the run's artifacts.\n"
+
+# --- escaping -----------------------------------------------------------------------------------
+
+
+def escape_data(value: str) -> str:
+    """Escape a workflow command's message (the part after `::`), as @actions/core does."""
+    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(value: str) -> str:
+    """Escape a workflow command's property value (`title=...`): also `:` and `,`."""
+    return escape_data(value).replace(":", "%3A").replace(",", "%2C")
+
+
+def command(name: str, message: str = "", **properties: str) -> str:
+    """One workflow command line, e.g. `::error title=deploygate::message` (no trailing newline)."""
+    props = ",".join(f"{key}={escape_property(val)}" for key, val in properties.items() if val)
+    return f"::{name}{' ' + props if props else ''}::{escape_data(message)}"
+
+
+def _delimiter(name: str, value: str) -> str:
+    while True:
+        delimiter = f"ghadelimiter_{secrets.token_hex(16)}"
+        if delimiter not in name and delimiter not in value:
+            return delimiter
+
+
+def output_record(name: str, value: str) -> str:
+    """One `name<<DELIMITER` record for GITHUB_OUTPUT; the delimiter never occurs in the value."""
+    if not name or any(c in name for c in "\r\n=<") or name != name.strip():
+        raise ValueError(f"output name {name!r} cannot be written to GITHUB_OUTPUT")
+    delimiter = _delimiter(name, value)
+    return f"{name}<<{delimiter}\n{value}\n{delimiter}\n"
+
+
+def fit_utf8(text: str, limit: int, suffix: str = _TRUNCATED) -> str:
+    """`text` if its UTF-8 form fits in `limit` bytes, else cut at a character boundary + `suffix`."""
+    raw = text.encode("utf-8")
+    if len(raw) <= limit:
+        return text
+    room = max(0, limit - len(suffix.encode("utf-8")))
+    return raw[:room].decode("utf-8", errors="ignore") + suffix
+
+
+def mask_values(secret: str) -> list[str]:
+    """What to `::add-mask::` for one secret: the whole value and each of its lines (the runner masks per line)."""
+    values = [secret.strip()] if secret.strip() else []
+    if "\n" in secret or "\r" in secret:
+        values += [line.strip() for line in re.split(r"\r?\n|\r", secret) if line.strip()]
+    return list(dict.fromkeys(values))
+
+
+# --- the runner ---------------------------------------------------------------------------------
+
+
+class Runner:
+    """Workflow commands on `stream` and the file commands the runner's env points at.
+
+    Outside Actions (no GITHUB_OUTPUT etc.) the file commands are skipped and the workflow commands
+    are still printed, which is harmless in a terminal.
+    """
+
+    def __init__(self, env: Mapping[str, str], stream: TextIO) -> None:
+        self.stream = stream
+        self.output_path = _path(env.get("GITHUB_OUTPUT"))
+        self.summary_path = _path(env.get("GITHUB_STEP_SUMMARY"))
+        self.masked: set[str] = set()
+
+    def emit(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def add_mask(self, secret: str) -> None:
+        for value in mask_values(secret):
+            if value not in self.masked:
+                self.masked.add(value)
+                self.emit(command("add-mask", value))
+
+    def annotate(self, level: Literal["error", "warning", "notice"], message: str, title: str = "deploygate") -> None:
+        self.emit(command(level, message, title=title))
+
+    def error(self, message: str, title: str = "deploygate") -> None:
+        self.annotate("error", message, title)
+
+    def warning(self, message: str, title: str = "deploygate") -> None:
+        self.annotate("warning", message, title)
+
+    def notice(self, message: str, title: str = "deploygate") -> None:
+        self.annotate("notice", message, title)
+
+    def debug(self, message: str) -> None:
+        self.emit(command("debug", message))
+
+    @contextlib.contextmanager
+    def group(self, title: str) -> Iterator[None]:
+        """A collapsible log section. Commands inside still work (unlike `quiet`)."""
+        self.emit(command("group", title))
+        try:
+            yield
+        finally:
+            self.emit("::endgroup::")
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """Stop the runner from interpreting workflow commands in what is printed inside (logs of
+        third-party code may echo user data that looks like `::set-output`). Masks still apply."""
+        token = secrets.token_hex(16)
+        self.emit(f"::stop-commands::{token}")
+        try:
+            yield
+        finally:
+            self.emit(f"::{token}::")
+
+    def set_outputs(self, outputs: Mapping[str, str]) -> None:
+        if self.output_path is None:
+            return
+        text = "".join(output_record(name, value) for name, value in outputs.items())
+        with self.output_path.open("a", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+
+    def append_summary(self, markdown: str) -> None:
+        """Append to the step summary, never letting the file pass the runner's limit."""
+        if self.summary_path is None:
+            return
+        try:
+            used = self.summary_path.stat().st_size
+        except OSError:
+            used = 0
+        room = SUMMARY_BUDGET_BYTES - used
+        if room <= len(_TRUNCATED.encode("utf-8")):
+            log.warning("step summary is full (%d bytes); not adding the deploygate report", used)
+            return
+        body = fit_utf8(markdown if markdown.endswith("\n") else markdown + "\n", room)
+        with self.summary_path.open("a", encoding="utf-8", newline="\n") as f:
+            f.write(body)
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+# --- the PR comment REST client -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommentOutcome:
+    """What became of the sticky comment. `forbidden` is a read-only token or a fork: warn, don't fail."""
+
+    status: Literal["created", "updated", "forbidden"]
+    url: str | None = None
+    detail: str = ""
+
+
+class PullRequestComments:
+    """The three issue-comment endpoints, at `api_url` (GITHUB_API_URL, so GHES works)."""
+
+    def __init__(self, api_url: str, token: str, repository: str, *, timeout: float = 30.0) -> None:
+        if repository.count("/") != 1:
+            raise GitHubError(f"GITHUB_REPOSITORY {repository!r} is not owner/name")
+        self.api_url = api_url.rstrip("/")
+        self.token = token
+        self.repo_path = "/".join(urllib.parse.quote(part, safe="") for part in repository.split("/"))
+        self.timeout = timeout
+
+    def upsert(self, pr_number: int, body: str, marker: str = COMMENT_MARKER) -> CommentOutcome:
+        """Update the comment that starts with `marker`, else create one. Never two."""
+        if not body.startswith(marker):
+            body = f"{marker}\n{body}"
+        body = fit_utf8(body, COMMENT_LIMIT_CHARS)  # bytes >= characters, so this also fits the char limit
+        try:
+            existing = self._find(pr_number, marker)
+            if existing is not None:
+                data = self._request("PATCH", f"/repos/{self.repo_path}/issues/comments/{existing}", {"body": body})
+                return CommentOutcome("updated", _str(data.get("html_url")))
+            data = self._request("POST", f"/repos/{self.repo_path}/issues/{pr_number}/comments", {"body": body})
+            return CommentOutcome("created", _str(data.get("html_url")))
+        except _Forbidden as exc:
+            return CommentOutcome("forbidden", detail=str(exc))
+
+    def _find(self, pr_number: int, marker: str) -> int | None:
+        url: str | None = f"{self.api_url}/repos/{self.repo_path}/issues/{pr_number}/comments?per_page=100"
+        pages = 0
+        while url and pages < 100:  # 10 000 comments: a bound, not a limit anyone reaches
+            pages += 1
+            comments, url = self._get_page(url)
+            for comment in comments:
+                if isinstance(comment, dict) and str(comment.get("body") or "").lstrip().startswith(marker):
+                    return int(comment["id"])
+        return None
+
+    def _get_page(self, url: str) -> tuple[list[Any], str | None]:
+        data, headers = self._send("GET", url, None)
+        if not isinstance(data, list):
+            raise GitHubError(f"GitHub API: listing comments returned {type(data).__name__}, not a list")
+        return data, _next_link(headers.get("Link", ""))
+
+    def _request(self, method: str, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        data, _ = self._send(method, self.api_url + path, payload)
+        return data if isinstance(data, dict) else {}
+
+    def _send(self, method: str, url: str, payload: Mapping[str, Any] | None) -> tuple[Any, Mapping[str, str]]:
+        request = urllib.request.Request(
+            url,
+            method=method,
+            data=None if payload is None else json.dumps(payload).encode("utf-8"),
+            headers={
+                "Accept": "application/vnd.github+json",
+                "Authorization": f"Bearer {self.token}",
+                "X-GitHub-Api-Version": "2022-11-28",
+                "User-Agent": "deploygate",
+                **({"Content-Type": "application/json"} if payload is not None else {}),
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (the API URL comes from the runner)
+                raw = response.read()
+                headers = {k: v for k, v in response.headers.items()}
+        except urllib.error.HTTPError as exc:
+            message = _error_message(exc)
+            if exc.code in (401, 403, 404):
+                raise _Forbidden(f"{method} {_route(url)}: HTTP {exc.code} {message}".strip()) from None
+            raise GitHubError(f"GitHub API {method} {_route(url)} failed: HTTP {exc.code} {message}".strip()) from None
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise GitHubError(f"GitHub API at {self.api_url} is unreachable: {reason}") from None
+        try:
+            return (json.loads(raw) if raw else {}), headers
+        except ValueError:
+            raise GitHubError(f"GitHub API {method} {_route(url)} answered with something that is not JSON") from None
+
+
+class _Forbidden(Exception):
+    """401/403/404: the token may not see or write the PR (fork, read-only token, missing permission)."""
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _route(url: str) -> str:
+    return urllib.parse.urlsplit(url).path
+
+
+def _error_message(exc: urllib.error.HTTPError) -> str:
+    try:
+        data = json.loads(exc.read() or b"{}")
+    except (ValueError, OSError):
+        return ""
+    return str(data.get("message", "")) if isinstance(data, dict) else ""
+
+
+def _next_link(header: str) -> str | None:
+    """The `rel="next"` URL of a Link header, if any."""
+    for part in header.split(","):
+        match = re.match(r'\s*<([^>]+)>\s*;(.*)', part)
+        if match and re.search(r'rel="?next"?', match.group(2)):
+            return match.group(1)
+    return None

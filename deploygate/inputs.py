@@ -1,0 +1,129 @@
+"""Reading the user's files: evaluation results, the model location, params.yaml.
+
+The one place that turns a path into parsed values, each failure an InputError that names the
+file, what is wrong and the fix. Nothing here writes anything or talks to a server.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deploygate.errors import ConfigError, MetricsError, ModelSourceError
+from deploygate.registry import ModelSource
+
+MAX_INPUT_BYTES = 16 * 1024 * 1024  # an evaluation summary is a few hundred bytes
+
+
+def _read_text(path: Path, what: str, error: type[Exception]) -> str:
+    if not path.exists():
+        raise error(f"{what}: {path} does not exist; check the path (relative paths start at {Path.cwd()})")
+    if path.is_dir():
+        raise error(f"{what}: {path} is a directory, not a file; give the file's path")
+    try:
+        if path.stat().st_size > MAX_INPUT_BYTES:
+            raise error(f"{what}: {path} is over {MAX_INPUT_BYTES >> 20} MiB; give the summary file, not the data")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{what}: {path} is not UTF-8 text; give a JSON file") from None
+    except OSError as exc:
+        raise error(f"{what}: {path} cannot be read ({exc.strerror}); check its permissions") from None
+
+
+def read_json(path: Path, what: str, error: type[Exception] = MetricsError) -> Any:
+    text = _read_text(path, what, error)
+    if not text.strip():
+        raise error(f"{what}: {path} is empty; it should hold a JSON object")
+    try:
+        # NaN / Infinity literals parse to floats; the metric checks refuse them with a clear message.
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(
+            f"{what}: {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); fix the file"
+        ) from None
+    except RecursionError:
+        raise error(f"{what}: {path} is nested too deeply to be evaluation results") from None
+
+
+def load_params(path: Path, *, explicit: bool) -> dict[str, Any]:
+    """params.yaml as a mapping; {} when it is missing and was not asked for by name."""
+    if not path.exists() and not explicit:
+        return {}
+    text = _read_text(path, "config", ConfigError)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"config: {path} is not valid YAML{where}; fix the file") from None
+    except RecursionError:
+        raise ConfigError(f"config: {path} is nested too deeply") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {path} holds a YAML {type(data).__name__}, not a mapping with a deployment: section")
+    for section in ("deployment", "mlflow"):
+        if section in data and data[section] is not None and not isinstance(data[section], dict):
+            raise ConfigError(f"config: {path} section {section!r} is a {type(data[section]).__name__}, not a mapping")
+    return data
+
+
+def load_model_source(
+    path: Path,
+    *,
+    explicit: bool,
+    model_uri: str | None,
+    artifact_path: str,
+) -> tuple[ModelSource | None, dict[str, Any]]:
+    """The candidate's source from the model location file (or `model-uri`); (None, {}) if none given.
+
+    Returns the source and the whole location record (model_name, dvc_stage, ... for the report).
+    """
+    record: dict[str, Any] = {}
+    if path.exists() or explicit:
+        data = read_json(path, "model-artifact-path", ModelSourceError)
+        if not isinstance(data, dict):
+            raise ModelSourceError(
+                f"model-artifact-path: {path} holds a JSON {type(data).__name__}, not an object; "
+                'write {"mlflow_run_id": "...", "tracking_uri": "..."}'
+            )
+        record = data
+    if model_uri:
+        if "://" not in model_uri and not model_uri.startswith(("runs:/", "models:/")):
+            raise ModelSourceError(
+                f"model-uri: {model_uri!r} is not an MLflow model URI; use runs:/<run id>/<path> or models:/<name>/<version>"
+            )
+        return ModelSource(model_uri=model_uri, artifact_path=artifact_path), record
+    if not record:
+        return None, record
+
+    run_id = record.get("mlflow_run_id")
+    uri = record.get("model_uri")
+    local = record.get("local_path")
+    art = record.get("artifact_path", artifact_path)
+    for key, value in (("mlflow_run_id", run_id), ("model_uri", uri), ("local_path", local), ("artifact_path", art)):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ModelSourceError(f"model-artifact-path: {path} key {key!r} is {value!r}; it must be a non-empty string")
+    if run_id is not None and not all(c.isalnum() or c in "-_" for c in run_id):
+        raise ModelSourceError(f"model-artifact-path: {path} mlflow_run_id {run_id!r} is not an MLflow run id")
+    if uri:
+        return ModelSource(model_uri=uri, run_id=run_id, artifact_path=art), record
+    if run_id:
+        return ModelSource(run_id=run_id, artifact_path=art.strip("/")), record
+    if local:
+        local_path = Path(local)
+        if not local_path.is_absolute():
+            local_path = (path.parent / local_path).resolve()
+        if not local_path.is_dir():
+            raise ModelSourceError(
+                f"model-artifact-path: {path} local_path {local!r} is not a directory; point it at the saved model folder"
+            )
+        return ModelSource(local_path=local_path, artifact_path=art), record
+    keys = ", ".join(sorted(record)) or "none"
+    raise ModelSourceError(
+        f"model-artifact-path: {path} names no model source (keys: {keys}); "
+        "add mlflow_run_id, model_uri or local_path"
+    )

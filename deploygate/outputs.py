@@ -1,0 +1,136 @@
+"""The three result files, written atomically (temp file in the same folder, then rename).
+
+`deployment_info.json` says what was decided and done; `model_comparison.json` says why, metric
+by metric; `deployment_logs.txt` is the run's log. Their layouts are documented in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from deploygate import __version__
+from deploygate.result import GateResult
+
+INFO_FILE = "deployment_info.json"
+COMPARISON_FILE = "model_comparison.json"
+LOG_FILE = "deployment_logs.txt"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def deployment_info(result: GateResult) -> dict[str, Any]:
+    cfg, ctx, dec = result.config, result.context, result.decision
+    return {
+        "deploygate_version": __version__,
+        "status": result.status,
+        "deployed": result.deployed,
+        "decision": dec.verdict,
+        "rule": dec.rule,
+        "reason": dec.reason,
+        "forced": dec.verdict == "forced",
+        "notes": list(dec.notes),
+        "error": result.error,
+        "threshold": cfg.min_improvement_threshold,
+        "weighted_score": result.candidate.score,
+        "baseline_score": result.baseline.score if result.baseline else None,
+        "improvement": dec.improvement,
+        "improvement_pct": dec.improvement_pct,
+        "registry": {
+            "name": cfg.registry_name,
+            "alias": cfg.champion_alias,
+            "promotion": cfg.promotion,
+            "version": result.registered_version,
+            "previous_version": result.baseline.version if result.baseline else None,
+            "url": result.model_version_url,
+        },
+        "mlflow": {
+            "experiment": cfg.experiment_name,
+            "run_id": result.mlflow_run_id,
+            "run_url": result.mlflow_run_url,
+        },
+        "hub": None
+        if result.hub is None
+        else {"repo_id": result.hub.repo_id, "commit": result.hub.sha, "url": result.hub.url, "tag": result.hub.tag},
+        "context": {
+            "event": ctx.event_name,
+            "git_sha": ctx.git_sha,
+            "ref": ctx.git_ref,
+            "repository": ctx.repository,
+            "actor": ctx.actor,
+            "ci_run_url": ctx.ci_run_url,
+            "pr_number": ctx.pr_number,
+            "reason": ctx.reason,
+        },
+        "started_at": result.started_at,
+        "finished_at": result.finished_at,
+        "warnings": list(result.warnings),
+    }
+
+
+def model_comparison(result: GateResult) -> dict[str, Any]:
+    cand, base, dec = result.candidate, result.baseline, result.decision
+    per_metric: dict[str, Any] = {}
+    for name, weight in cand.weights.items():
+        value = result.metrics.values[name]
+        before = base.metrics.get(name) if base else None
+        per_metric[name] = {
+            "weight": weight,
+            "candidate": value,
+            "baseline": before,
+            "delta": None if before is None else value - before,
+            "contribution": cand.contributions[name],
+            "contribution_delta": None if before is None else weight * (value - before),
+        }
+    return {
+        "candidate": {
+            "weighted_score": cand.score,
+            "metrics": dict(result.metrics.values),
+            "contributions": dict(cand.contributions),
+            "weights": dict(cand.weights),
+            "keys_used": dict(result.metrics.keys_used),
+            "source_file": result.metrics.source,
+        },
+        "baseline": None
+        if base is None
+        else {
+            "source": base.source,
+            "version": base.version,
+            "run_id": base.run_id,
+            "weighted_score": base.score,
+            "metrics": dict(base.metrics),
+        },
+        "improvement": {
+            "absolute": dec.improvement,
+            "relative_pct": dec.improvement_pct,
+            "threshold": result.config.min_improvement_threshold,
+            "meets_threshold": dec.rule in ("improved", "first-model"),
+        },
+        "per_metric": per_metric,
+    }
+
+
+def write_outputs(result: GateResult, log_text: str) -> dict[str, Path]:
+    """Write the three files into the configured output folder; return their paths."""
+    out = result.config.output_dir
+    paths = {"info": out / INFO_FILE, "comparison": out / COMPARISON_FILE, "log": out / LOG_FILE}
+    write_atomic(paths["comparison"], json.dumps(model_comparison(result), indent=2, allow_nan=False) + "\n")
+    write_atomic(paths["log"], log_text)
+    write_atomic(paths["info"], json.dumps(deployment_info(result), indent=2, allow_nan=False) + "\n")
+    return paths

@@ -1,0 +1,384 @@
+"""One gate run, in order: score, baseline, decide, (register, ship, promote), record, report.
+
+The only place that orders the steps. It gets its adapters passed in (`registry`, `shipper`),
+so tests can hand it real servers or hand-written fakes. Order matters for safety:
+  1. everything the user gave is checked before the first write (bad input writes nothing);
+  2. a version is registered before the Hub push (the Hub tag names it), but the champion alias
+     moves only after the push succeeded: a failure leaves the old champion in place;
+  3. a re-run of the same candidate (same source, same git sha) reuses its version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from deploygate import __version__
+from deploygate.config import GateConfig
+from deploygate.decision import Baseline, Policy, decide
+from deploygate.errors import DeployGateError, ModelSourceError
+from deploygate.metrics import EvaluationMetrics, weighted_score
+from deploygate.outputs import write_outputs
+from deploygate.registry import (
+    TAG_CANDIDATE,
+    TAG_GATE_RUN,
+    TAG_GIT_SHA,
+    TAG_HUB_COMMIT,
+    TAG_HUB_URL,
+    TAG_METRIC,
+    TAG_SCORE,
+    MlflowRegistry,
+    ModelSource,
+)
+from deploygate.result import GateResult, HistoryPoint, HubPush, RunContext
+
+log = logging.getLogger("deploygate")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The candidate as the shell read it: validated metrics and where the model is."""
+
+    metrics: EvaluationMetrics
+    source: ModelSource | None
+    location: Mapping[str, Any] = field(default_factory=dict)  # the model location record, as read
+
+
+@dataclass(frozen=True)
+class ShipRequest:
+    """What the Hub stage needs to build and push one deployment."""
+
+    config: GateConfig
+    context: RunContext
+    candidate: Candidate
+    version: str
+    score: float
+    baseline: Baseline | None
+    reason: str
+    verdict: str
+    mlflow_run_url: str | None
+    model_version_url: str | None
+    created_at: str
+
+
+class Shipper(Protocol):
+    """Builds the Hub folder (merge, tokenizer, card) and pushes it; returns the commit."""
+
+    def ship(self, request: ShipRequest) -> HubPush | None: ...
+
+
+Clock = Callable[[], datetime]
+
+
+@contextlib.contextmanager
+def capture_log() -> Iterator[io.StringIO]:
+    """Everything logged under `deploygate` during the run, for deployment_logs.txt."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setLevel(logging.DEBUG)
+    logger = logging.getLogger("deploygate")
+    old_level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield buffer
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def _run_tags(cfg: GateConfig, ctx: RunContext, cand: Candidate) -> dict[str, str]:
+    tags = {
+        "deploygate.version": __version__,
+        "deploygate.event": ctx.event_name,
+        "deploygate.registry_name": cfg.registry_name,
+    }
+    optional = {
+        "deploygate.git_sha": ctx.git_sha,
+        "mlflow.source.git.commit": ctx.git_sha,
+        "deploygate.git_ref": ctx.git_ref,
+        "deploygate.ci_run_url": ctx.ci_run_url,
+        "deploygate.actor": ctx.actor,
+        "deploygate.pr_number": str(ctx.pr_number) if ctx.pr_number else None,
+        "deploygate.source_run_id": cand.source.run_id if cand.source else None,
+        "deploygate.source_model": cand.source.describe() if cand.source else None,
+        "deploygate.request_reason": ctx.reason,
+    }
+    tags.update({k: v for k, v in optional.items() if v})
+    return tags
+
+
+def _metric_name(name: str) -> str:
+    """MLflow metric names allow letters, digits and _-./ and space; custom names may have more."""
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)[:250]
+
+
+def run(
+    cfg: GateConfig,
+    ctx: RunContext,
+    cand: Candidate,
+    *,
+    registry: MlflowRegistry,
+    shipper: Shipper | None = None,
+    clock: Clock,
+) -> GateResult:
+    """Run the gate once. Raises DeployGateError subclasses; the result files are written anyway."""
+    with capture_log() as buffer:
+        return _run(cfg, ctx, cand, registry=registry, shipper=shipper, clock=clock, buffer=buffer)
+
+
+def _run(
+    cfg: GateConfig,
+    ctx: RunContext,
+    cand: Candidate,
+    *,
+    registry: MlflowRegistry,
+    shipper: Shipper | None,
+    clock: Clock,
+    buffer: io.StringIO,
+) -> GateResult:
+    started = clock().isoformat()
+    warnings = list(cfg.warnings)
+    for note in (*cfg.warnings, *cand.metrics.notes):
+        log.info("%s", note)
+    score = weighted_score(cand.metrics, cfg.weights)
+    log.info("candidate weighted score %.6f (%s)", score.score,
+             ", ".join(f"{k} {v:.4f} x {cfg.weights.values[k]:.3f}" for k, v in cand.metrics.values.items()))
+
+    # Baseline and decision: reads only.
+    if cfg.baseline == "champion":
+        baseline = registry.champion_baseline(cfg.registry_name, cfg.champion_alias)
+    else:
+        baseline = registry.best_ever_baseline(cfg.experiment_name)
+    if baseline is None:
+        log.info("no baseline: %s has no %s yet", cfg.registry_name,
+                 f"alias {cfg.champion_alias!r}" if cfg.baseline == "champion" else "past gate runs")
+    else:
+        log.info("baseline (%s) %s score %.6f", baseline.source,
+                 f"v{baseline.version}" if baseline.version else baseline.run_id, baseline.score)
+    why_not = ""
+    if ctx.is_pull_request:
+        why_not = "pull request: verdict only, nothing is deployed from a PR"
+    elif cfg.dry_run:
+        why_not = "dry run: verdict only"
+    policy = Policy(cfg.min_improvement_threshold, cfg.force_deploy, may_deploy=not why_not, why_not_deploy=why_not)
+    decision = decide(score.score, baseline, policy)
+    log.info("decision: %s (%s)", decision.verdict, decision.reason)
+    for note in decision.notes:
+        log.info("%s", note)
+
+    source_uri: str | None = None
+    source_run: str | None = None
+    if decision.deploy:
+        if cand.source is None:
+            raise ModelSourceError(
+                f"model-artifact-path: {cfg.model_artifact_path} does not exist and no model-uri was given, "
+                "so there is nothing to register; point --model-artifact-path at the model location file"
+            )
+        if cand.source.local_path is None:
+            source_uri, source_run = registry.resolve_source(cand.source)  # read: checks the run exists
+
+    # From here on, writes: the gate run first, so that every later failure is recorded on it.
+    experiment_id = registry.experiment_id(cfg.experiment_name)
+    run_id = registry.start_run(
+        experiment_id, run_name=f"gate-{(ctx.git_sha or 'local')[:8]}", tags=_run_tags(cfg, ctx, cand)
+    )
+    run_url = registry.run_url(experiment_id, run_id)
+    log.info("gate run %s%s", run_id, f" ({run_url})" if run_url else "")
+
+    metrics = {_metric_name(k): v for k, v in cand.metrics.values.items()}
+    metrics.update({_metric_name(f"contribution_{k}"): v for k, v in score.contributions.items()})
+    metrics["weighted_score"] = score.score
+    if baseline is not None:
+        metrics["baseline_score"] = baseline.score
+    if decision.improvement is not None:
+        metrics["improvement"] = decision.improvement
+    if decision.improvement_pct is not None:
+        metrics["improvement_pct"] = decision.improvement_pct
+
+    base_result = GateResult(
+        status="skipped",
+        config=cfg,
+        context=ctx,
+        metrics=cand.metrics,
+        candidate=score,
+        baseline=baseline,
+        decision=decision,
+        started_at=started,
+        finished_at=started,
+        mlflow_run_id=run_id,
+        mlflow_run_url=run_url,
+        warnings=tuple(warnings),
+    )
+    result = base_result
+    try:
+        registry.log_run(
+            run_id,
+            params=cfg.public_params(),
+            metrics=metrics,
+            tags={
+                "deploygate.decision": decision.verdict,
+                "deploygate.rule": decision.rule,
+                "deploygate.reason": decision.reason,
+            },
+        )
+        if decision.deploy:
+            assert cand.source is not None
+            result = _deploy(cfg, ctx, cand, registry, shipper, clock, result, source_uri, source_run)
+        elif decision.verdict != "skip":
+            result = replace(result, status="verdict-only")
+        history = registry.history(cfg.registry_name) if cfg.baseline == "champion" or result.deployed else []
+        result = replace(result, history=_history_points(history, result))
+        result = replace(result, finished_at=clock().isoformat())
+        registry.set_tags(run_id, {"deploygate.status": result.status, "deploygate.deployed": str(result.deployed).lower()})
+        registry.log_run(run_id, params={}, metrics={"deployed": 1.0 if result.deployed else 0.0}, tags={})
+        log.info("status: %s", result.status)
+        files = write_outputs(result, buffer.getvalue())
+        registry.log_artifacts(run_id, cfg.output_dir, "deployment")
+        registry.end_run(run_id, "FINISHED")
+        return replace(result, files=files)
+    except DeployGateError as exc:
+        _record_failure(registry, result, run_id, exc, clock, buffer)
+        raise
+    except Exception as exc:  # unexpected: still leave a trace, then let the shell show the traceback
+        _record_failure(registry, result, run_id, exc, clock, buffer)
+        raise
+
+
+def _deploy(
+    cfg: GateConfig,
+    ctx: RunContext,
+    cand: Candidate,
+    registry: MlflowRegistry,
+    shipper: Shipper | None,
+    clock: Clock,
+    result: GateResult,
+    source_uri: str | None,
+    source_run: str | None,
+) -> GateResult:
+    source = cand.source
+    assert source is not None and result.mlflow_run_id is not None
+    run_id = result.mlflow_run_id
+    key = source.candidate_key(ctx.git_sha)
+    version = registry.find_version(cfg.registry_name, key)
+    if version is not None:
+        log.info("candidate already registered as v%s (same source and git sha): reusing it", version)
+    else:
+        if source.local_path is not None:
+            log.info("logging %s to the gate run as the candidate model", source.local_path)
+            registry.log_artifacts(run_id, source.local_path, "candidate_model")
+            source_uri, source_run = f"{registry.artifact_uri(run_id).rstrip('/')}/candidate_model", run_id
+        assert source_uri is not None
+        tags = {
+            TAG_SCORE: repr(result.candidate.score),
+            TAG_CANDIDATE: key,
+            TAG_GATE_RUN: run_id,
+            "deploygate.decision": result.decision.verdict,
+            **{f"{TAG_METRIC}{name}": repr(v) for name, v in cand.metrics.values.items()},
+        }
+        if ctx.git_sha:
+            tags[TAG_GIT_SHA] = ctx.git_sha
+        if source.run_id:
+            tags["deploygate.source_run_id"] = source.run_id
+        description = (
+            f"Weighted score {result.candidate.score:.4f}. {result.decision.reason}. "
+            f"Registered by deploygate {__version__} (gate run {run_id})."
+        )
+        version = registry.register(
+            cfg.registry_name, source_uri=source_uri, run_id=source_run, tags=tags, description=description
+        )
+        log.info("registered %s v%s from %s", cfg.registry_name, version, source_uri)
+    version_url = registry.version_url(cfg.registry_name, version)
+    result = replace(result, registered_version=version, model_version_url=version_url)
+    registry.set_tags(run_id, {"deploygate.registered_version": version})
+
+    hub: HubPush | None = None
+    if shipper is not None and not cfg.skip_hf_push:
+        hub = shipper.ship(
+            ShipRequest(
+                config=cfg,
+                context=ctx,
+                candidate=cand,
+                version=version,
+                score=result.candidate.score,
+                baseline=result.baseline,
+                reason=result.decision.reason,
+                verdict=result.decision.verdict,
+                mlflow_run_url=result.mlflow_run_url,
+                model_version_url=version_url,
+                created_at=clock().isoformat(),
+            )
+        )
+        if hub is not None:
+            registry.set_version_tags(cfg.registry_name, version, {TAG_HUB_COMMIT: hub.sha, TAG_HUB_URL: hub.url})
+            registry.set_tags(run_id, {TAG_HUB_COMMIT: hub.sha, TAG_HUB_URL: hub.url})
+            result = replace(result, hub=hub)
+    elif cfg.skip_hf_push:
+        log.info("Hugging Face push skipped (skip-hf-push): nothing built or pushed")
+
+    promotion = registry.promote(
+        cfg.registry_name,
+        version,
+        alias=cfg.champion_alias,
+        promotion=cfg.promotion,
+        history_entry={
+            "version": version,
+            "score": result.candidate.score,
+            "at": clock().isoformat(),
+            "run_id": run_id,
+            "git_sha": ctx.git_sha,
+            "forced": result.decision.verdict == "forced",
+            "hf_commit": hub.sha if hub else None,
+        },
+    )
+    log.info(
+        "promoted %s v%s to %s (%s); previous: %s",
+        cfg.registry_name, version, cfg.champion_alias, cfg.promotion,
+        f"v{promotion.previous}" if promotion.previous else "none",
+    )
+    if promotion.alias_after not in (None, version):
+        log.warning(
+            "alias %s now points to v%s, not v%s: another gate run promoted concurrently",
+            cfg.champion_alias, promotion.alias_after, version,
+        )
+    return replace(result, status="deployed")
+
+
+def _history_points(entries: list[dict[str, Any]], result: GateResult) -> tuple[HistoryPoint, ...]:
+    points: list[HistoryPoint] = []
+    for entry in entries[-20:]:
+        try:
+            points.append(HistoryPoint(version=str(entry["version"]), score=float(entry["score"]),
+                                       current=str(entry["version"]) == result.registered_version))
+        except (KeyError, TypeError, ValueError):
+            continue
+    if not any(p.current for p in points):
+        points.append(HistoryPoint(version="candidate", score=result.candidate.score, current=True))
+    return tuple(points)
+
+
+def _record_failure(
+    registry: MlflowRegistry,
+    result: GateResult,
+    run_id: str,
+    exc: BaseException,
+    clock: Clock,
+    buffer: io.StringIO,
+) -> None:
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    log.error("failed: %s", message)
+    failed = replace(result, status="failed", error=message, finished_at=clock().isoformat())
+    with contextlib.suppress(Exception):
+        write_outputs(failed, buffer.getvalue())
+    with contextlib.suppress(Exception):
+        registry.set_tags(run_id, {"deploygate.status": "failed", "deploygate.error": message[:4000]})
+        registry.log_artifacts(run_id, result.config.output_dir, "deployment")
+    with contextlib.suppress(Exception):
+        registry.end_run(run_id, "FAILED")

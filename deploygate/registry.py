@@ -1,0 +1,463 @@
+"""The MLflow adapter: the champion and its score, gate runs, model versions and their promotion.
+
+The only module that imports mlflow. Every MLflow error leaves here as a deploygate error
+(RegistryError, or ConfigError/ModelSourceError when the user's settings are at fault) with a
+one-line message and a fix. Reads are O(1) requests whatever the history size: the champion is
+one alias lookup, its score is in the tags deploygate wrote on its version, and the promotion
+history is one registered-model tag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlparse
+
+from deploygate.decision import Baseline
+from deploygate.errors import ConfigError, ModelSourceError, RegistryError
+
+log = logging.getLogger(__name__)
+
+TAG_PREFIX = "deploygate."
+TAG_SCORE = "deploygate.weighted_score"
+TAG_METRIC = "deploygate.metric."
+TAG_CANDIDATE = "deploygate.candidate_key"
+TAG_GATE_RUN = "deploygate.gate_run_id"
+TAG_GIT_SHA = "deploygate.git_sha"
+TAG_HUB_COMMIT = "deploygate.hf_commit"
+TAG_HUB_URL = "deploygate.hf_commit_url"
+TAG_HISTORY = "deploygate.history"  # on the registered model: the promotion history, newest last
+HISTORY_KEEP = 30
+# Metrics a gate run logs besides the input metrics (which are logged under their own names).
+RUN_SUMMARY_METRICS = frozenset({"weighted_score", "baseline_score", "improvement", "improvement_pct", "deployed"})
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the candidate model is: an MLflow run's artifact, any model URI, or a local folder."""
+
+    run_id: str | None = None
+    artifact_path: str = "model"
+    model_uri: str | None = None
+    local_path: Path | None = None
+
+    def describe(self) -> str:
+        if self.model_uri:
+            return self.model_uri
+        if self.run_id:
+            return f"runs:/{self.run_id}/{self.artifact_path}"
+        return str(self.local_path)
+
+    def candidate_key(self, git_sha: str | None) -> str:
+        """Same source + same commit = same candidate: a re-run must not add a second version."""
+        raw = f"{self.describe()}|{git_sha or ''}"
+        if self.local_path is not None:
+            raw += "|" + _tree_digest(self.local_path)
+        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def _tree_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(str(path.stat().st_size).encode())
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Champion:
+    version: str
+    score: float | None
+    metrics: Mapping[str, float]
+    gate_run_id: str | None
+    source: str
+    hf_commit: str | None = None
+
+
+@dataclass(frozen=True)
+class Promotion:
+    version: str
+    previous: str | None
+    alias_after: str | None  # who holds the alias when we re-read it after moving it
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    code = getattr(exc, "error_code", "")
+    text = str(exc)
+    return code == "RESOURCE_DOES_NOT_EXIST" or "not found" in text.lower() or "does not exist" in text.lower()
+
+
+class MlflowRegistry:
+    """MLflow tracking + model registry, through one MlflowClient bound to one tracking URI."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        import mlflow  # deferred: importing mlflow costs ~1 s, a bad-input run should not pay it
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self._mlflow = mlflow
+        try:
+            self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        except Exception as exc:  # bad scheme, missing sqlalchemy for sqlite:// ...
+            raise ConfigError(
+                f"mlflow-tracking-uri: cannot use {tracking_uri!r}: {_first_line(exc)}; "
+                "give an http(s):// server URL or sqlite:///path/to/mlflow.db"
+            ) from exc
+
+    # --- connection ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _call(self, what: str) -> Iterator[None]:
+        """Turn any MLflow/requests failure inside the block into a one-line RegistryError."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # stage APIs: deprecated, still needed
+                yield
+        except (RegistryError, ConfigError, ModelSourceError):
+            raise
+        except Exception as exc:
+            raise RegistryError(f"MLflow: {what} failed at {self.display_uri}: {_first_line(exc)}") from exc
+
+    @property
+    def display_uri(self) -> str:
+        parsed = urlparse(self.tracking_uri)
+        if parsed.password or parsed.username:  # never print credentials embedded in the URI
+            return parsed._replace(netloc=parsed.hostname or "").geturl()
+        return self.tracking_uri
+
+    def check(self) -> str:
+        """Fail fast and clearly when the server is down or the credentials are refused."""
+        parsed = urlparse(self.tracking_uri)
+        if parsed.scheme in ("http", "https"):
+            import requests
+
+            try:
+                requests.get(self.tracking_uri.rstrip("/") + "/health", timeout=10)
+            except requests.RequestException as exc:
+                raise RegistryError(
+                    f"MLflow server at {self.display_uri} is unreachable ({type(exc).__name__}); "
+                    "check MLFLOW_TRACKING_URI (or mlflow-tracking-uri) and that the server is running"
+                ) from exc
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                self.client.search_experiments(max_results=1)
+        except Exception as exc:
+            text = _first_line(exc)
+            if "401" in text or "403" in text or "Unauthorized" in text or "credentials" in text.lower():
+                raise RegistryError(
+                    f"MLflow at {self.display_uri} refused the credentials ({text}); set "
+                    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or DAGSHUB_USERNAME and DAGSHUB_USER_TOKEN)"
+                ) from exc
+            raise RegistryError(f"MLflow at {self.display_uri} is not usable: {text}") from exc
+        return f"MLflow at {self.display_uri}: reachable, credentials accepted"
+
+    # --- links ---------------------------------------------------------------------------------
+
+    def _ui_base(self) -> str | None:
+        if urlparse(self.tracking_uri).scheme in ("http", "https"):
+            return self.display_uri.rstrip("/")
+        return None
+
+    def run_url(self, experiment_id: str, run_id: str) -> str | None:
+        base = self._ui_base()
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}" if base else None
+
+    def version_url(self, name: str, version: str) -> str | None:
+        base = self._ui_base()
+        return f"{base}/#/models/{quote(name, safe='')}/versions/{version}" if base else None
+
+    # --- the baseline --------------------------------------------------------------------------
+
+    def champion(self, name: str, alias: str) -> Champion | None:
+        """The version holding `alias` and the score deploygate recorded on it; None: no champion."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                mv = self.client.get_model_version_by_alias(name, alias)
+        except Exception as exc:
+            if _is_not_found(exc) or "alias" in str(exc).lower():
+                return None
+            raise RegistryError(
+                f"MLflow: reading alias {alias!r} of model {name!r} failed at {self.display_uri}: {_first_line(exc)}"
+            ) from exc
+        tags = dict(mv.tags or {})
+        score = _float_or_none(tags.get(TAG_SCORE))
+        metrics = {
+            k[len(TAG_METRIC):]: v
+            for k, raw in tags.items()
+            if k.startswith(TAG_METRIC) and (v := _float_or_none(raw)) is not None
+        }
+        return Champion(
+            version=str(mv.version),
+            score=score,
+            metrics=metrics,
+            gate_run_id=tags.get(TAG_GATE_RUN),
+            source=mv.source,
+            hf_commit=tags.get(TAG_HUB_COMMIT),
+        )
+
+    def champion_baseline(self, name: str, alias: str) -> Baseline | None:
+        champ = self.champion(name, alias)
+        if champ is None:
+            return None
+        if champ.score is None:
+            raise ConfigError(
+                f"registry: model {name!r} version {champ.version} holds alias {alias!r} but carries no "
+                f"{TAG_SCORE} tag (it was not promoted by deploygate); set that tag on the version, "
+                "or use baseline: best-ever, or deploy once with --force-deploy"
+            )
+        return Baseline(
+            score=champ.score,
+            source="champion",
+            version=champ.version,
+            run_id=champ.gate_run_id,
+            metrics=champ.metrics,
+        )
+
+    def best_ever_baseline(self, experiment_name: str) -> Baseline | None:
+        """The seed's literal rule: the highest weighted score of any finished past gate run."""
+        with self._call(f"searching experiment {experiment_name!r}"):
+            exp = self.client.get_experiment_by_name(experiment_name)
+            if exp is None:
+                return None
+            runs = self.client.search_runs(
+                [exp.experiment_id],
+                filter_string="attributes.status = 'FINISHED' and metrics.weighted_score >= 0",
+                order_by=["metrics.weighted_score DESC", "attributes.start_time DESC"],
+                max_results=1,
+            )
+        if not runs:
+            return None
+        run = runs[0]
+        metrics = {k: v for k, v in run.data.metrics.items() if k not in RUN_SUMMARY_METRICS and not k.startswith("contribution_")}
+        return Baseline(
+            score=float(run.data.metrics["weighted_score"]),
+            source="best-ever",
+            version=run.data.tags.get("deploygate.registered_version") or None,
+            run_id=run.info.run_id,
+            metrics=metrics,
+        )
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """The promotion history kept on the registered model (newest last); [] when none."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                model = self.client.get_registered_model(name)
+        except Exception as exc:
+            if _is_not_found(exc):
+                return []
+            raise RegistryError(f"MLflow: reading model {name!r} failed: {_first_line(exc)}") from exc
+        raw = (model.tags or {}).get(TAG_HISTORY)
+        try:
+            entries = json.loads(raw) if raw else []
+        except json.JSONDecodeError:
+            log.warning("registered model %s: tag %s is not JSON; history ignored", name, TAG_HISTORY)
+            return []
+        return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+    # --- the source ----------------------------------------------------------------------------
+
+    def resolve_source(self, source: ModelSource) -> tuple[str, str | None]:
+        """(artifact URI to register, run id) for the source; checks a source run exists."""
+        if source.model_uri:
+            return source.model_uri, source.run_id
+        if source.run_id:
+            try:
+                run = self.client.get_run(source.run_id)
+            except Exception as exc:
+                if _is_not_found(exc):
+                    raise ModelSourceError(
+                        f"model location: mlflow_run_id {source.run_id!r} is not a run on {self.display_uri}; "
+                        "point MLFLOW_TRACKING_URI at the server the model was logged to, or fix the run id"
+                    ) from exc
+                raise RegistryError(f"MLflow: reading run {source.run_id} failed: {_first_line(exc)}") from exc
+            return f"{run.info.artifact_uri.rstrip('/')}/{source.artifact_path.strip('/')}", source.run_id
+        raise ModelSourceError("model location: no source to register")
+
+    # --- gate runs -----------------------------------------------------------------------------
+
+    def experiment_id(self, name: str) -> str:
+        with self._call(f"opening experiment {name!r}"):
+            exp = self.client.get_experiment_by_name(name)
+            if exp is not None:
+                if exp.lifecycle_stage == "deleted":
+                    raise ConfigError(
+                        f"experiment-name: experiment {name!r} is deleted on {self.display_uri}; "
+                        "restore it in the MLflow UI or choose another name"
+                    )
+                return str(exp.experiment_id)
+            try:
+                return str(self.client.create_experiment(name, artifact_location=self._local_artifact_location(name)))
+            except Exception:
+                exp = self.client.get_experiment_by_name(name)  # created meanwhile by a parallel run
+                if exp is None:
+                    raise
+                return str(exp.experiment_id)
+
+    def _local_artifact_location(self, experiment: str) -> str | None:
+        """For a local sqlite store, keep artifacts beside the database, not in ./mlruns of the cwd."""
+        if not self.tracking_uri.startswith("sqlite:///"):
+            return None
+        db = Path(self.tracking_uri[len("sqlite:///"):])
+        slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment)
+        return (db.resolve().parent / "mlartifacts" / slug).as_uri()
+
+    def start_run(self, experiment_id: str, run_name: str, tags: Mapping[str, str]) -> str:
+        with self._call("starting the gate run"):
+            run = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+            return str(run.info.run_id)
+
+    def log_run(
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, str],
+        metrics: Mapping[str, float],
+        tags: Mapping[str, str],
+    ) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        with self._call("recording the gate run"):
+            self.client.log_batch(
+                run_id,
+                metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+                tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()],
+            )
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        with self._call("tagging the gate run"):
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
+        with self._call(f"uploading {folder.name} to the gate run"):
+            self.client.log_artifacts(run_id, str(folder), artifact_path)
+
+    def artifact_uri(self, run_id: str) -> str:
+        with self._call("reading the gate run"):
+            return str(self.client.get_run(run_id).info.artifact_uri)
+
+    def end_run(self, run_id: str, status: str) -> None:
+        with self._call("closing the gate run"):
+            self.client.set_terminated(run_id, status)
+
+    # --- versions and promotion ----------------------------------------------------------------
+
+    def find_version(self, name: str, candidate_key: str) -> str | None:
+        """The version already registered for this candidate (a re-run), if any."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                found = self.client.search_model_versions(
+                    f"name = '{_q(name)}' and tags.`{TAG_CANDIDATE}` = '{candidate_key}'",
+                    max_results=10,
+                )
+        except Exception as exc:
+            if _is_not_found(exc):
+                return None
+            raise RegistryError(f"MLflow: searching versions of {name!r} failed: {_first_line(exc)}") from exc
+        ready = sorted((int(v.version) for v in found if v.status == "READY"))
+        return str(ready[0]) if ready else None
+
+    def register(
+        self,
+        name: str,
+        *,
+        source_uri: str,
+        run_id: str | None,
+        tags: Mapping[str, str],
+        description: str,
+        await_seconds: int = 300,
+    ) -> str:
+        """Create the registered model if missing, then a version; wait until it is READY."""
+        with self._call(f"creating registered model {name!r}"):
+            try:
+                self.client.create_registered_model(
+                    name, description="Promoted by deploygate; the champion alias marks production."
+                )
+            except Exception as exc:
+                if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS" and "already exists" not in str(exc):
+                    raise
+        with self._call(f"creating a version of {name!r} from {source_uri}"):
+            mv = self.client.create_model_version(
+                name,
+                source_uri,
+                run_id=run_id,
+                tags=dict(tags),
+                description=description,
+                await_creation_for=await_seconds,
+            )
+            if mv.status != "READY":
+                mv = self.client.get_model_version(name, mv.version)
+            if mv.status != "READY":
+                raise RegistryError(
+                    f"MLflow: version {mv.version} of {name!r} is {mv.status} ({mv.status_message}); "
+                    "the registry could not copy the model; check the source artifacts"
+                )
+            return str(mv.version)
+
+    def set_version_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
+        with self._call(f"tagging {name!r} v{version}"):
+            for key, value in tags.items():
+                self.client.set_model_version_tag(name, version, key, value)
+
+    def promote(
+        self,
+        name: str,
+        version: str,
+        *,
+        alias: str,
+        promotion: str,
+        history_entry: Mapping[str, Any],
+    ) -> Promotion:
+        """Move the alias (and/or the Production stage), then re-read who holds it."""
+        previous = self.champion(name, alias)
+        with self._call(f"promoting {name!r} v{version}"):
+            if promotion in ("alias", "both"):
+                self.client.set_registered_model_alias(name, alias, version)
+            if promotion in ("stage", "both"):
+                self.client.transition_model_version_stage(
+                    name, version, "Production", archive_existing_versions=True
+                )
+        entries = self.history(name)
+        entries.append(dict(history_entry))
+        with self._call(f"recording the promotion history of {name!r}"):
+            self.client.set_registered_model_tag(name, TAG_HISTORY, json.dumps(entries[-HISTORY_KEEP:]))
+        after = self.champion(name, alias) if promotion in ("alias", "both") else None
+        return Promotion(
+            version=version,
+            previous=previous.version if previous else None,
+            alias_after=after.version if after else None,
+        )
+
+
+def _q(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _float_or_none(raw: object) -> float | None:
+    try:
+        return float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:400]
