@@ -154,7 +154,7 @@ def _run(
 
     # Baseline and decision: reads only.
     if cfg.baseline == "champion":
-        baseline = registry.champion_baseline(cfg.registry_name, cfg.champion_alias)
+        baseline = registry.champion_baseline(cfg.registry_name, cfg.champion_alias, by_stage=cfg.promotion == "stage")
     else:
         baseline = registry.best_ever_baseline(cfg.experiment_name)
     if baseline is None:

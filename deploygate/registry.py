@@ -180,12 +180,19 @@ class MlflowRegistry:
 
     # --- the baseline --------------------------------------------------------------------------
 
-    def champion(self, name: str, alias: str) -> Champion | None:
-        """The version holding `alias` and the score deploygate recorded on it; None: no champion."""
+    def champion(self, name: str, alias: str, *, by_stage: bool = False) -> Champion | None:
+        """The version holding `alias` (or the Production stage, for servers without aliases) and
+        the score deploygate recorded on it; None: no champion."""
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
-                mv = self.client.get_model_version_by_alias(name, alias)
+                if by_stage:
+                    latest = self.client.get_latest_versions(name, stages=["Production"])
+                    if not latest:
+                        return None
+                    mv = latest[0]
+                else:
+                    mv = self.client.get_model_version_by_alias(name, alias)
         except Exception as exc:
             if _is_not_found(exc) or "alias" in str(exc).lower():
                 return None
@@ -208,8 +215,8 @@ class MlflowRegistry:
             hf_commit=tags.get(TAG_HUB_COMMIT),
         )
 
-    def champion_baseline(self, name: str, alias: str) -> Baseline | None:
-        champ = self.champion(name, alias)
+    def champion_baseline(self, name: str, alias: str, *, by_stage: bool = False) -> Baseline | None:
+        champ = self.champion(name, alias, by_stage=by_stage)
         if champ is None:
             return None
         if champ.score is None:
@@ -427,7 +434,8 @@ class MlflowRegistry:
         history_entry: Mapping[str, Any],
     ) -> Promotion:
         """Move the alias (and/or the Production stage), then re-read who holds it."""
-        previous = self.champion(name, alias)
+        by_stage = promotion == "stage"
+        previous = self.champion(name, alias, by_stage=by_stage)
         with self._call(f"promoting {name!r} v{version}"):
             if promotion in ("alias", "both"):
                 self.client.set_registered_model_alias(name, alias, version)
@@ -439,7 +447,7 @@ class MlflowRegistry:
         entries.append(dict(history_entry))
         with self._call(f"recording the promotion history of {name!r}"):
             self.client.set_registered_model_tag(name, TAG_HISTORY, json.dumps(entries[-HISTORY_KEEP:]))
-        after = self.champion(name, alias) if promotion in ("alias", "both") else None
+        after = self.champion(name, alias, by_stage=by_stage)
         return Promotion(
             version=version,
             previous=previous.version if previous else None,

@@ -1,0 +1,466 @@
+"""The Hugging Face Hub adapter: push a built model folder as one commit, tag it, find and restore tags.
+
+The only module that imports `huggingface_hub`, and only inside functions, so `import deploygate.hub`
+stays cheap. Every SDK / transport error leaves this module as a `deploygate.errors.HubError` with a
+one-line message and a fix; transient failures (connection errors, 408/429/5xx) are retried with a
+bounded exponential backoff, 401/403/404 never are. It must not read the environment (the shells pass
+token and endpoint), decide anything about deployment, or build the folder it pushes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from deploygate.errors import ConfigError, HubError
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitInfo, HfApi
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+MAIN = "main"
+# the Hub's own limit on a repo id is 96 characters; each part must start and end alphanumeric
+_REPO_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
+_TAG = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._/-]*[A-Za-z0-9])?$")
+_MAX_REPO_ID = 96
+_MAX_TAG = 128
+_MAX_DELAY = 30.0
+# never uploaded: VCS metadata and the download cache `snapshot_download(local_dir=...)` leaves behind
+_SKIPPED_DIRS = (".git", ".cache/huggingface")
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+T = TypeVar("T")
+
+
+class HubHTTPError(HubError):
+    """A HubError that came from an HTTP answer; `status` lets callers tell 404 / 409 apart."""
+
+    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class HubCommit:
+    """A commit on the Hub: `url` is `{endpoint}/{repo_id}/commit/{sha}`; `tag` names it when tagged."""
+
+    repo_id: str
+    sha: str
+    url: str
+    tag: str | None = None
+
+
+def validate_repo_id(repo_id: str) -> str:
+    """`owner/name`, alphanumerics plus `-_.`, no `--` or `..`, at most 96 characters; raises ConfigError."""
+    value = repo_id if isinstance(repo_id, str) else repr(repo_id)
+    parts = value.split("/")
+    problem = None
+    if len(parts) != 2:
+        problem = "must be 'owner/name'"
+    elif len(value) > _MAX_REPO_ID:
+        problem = f"is longer than {_MAX_REPO_ID} characters"
+    elif "--" in value or ".." in value:
+        problem = "cannot contain '--' or '..'"
+    elif not all(_REPO_PART.match(p) for p in parts):
+        problem = "may only use letters, digits, '-', '_' and '.', each part starting and ending with a letter or digit"
+    elif value.endswith(".git"):
+        problem = "cannot end with '.git'"
+    if problem:
+        raise ConfigError(f"Hugging Face repo id {value!r} {problem}.", hint="Example: 'my-user/my-model'.")
+    return value
+
+
+def validate_tag(tag: str) -> str:
+    """A git tag name the Hub accepts: letters, digits, `._-/`, no `..`; raises ConfigError."""
+    if not isinstance(tag, str) or len(tag) > _MAX_TAG or not _TAG.match(tag) or ".." in tag or "//" in tag \
+            or tag.endswith(".lock"):
+        raise ConfigError(f"Hub tag {tag!r} is not a valid tag name.",
+                          hint="Use letters, digits, '.', '_', '-' (e.g. 'v3' or 'deploygate-v3').")
+    return tag
+
+
+class HubPublisher:
+    """Pushes folders to Hub model repos and reads back what is there.
+
+    `retries` is how many times a transient failure is retried (so `retries + 1` attempts at most);
+    the n-th retry waits `backoff * 2**(n-1)` seconds (capped at 30 s). `sleep` is injectable for tests.
+    Note that `huggingface_hub` itself also retries some uploads (preupload, LFS PUT) internally.
+    """
+
+    def __init__(self, token: str | None, endpoint: str | None = None, *, retries: int = 3, backoff: float = 1.0,
+                 progress_bars: bool = False, sleep: Callable[[float], None] = time.sleep) -> None:
+        if retries < 0 or backoff < 0:
+            raise ConfigError(f"Hub retries/backoff must be >= 0, got retries={retries}, backoff={backoff}.")
+        self.token = token or None
+        self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self._sleep = sleep
+        self._progress_bars = progress_bars
+        self._api_instance: HfApi | None = None
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def whoami(self) -> str:
+        """The user name the token belongs to."""
+        return str(self._whoami()["name"])
+
+    def check_repo_access(self, repo_id: str) -> str:
+        """One line on whether `repo_id` exists and this token can write to it; HubError when it cannot."""
+        validate_repo_id(repo_id)
+        info = self._whoami()
+        user = str(info["name"])
+        namespaces = {user, *(str(o.get("name")) for o in info.get("orgs") or [])}
+        role = str(((info.get("auth") or {}).get("accessToken") or {}).get("role") or "unknown")
+        api = self._api()
+        try:
+            self._call("check write access to", repo_id, lambda: api.auth_check(repo_id, write=True))
+        except HubError as exc:
+            if _status(exc) != 404:
+                raise
+        else:
+            return f"Hub repo {repo_id} exists and {user} can write to it"
+        namespace = repo_id.split("/")[0]
+        if role == "read":
+            raise HubError(f"Hub repo {repo_id} does not exist and the token of {user} is read-only.",
+                           hint=f"Fix: create a token with the 'write' role at {self._tokens_url()} and set HF_TOKEN.")
+        if namespace not in namespaces:
+            raise HubError(f"Hub repo {repo_id} does not exist (or is not visible) and {user} cannot create repos "
+                           f"under '{namespace}'.",
+                           hint=f"Fix: use one of your namespaces ({', '.join(sorted(namespaces))}) or create the "
+                                f"repo on the Hub first.")
+        return f"Hub repo {repo_id} does not exist yet; it will be created on the first push (as {user})"
+
+    def head(self, repo_id: str) -> str | None:
+        """The commit sha of `main`, or None when the repo does not exist."""
+        refs = self._refs(repo_id)
+        if refs is None:
+            return None
+        return next((b.target_commit for b in refs.branches if b.name == MAIN), None)
+
+    def find_tag(self, repo_id: str, tag: str) -> HubCommit | None:
+        """The commit `tag` points to, or None when the repo or the tag does not exist."""
+        validate_tag(tag)
+        refs = self._refs(repo_id)
+        if refs is None:
+            return None
+        sha = next((t.target_commit for t in refs.tags if t.name == tag), None)
+        return self._commit(repo_id, sha, tag) if sha else None
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def push(self, repo_id: str, folder: Path, *, commit_message: str, private: bool,
+             tag: str | None = None) -> HubCommit:
+        """Make `main` hold exactly the files of `folder` in ONE commit, then tag that commit.
+
+        Creates the repo if needed (with `private`; an existing repo keeps its visibility). Files on
+        the Hub that are not in `folder` are deleted in the same commit (`.gitattributes` stays).
+        Unchanged files are not uploaded again. If `tag` already names a commit with exactly these
+        files, nothing is pushed and that commit is returned (a re-run after a partial failure); if it
+        names different files, HubError: a version tag is never moved.
+        """
+        validate_repo_id(repo_id)
+        if tag is not None:
+            validate_tag(tag)
+        files = _local_files(folder)
+        if not commit_message.strip():
+            raise ConfigError("The Hub commit message is empty.", hint="Pass a commit message.")
+        api = self._api(write=True)
+
+        if tag is not None and (existing := self.find_tag(repo_id, tag)) is not None:
+            if self._same_files(repo_id, existing.sha, folder, files):
+                log.info("Hub: %s@%s already holds these files; not pushing again", repo_id, tag)
+                return existing
+            raise HubError(f"Hub tag {tag} already exists in {repo_id} on commit {existing.sha[:12]} with different "
+                           f"files; a version tag is never moved.",
+                           hint=f"Fix: deploy under a new version, or delete the tag ({self.endpoint}/{repo_id}/tree/"
+                                f"{tag}) if that push was a mistake.")
+
+        self._call("create the Hub repo", repo_id, lambda: api.create_repo(repo_id, private=private, exist_ok=True))
+        info = self._call("push to", repo_id, lambda: self._commit_folder(repo_id, folder, files, commit_message))
+        sha = str(info.oid)
+        if tag is not None:
+            self._tag(repo_id, tag, sha)
+        return self._commit(repo_id, sha, tag)
+
+    def restore_tag(self, repo_id: str, tag: str, *, commit_message: str) -> HubCommit:
+        """Make `main` hold exactly the files of `tag` again, in a NEW commit (history is kept)."""
+        validate_repo_id(repo_id)
+        validate_tag(tag)
+        target = self.find_tag(repo_id, tag)
+        if target is None:
+            raise HubError(f"Hub tag {tag} not found in {repo_id}; cannot restore it.",
+                           hint=f"Fix: pick one of the tags listed at {self.endpoint}/{repo_id}/tree/main.")
+        api = self._api(write=True)
+        with tempfile.TemporaryDirectory(prefix="deploygate-restore-") as tmp:
+            snapshot = Path(tmp) / "snapshot"
+            self._call(f"download tag {tag} of", repo_id, lambda: api.snapshot_download(
+                repo_id, revision=target.sha, local_dir=snapshot, cache_dir=Path(tmp) / "cache"))
+            files = _local_files(snapshot)
+            info = self._call("restore", repo_id, lambda: self._commit_folder(repo_id, snapshot, files, commit_message))
+        return self._commit(repo_id, str(info.oid), tag)
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _api(self, *, write: bool = False) -> HfApi:
+        if write and not self.token:
+            raise HubError("No Hugging Face token: pushing to the Hub needs one.",
+                           hint=f"Fix: create a write token at {self._tokens_url()} and set HF_TOKEN.")
+        if self._api_instance is None:
+            from huggingface_hub import HfApi
+            from huggingface_hub.utils import disable_progress_bars
+
+            if not self._progress_bars:
+                disable_progress_bars()  # process-wide: progress bars only clutter CI logs
+            # token=False: anonymous reads instead of silently using a token stored on this machine
+            self._api_instance = HfApi(endpoint=self.endpoint, token=self.token or False)
+        return self._api_instance
+
+    def _whoami(self) -> dict[str, Any]:
+        if not self.token:
+            raise HubError("No Hugging Face token.", hint=f"Fix: create a write token at {self._tokens_url()} "
+                                                          "and set HF_TOKEN.")
+        api = self._api()
+        return dict(self._call("check the Hub token at", self.endpoint, lambda: api.whoami(), repo_scoped=False))
+
+    def _refs(self, repo_id: str) -> Any | None:
+        validate_repo_id(repo_id)
+        api = self._api()
+        try:
+            return self._call("list the refs of", repo_id, lambda: api.list_repo_refs(repo_id))
+        except HubError as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+
+    def _commit(self, repo_id: str, sha: str, tag: str | None) -> HubCommit:
+        return HubCommit(repo_id=repo_id, sha=sha, url=f"{self.endpoint}/{repo_id}/commit/{sha}", tag=tag)
+
+    def _commit_folder(self, repo_id: str, folder: Path, files: list[str], message: str) -> CommitInfo:
+        """One commit: add every local file, delete every remote file the folder does not have."""
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        api = self._api(write=True)
+        head = self.head(repo_id)
+        remote = set(api.list_repo_files(repo_id, revision=head)) if head else set()
+        stale = sorted(remote - set(files) - {".gitattributes"})
+        operations: list[Any] = [CommitOperationDelete(path_in_repo=p) for p in stale]
+        operations += [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p in files]
+        # parent_commit: if main moved since we listed it, the Hub refuses instead of mixing two pushes
+        return api.create_commit(repo_id, operations=operations, commit_message=message, parent_commit=head)
+
+    def _tag(self, repo_id: str, tag: str, sha: str) -> None:
+        api = self._api(write=True)
+        try:
+            self._call(f"create tag {tag} in", repo_id, lambda: api.create_tag(repo_id, tag=tag, revision=sha))
+        except HubError as exc:
+            if _status(exc) != 409:
+                raise
+            existing = self.find_tag(repo_id, tag)  # 409: idempotent if it already names this commit
+            if existing is None or existing.sha != sha:
+                where = f"commit {existing.sha[:12]}" if existing else "another ref"
+                raise HubError(f"Hub tag {tag} in {repo_id} already points to {where}, not to the new commit "
+                               f"{sha[:12]}.", hint="Fix: deploy under a new version, or delete the stale tag on "
+                                                    "the Hub and re-run.") from exc
+
+    def _same_files(self, repo_id: str, sha: str, folder: Path, files: list[str]) -> bool:
+        api = self._api()
+        tree = self._call("list the files of", repo_id,
+                          lambda: list(api.list_repo_tree(repo_id, revision=sha, recursive=True)))
+        remote = {f.path: f for f in tree if hasattr(f, "blob_id")}
+        if ".gitattributes" not in files:
+            remote.pop(".gitattributes", None)  # the Hub creates it; pushes never delete it
+        if set(remote) != set(files):
+            return False
+        for path in files:
+            local = folder / path
+            entry = remote[path]
+            if entry.lfs is not None:
+                if local.stat().st_size != entry.lfs.size or _sha256(local) != entry.lfs.sha256:
+                    return False
+            elif _git_blob_sha1(local) != entry.blob_id:
+                return False
+        return True
+
+    def _tokens_url(self) -> str:
+        return f"{self.endpoint}/settings/tokens"
+
+    def _call(self, action: str, target: str, fn: Callable[[], T], *, repo_scoped: bool = True) -> T:
+        """Run `fn`, retrying transient failures; translate any failure into HubError."""
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except HubError:
+                raise
+            except Exception as exc:
+                status, transient = _classify(exc)
+                if not transient or attempt == self.retries:
+                    raise _translate(exc, status, action, target, self, attempts=attempt + 1,
+                                     repo_scoped=repo_scoped) from exc
+                delay = min(self.backoff * 2**attempt, _MAX_DELAY)
+                log.warning("Hub: could not %s %s (%s); retry %d/%d in %.1fs", action, target,
+                            _short(exc, status), attempt + 1, self.retries, delay)
+                self._sleep(delay)
+        raise AssertionError("unreachable")
+
+
+# --- error translation ---------------------------------------------------------------------------------
+
+
+def _status(exc: HubError) -> int | None:
+    return exc.status if isinstance(exc, HubHTTPError) else None
+
+
+def _causes(exc: BaseException) -> Iterable[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _classify(exc: BaseException) -> tuple[int | None, bool]:
+    """(HTTP status if any, whether retrying may help)."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    transport: tuple[type[BaseException], ...] = (httpx2.TransportError, ConnectionError, TimeoutError)
+    try:
+        import requests
+
+        transport += (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+    except ImportError:  # pragma: no cover - requests is a dependency, but only a transitive one here
+        pass
+    for cause in _causes(exc):
+        if isinstance(cause, OfflineModeIsEnabled):
+            return None, False
+        if isinstance(cause, HfHubHTTPError) and cause.response is not None:
+            status = int(cause.response.status_code)
+            return status, status in _TRANSIENT_STATUS
+        if isinstance(cause, transport):
+            return None, True
+    return None, False
+
+
+def _short(exc: BaseException, status: int | None) -> str:
+    if status is not None:
+        return f"HTTP {status}"
+    root = list(_causes(exc))[-1]
+    text = str(root).splitlines()[0] if str(root) else ""
+    return f"{type(root).__name__}: {text}"[:200]
+
+
+def _server_message(exc: BaseException) -> str:
+    for cause in _causes(exc):
+        message = getattr(cause, "server_message", None)
+        if message:
+            return " ".join(str(message).split())[:200]
+    return ""
+
+
+def _translate(exc: BaseException, status: int | None, action: str, target: str, hub: HubPublisher, *,
+               attempts: int, repo_scoped: bool) -> HubError:
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    what = f"Hub: could not {action} {target}"
+    said = _server_message(exc)
+    said = f" ({said})" if said else ""
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    causes = list(_causes(exc))
+    kinds = {type(c) for c in causes}
+    namespace = target.split("/")[0] if repo_scoped else "your namespace"
+
+    def has(kind: type[BaseException]) -> bool:
+        return any(issubclass(k, kind) for k in kinds)
+
+    if any(isinstance(c, OfflineModeIsEnabled) for c in causes):
+        message, hint = f"{what}: HF_HUB_OFFLINE is set.", "Fix: unset HF_HUB_OFFLINE for runs that deploy."
+    elif status == 401:
+        message = f"{what}: HF_TOKEN is invalid or expired (401){said}."
+        hint = f"Fix: create a write token at {hub._tokens_url()} and set it as HF_TOKEN."
+    elif status == 403:
+        message = f"{what}: the token lacks write access to {target} (403){said}."
+        hint = (f"Fix: use a token with the 'write' role (or fine-grained write access to '{namespace}') from "
+                f"{hub._tokens_url()}.")
+    elif has(RevisionNotFoundError):
+        message = f"{what}: revision or tag not found (404){said}."
+        hint = f"Fix: check the tag / branch name at {hub.endpoint}/{target}/tree/main."
+    elif has(EntryNotFoundError):
+        message = f"{what}: file not found (404){said}."
+        hint = "Fix: check the file name; it may have been deleted on the Hub."
+    elif has(RepositoryNotFoundError) or status == 404:
+        message = f"{what}: repository not found or not visible to this token (404)."
+        hint = f"Fix: check the repo id, and that the token can read private repos under '{namespace}'."
+    elif status in (409, 412):
+        message = f"{what}: the Hub refused because {target} changed meanwhile ({status}){said}."
+        hint = "Fix: make sure only one deployment pushes to this repo at a time, then re-run."
+    elif status == 429:
+        message = f"{what}: rate limited by the Hub (429){tries}."
+        hint = "Fix: wait a few minutes and re-run."
+    elif status is not None and status >= 500:
+        message = f"{what}: the Hub answered {status}{tries}{said}."
+        hint = "Fix: the Hub is having trouble; re-run later (see https://status.huggingface.co)."
+    elif status is not None:
+        message = f"{what}: the Hub refused the request ({status}){said}."
+        hint = "Fix: check the repo id, the files pushed and the README metadata."
+    elif _classify(exc)[1]:
+        message = f"{what}: cannot reach {hub.endpoint}{tries} ({_short(exc, None)})."
+        hint = "Fix: check the network / proxy, and HF_ENDPOINT if you set it."
+    elif isinstance(exc, ValueError) and "metadata" in str(exc).lower():
+        message = f"{what}: the model card metadata was rejected ({' '.join(str(exc).split())[:200]})."
+        hint = "Fix: check the YAML header of README.md (the model card template)."
+    elif isinstance(exc, OSError) and not has(RepositoryNotFoundError):
+        message = f"{what}: {_short(exc, None)}."
+        hint = "Fix: check that the folder to push is readable and complete."
+    else:
+        message = f"{what}: {_short(exc, None)}."
+        hint = "Fix: re-run with -v (or RUNNER_DEBUG=1) to see the full error."
+    return HubHTTPError(message, hint=hint, status=status)
+
+
+# --- local files ---------------------------------------------------------------------------------------
+
+
+def _local_files(folder: Path) -> list[str]:
+    """Relative POSIX paths of the files to push, sorted; raises ConfigError for a missing/empty folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"The folder to push to the Hub does not exist: {str(folder)!r}.")
+    files = []
+    for path in folder.rglob("*"):
+        rel = PurePosixPath(path.relative_to(folder).as_posix())
+        if any(str(rel) == d or str(rel).startswith(d + "/") for d in _SKIPPED_DIRS):
+            continue
+        if path.is_file():
+            files.append(str(rel))
+    if not files:
+        raise ConfigError(f"The folder to push to the Hub is empty: {str(folder)!r}.")
+    return sorted(files)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _git_blob_sha1(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
