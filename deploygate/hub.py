@@ -217,7 +217,7 @@ class HubPublisher:
                            hint=f"Fix: create a write token at {self._tokens_url()} and set HF_TOKEN.")
         if self._api_instance is None:
             from huggingface_hub import HfApi
-            from huggingface_hub.utils import disable_progress_bars
+            from huggingface_hub import disable_progress_bars
 
             if not self._progress_bars:
                 disable_progress_bars()  # process-wide: progress bars only clutter CI logs
@@ -273,10 +273,12 @@ class HubPublisher:
                                                     "the Hub and re-run.") from exc
 
     def _same_files(self, repo_id: str, sha: str, folder: Path, files: list[str]) -> bool:
+        from huggingface_hub.hf_api import RepoFile
+
         api = self._api()
         tree = self._call("list the files of", repo_id,
                           lambda: list(api.list_repo_tree(repo_id, revision=sha, recursive=True)))
-        remote = {f.path: f for f in tree if hasattr(f, "blob_id")}
+        remote = {f.path: f for f in tree if isinstance(f, RepoFile)}
         if ".gitattributes" not in files:
             remote.pop(".gitattributes", None)  # the Hub creates it; pushes never delete it
         if set(remote) != set(files):

@@ -143,7 +143,7 @@ class _Fault:
     seconds: float = 0.0
 
 
-class HubError(Exception):
+class HubProblem(Exception):
     """An error answer: status, X-Error-Code and a JSON body {"error": message}."""
 
     def __init__(self, status: int, message: str, code: str | None = None, extra: dict[str, Any] | None = None,
@@ -346,9 +346,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             try:
                 if auth_kind == "invalid":
-                    raise HubError(401, "Invalid credentials in Authorization header")
+                    raise HubProblem(401, "Invalid credentials in Authorization header")
                 status = self._route(split.path, parse_qs(split.query), body, token)
-            except HubError as err:
+            except HubProblem as err:
                 status = err.status
                 headers = dict(err.headers)
                 if err.code:
@@ -402,7 +402,7 @@ class _Handler(BaseHTTPRequestHandler):
             raw = path.strip("/").split("/")
             return self._resolve(f"{parts[0]}/{parts[1]}", unquote(raw[3]), "/".join(unquote(p) for p in raw[4:]),
                                  token)
-        raise HubError(404, f"Not found: {method} {path}")
+        raise HubProblem(404, f"Not found: {method} {path}")
 
     def _repo_api(self, repo_id: str, rest: list[str], query: dict[str, list[str]], body: bytes,
                   token: _Token | None) -> int:
@@ -431,7 +431,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._delete_tag(repo_id, arg, token)
         if method == "POST" and action == "branch" and arg:
             return self._create_branch(repo_id, arg, _json(body), token)
-        raise HubError(404, f"Not found: {method} /api/models/{repo_id}/{'/'.join(rest)}")
+        raise HubProblem(404, f"Not found: {method} /api/models/{repo_id}/{'/'.join(rest)}")
 
     # access control
 
@@ -439,7 +439,7 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self.hub.repos.get(repo_id)
         if repo is None or (repo.private and not self._owns(repo_id, token)):
             # like the Hub: anonymous gets 401, others 404, both RepoNotFound
-            raise HubError(401 if token is None else 404, "Repository not found", "RepoNotFound")
+            raise HubProblem(401 if token is None else 404, "Repository not found", "RepoNotFound")
         return repo
 
     def _owns(self, repo_id: str, token: _Token | None) -> bool:
@@ -447,10 +447,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _writable(self, repo_id: str, token: _Token | None) -> Repo:
         if token is None:
-            raise HubError(401, "You must be authenticated to write to a repository")
+            raise HubProblem(401, "You must be authenticated to write to a repository")
         repo = self._readable(repo_id, token)
         if token.role != "write" or not self._owns(repo_id, token):
-            raise HubError(403, f"You don't have the rights to write to {repo_id}: your token is {token.role}-only"
+            raise HubProblem(403, f"You don't have the rights to write to {repo_id}: your token is {token.role}-only"
                            if token.role != "write" else f"You don't have the rights to write to {repo_id}")
         return repo
 
@@ -458,7 +458,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _whoami(self, token: _Token | None) -> int:
         if token is None:
-            raise HubError(401, "Invalid credentials in Authorization header")
+            raise HubProblem(401, "Invalid credentials in Authorization header")
         orgs = [{"type": "org", "name": o, "fullname": o, "roleInOrg": "admin"} for o in self.hub.orgs]
         return self._send_json(200, {
             "type": "user", "id": hashlib.sha1(token.user.encode()).hexdigest()[:24], "name": token.user,
@@ -470,19 +470,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _create_repo(self, data: dict[str, Any], token: _Token | None) -> int:
         if token is None:
-            raise HubError(401, "You must be authenticated to create a repository")
+            raise HubProblem(401, "You must be authenticated to create a repository")
         name, namespace = data.get("name"), data.get("organization") or token.user
         if data.get("type", "model") not in (None, "model"):
-            raise HubError(400, "This test server only hosts model repositories")
+            raise HubProblem(400, "This test server only hosts model repositories")
         if not isinstance(name, str) or not REPO_PART.match(name) or not REPO_PART.match(namespace):
-            raise HubError(400, f"Invalid repo name: {namespace}/{name}")
+            raise HubProblem(400, f"Invalid repo name: {namespace}/{name}")
         repo_id = f"{namespace}/{name}"
         if token.role != "write" or namespace not in (token.user, *self.hub.orgs):
-            raise HubError(403, f"You don't have the rights to create a model under the namespace \"{namespace}\"")
+            raise HubProblem(403, f"You don't have the rights to create a model under the namespace \"{namespace}\"")
         url = f"{self.hub.url}/{repo_id}"
         with self.hub._lock:
             if repo_id in self.hub.repos:
-                raise HubError(409, "You already created this model repo", extra={"url": url})
+                raise HubProblem(409, "You already created this model repo", extra={"url": url})
             private = data.get("visibility") == "private" or bool(data.get("private"))
             repo = Repo(repo_id=repo_id, private=private, created_at=_now())
             blob = Blob(size=len(GITATTRIBUTES), oid=git_blob_sha1(GITATTRIBUTES), content=GITATTRIBUTES)
@@ -539,7 +539,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _commit_at(self, repo: Repo, revision: str) -> Commit:
         commit = repo.resolve(revision)
         if commit is None:
-            raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+            raise HubProblem(404, f"Invalid rev id: {revision}", "RevisionNotFound")
         return commit
 
     def _tree(self, repo_id: str, revision: str, path: str, query: dict[str, list[str]],
@@ -550,7 +550,7 @@ class _Handler(BaseHTTPRequestHandler):
             commit = self._commit_at(repo, revision)
         prefix = path.strip("/") + "/" if path.strip("/") else ""
         if prefix and not any(p.startswith(prefix) for p in commit.files):
-            raise HubError(404, f"{path} does not exist on \"{revision}\"", "EntryNotFound")
+            raise HubProblem(404, f"{path} does not exist on \"{revision}\"", "EntryNotFound")
         entries: dict[str, dict[str, Any]] = {}
         for file_path, blob in sorted(commit.files.items()):
             if not file_path.startswith(prefix):
@@ -618,7 +618,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.hub._lock:
             repo = self._writable(repo_id, token)
             if data.get("operation") != "upload":
-                raise HubError(400, "Only the upload operation is supported")
+                raise HubProblem(400, "Only the upload operation is supported")
             objects = []
             for obj in data.get("objects", []):
                 oid, size = str(obj["oid"]), int(obj["size"])
@@ -639,10 +639,10 @@ class _Handler(BaseHTTPRequestHandler):
             with self.hub._lock:
                 target = self.hub._uploads.get(parts[1])
             if target is None:
-                raise HubError(403, "Unknown or expired upload URL")
+                raise HubProblem(403, "Unknown or expired upload URL")
             repo_id, oid, size = target
             if len(body) != size or hashlib.sha256(body).hexdigest() != oid:
-                raise HubError(400, f"Uploaded content does not match oid {oid} / size {size}")
+                raise HubProblem(400, f"Uploaded content does not match oid {oid} / size {size}")
             with self.hub._lock:
                 self.hub.lfs_bytes_received += len(body)
                 self.hub._uploads.pop(parts[1], None)
@@ -656,64 +656,64 @@ class _Handler(BaseHTTPRequestHandler):
                 repo = self.hub.repos.get(f"{parts[1]}/{parts[2]}")
                 found = repo is not None and len(repo.lfs.get(str(data.get("oid")), b"")) == data.get("size")
             if not found:
-                raise HubError(404, f"Object {data.get('oid')} not found")
+                raise HubProblem(404, f"Object {data.get('oid')} not found")
             return self._send_json(200, {"success": True})
-        raise HubError(404, "Not found")
+        raise HubProblem(404, "Not found")
 
     def _commit(self, repo_id: str, revision: str, body: bytes, query: dict[str, list[str]],
                 token: _Token | None) -> int:
         if query.get("create_pr"):
-            raise HubError(400, "This test server does not support pull requests")
+            raise HubProblem(400, "This test server does not support pull requests")
         try:
             lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise HubError(400, f"Invalid NDJSON payload: {exc}") from exc
+            raise HubProblem(400, f"Invalid NDJSON payload: {exc}") from exc
         if not lines or lines[0].get("key") != "header":
-            raise HubError(400, "The first line of a commit payload must be the header")
+            raise HubProblem(400, "The first line of a commit payload must be the header")
         header = lines[0]["value"]
         with self.hub._lock:
             repo = self._writable(repo_id, token)
             if revision not in repo.branches:
-                raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+                raise HubProblem(404, f"Invalid rev id: {revision}", "RevisionNotFound")
             head = repo.commits[repo.branches[revision]]
             parent = header.get("parentCommit")
             if parent and parent != head.sha:
-                raise HubError(412, f"A commit has happened since. Please refresh and try again. ({parent} is not {head.sha})")
+                raise HubProblem(412, f"A commit has happened since. Please refresh and try again. ({parent} is not {head.sha})")
             files = dict(head.files)
             for line in lines[1:]:
                 key, value = line.get("key"), line.get("value", {})
                 path = value.get("path", "")
                 if not path or path.startswith("/") or ".." in path.split("/"):
-                    raise HubError(400, f"Invalid path: {path!r}")
+                    raise HubProblem(400, f"Invalid path: {path!r}")
                 if key == "file":
                     try:
                         content = base64.b64decode(value["content"], validate=True) if value.get("encoding") == "base64" \
                             else str(value["content"]).encode()
                     except (binascii.Error, KeyError) as exc:
-                        raise HubError(400, f"Invalid content for {path}") from exc
+                        raise HubProblem(400, f"Invalid content for {path}") from exc
                     files[path] = Blob(size=len(content), oid=git_blob_sha1(content), content=content)
                 elif key == "lfsFile":
                     oid = value.get("oid")
                     if oid not in repo.lfs:
-                        raise HubError(422, f"Your push was rejected because an LFS pointer pointed to a file that does not exist: {path}")
+                        raise HubProblem(422, f"Your push was rejected because an LFS pointer pointed to a file that does not exist: {path}")
                     size = len(repo.lfs[oid])
                     pointer = LFS_POINTER.format(oid=oid, size=size).encode()
                     files[path] = Blob(size=size, oid=git_blob_sha1(pointer), lfs_sha256=oid)
                 elif key == "deletedFile":
                     if path not in files:
-                        raise HubError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
+                        raise HubProblem(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
                     del files[path]
                 elif key == "deletedFolder":
                     prefix = path.rstrip("/") + "/"
                     doomed = [p for p in files if p.startswith(prefix)]
                     if not doomed:
-                        raise HubError(404, f"A folder with this name doesn't exist: {path}", "EntryNotFound")
+                        raise HubProblem(404, f"A folder with this name doesn't exist: {path}", "EntryNotFound")
                     for p in doomed:
                         del files[p]
                 else:
-                    raise HubError(400, f"Unknown commit operation: {key!r}")
+                    raise HubProblem(400, f"Unknown commit operation: {key!r}")
             if len(lines) == 1:
-                raise HubError(400, "No files have been modified since last commit")
+                raise HubProblem(400, "No files have been modified since last commit")
             commit = repo.add_commit(head.sha, files, header.get("summary") or "Update", header.get("description") or "",
                                      token.user if token else "anonymous")
             repo.branches[revision] = commit.sha
@@ -726,9 +726,9 @@ class _Handler(BaseHTTPRequestHandler):
             repo = self._writable(repo_id, token)
             commit = self._commit_at(repo, revision)
             if not isinstance(tag, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", tag) or ".." in tag:
-                raise HubError(400, f"Invalid tag name: {tag!r}")
+                raise HubProblem(400, f"Invalid tag name: {tag!r}")
             if tag in repo.tags or tag in repo.branches:
-                raise HubError(409, f"Reference already exists: refs/tags/{tag}")
+                raise HubProblem(409, f"Reference already exists: refs/tags/{tag}")
             repo.tags[tag] = commit.sha
         return self._send_json(200, {"success": True})
 
@@ -736,7 +736,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.hub._lock:
             repo = self._writable(repo_id, token)
             if tag not in repo.tags:
-                raise HubError(404, f"Invalid rev id: {tag}", "RevisionNotFound")
+                raise HubProblem(404, f"Invalid rev id: {tag}", "RevisionNotFound")
             del repo.tags[tag]
         return self._send_json(200, {"success": True})
 
@@ -745,7 +745,7 @@ class _Handler(BaseHTTPRequestHandler):
             repo = self._writable(repo_id, token)
             commit = self._commit_at(repo, data.get("startingPoint") or "main")
             if branch in repo.branches or branch in repo.tags:
-                raise HubError(409, f"Reference already exists: refs/heads/{branch}")
+                raise HubProblem(409, f"Reference already exists: refs/heads/{branch}")
             repo.branches[branch] = commit.sha
         return self._send_json(200, {"success": True})
 
@@ -756,7 +756,7 @@ class _Handler(BaseHTTPRequestHandler):
             blob = commit.files.get(path)
             data = (blob.content if blob.lfs_sha256 is None else repo.lfs[blob.lfs_sha256]) if blob else None
         if blob is None or data is None:
-            raise HubError(404, "Entry not found", "EntryNotFound", headers={"X-Repo-Commit": commit.sha})
+            raise HubProblem(404, "Entry not found", "EntryNotFound", headers={"X-Repo-Commit": commit.sha})
         headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{blob.etag}"', "Accept-Ranges": "bytes"}
         if blob.lfs_sha256:
             headers["X-Linked-Etag"] = f'"{blob.etag}"'
@@ -778,9 +778,9 @@ def _json(body: bytes) -> dict[str, Any]:
     try:
         value = json.loads(body)
     except json.JSONDecodeError as exc:
-        raise HubError(400, f"Invalid JSON body: {exc}") from exc
+        raise HubProblem(400, f"Invalid JSON body: {exc}") from exc
     if not isinstance(value, dict):
-        raise HubError(400, "JSON body must be an object")
+        raise HubProblem(400, "JSON body must be an object")
     return value
 
 

@@ -1,0 +1,296 @@
+"""The model card pushed with each deployed model: values in, README.md text out.
+
+Metadata is data: a `huggingface_hub.ModelCardData` (with `EvalResult`s -> `model-index`) serialised by
+a YAML library, never by string templates. The body is a Jinja2 template rendered with
+`StrictUndefined`, so a missing value fails loudly. Every user-supplied string reaching the body is
+escaped here (Markdown tables, HTML, newlines) before the template sees it. No network, no clock, no
+environment: the caller passes everything, including `created_at`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from deploygate.errors import ConfigError
+
+# How the seed's metric keys are shown and typed in `model-index`; other keys keep their own name.
+METRIC_LABELS: Mapping[str, tuple[str, str, Mapping[str, Any] | None]] = {
+    "bleu1": ("BLEU-1", "bleu", {"max_order": 1}),
+    "bleu2": ("BLEU-2", "bleu", {"max_order": 2}),
+    "bleu3": ("BLEU-3", "bleu", {"max_order": 3}),
+    "bleu4": ("BLEU-4", "bleu", {"max_order": 4}),
+    "rougeL_precision": ("ROUGE-L precision", "rouge", {"rouge_type": "rougeL", "statistic": "precision"}),
+}
+WEIGHTED_SCORE_TYPE = "deploygate_weighted_score"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_SAFE_URL = re.compile(r"^https?://[^\s<>\"'`]+$")
+
+
+@dataclass(frozen=True)
+class AdapterFacts:
+    """The LoRA adapter as configured in its adapter_config.json, and whether it was merged."""
+
+    r: int
+    lora_alpha: float
+    target_modules: tuple[str, ...]
+    use_rslora: bool = False
+    merged: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        if self.r <= 0:
+            raise ConfigError(f"LoRA rank r must be positive, got {self.r!r}.")
+
+    @property
+    def scaling(self) -> float:
+        return self.lora_alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+
+
+@dataclass(frozen=True)
+class CardBaseline:
+    """The champion this model was compared with."""
+
+    version: str | None
+    weighted_score: float
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CardDecision:
+    verdict: str
+    reason: str
+    forced: bool = False
+
+
+@dataclass(frozen=True)
+class CardInputs:
+    """Everything the card says. `metrics` are the real metric values (0-1), not contributions."""
+
+    repo_id: str
+    base_model: str
+    registry_name: str
+    registry_version: str | None
+    weighted_score: float
+    metrics: Mapping[str, float]
+    weights: Mapping[str, float]
+    decision: CardDecision
+    adapter: AdapterFacts
+    created_at: str
+    baseline: CardBaseline | None = None
+    chat_template: str | None = None
+    mlflow_run_url: str | None = None
+    mlflow_model_url: str | None = None
+    license: str | None = None
+    language: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    git_sha: str | None = None
+    dataset_name: str = "held-out evaluation split"
+    dataset_type: str = "custom"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "language", tuple(self.language))
+        object.__setattr__(self, "tags", tuple(self.tags))
+        for name in ("repo_id", "base_model"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _HUB_ID.match(value) or ".." in value:
+                raise ConfigError(f"Model card {name} {value!r} is not a Hub model id (owner/name).")
+        for name, value in [("weighted_score", self.weighted_score), *self.metrics.items()]:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigError(f"Model card metric {name!r} is not a finite number: {value!r}.")
+
+
+def default_template_path() -> Path:
+    return Path(str(resources.files("deploygate") / "templates" / "model_card.md.j2"))
+
+
+def card_data(inputs: CardInputs) -> Any:
+    """The YAML metadata, as `huggingface_hub.ModelCardData` (model-index from `EvalResult`s)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    run_url = inputs.mlflow_run_url
+    source_url = run_url if run_url and _SAFE_URL.match(run_url) else None
+
+    def result(metric_type: str, name: str, value: float, args: Mapping[str, Any] | None) -> EvalResult:
+        return EvalResult(
+            task_type="text-generation", task_name="Text Generation",
+            dataset_type=inputs.dataset_type, dataset_name=inputs.dataset_name,
+            metric_type=metric_type, metric_name=name, metric_value=round(float(value), 6),
+            metric_args=dict(args) if args else None,
+            source_name="MLflow run" if source_url else None, source_url=source_url,
+        )
+
+    results = []
+    for key, value in inputs.metrics.items():
+        label, metric_type, args = METRIC_LABELS.get(key, (key, key, None))
+        results.append(result(metric_type, label, value, args))
+    results.append(result(WEIGHTED_SCORE_TYPE, "Weighted score", inputs.weighted_score, None))
+    tags = [*inputs.tags, "deploygate", "lora" if inputs.adapter.merged else "peft"]
+    return ModelCardData(
+        base_model=inputs.base_model,
+        library_name="transformers" if inputs.adapter.merged else "peft",
+        pipeline_tag="text-generation",
+        license=inputs.license,
+        language=list(inputs.language) or None,
+        tags=tags,
+        model_name=inputs.repo_id.split("/")[-1],
+        eval_results=results,
+        base_model_relation="finetune" if inputs.adapter.merged else "adapter",
+    )
+
+
+def render_card(inputs: CardInputs, template_path: Path | None = None) -> str:
+    """README.md text: YAML metadata block + body from the template (the user's, else the packaged one)."""
+    import jinja2
+    from huggingface_hub import ModelCard
+
+    path = template_path or default_template_path()
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the model card template {str(path)!r}: {exc.strerror or exc}.") from exc
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    data = card_data(inputs)
+    try:
+        text = env.from_string(source).render(card_data=data.to_yaml(), **body_values(inputs))
+    except jinja2.UndefinedError as exc:
+        raise ConfigError(f"Model card template {str(path)!r} uses an undefined value: {exc.message}.",
+                          hint="Use only the documented card values (see deploygate/card.py body_values).") from exc
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"Model card template {str(path)!r} is invalid: {exc}.") from exc
+    # the metadata must survive the template intact: parse it back and compare
+    card = ModelCard(text)
+    if card.data.to_dict() != data.to_dict():  # type: ignore[no-untyped-call]
+        raise ConfigError(f"Model card template {str(path)!r} must start with '---', "
+                          "'{{ card_data }}', '---' and leave the metadata unchanged.")
+    return text
+
+
+# --- body values: everything here is already escaped for Markdown -------------------------------------
+
+
+def md(text: object) -> str:
+    """Inline Markdown text: HTML escaped, one line, table pipes and Markdown markup neutralised."""
+    one_line = " ".join(str(text).split())
+    escaped = html.escape(one_line, quote=False)
+    return re.sub(r"([\\`*_\[\]|#])", r"\\\1", escaped)
+
+
+def code(text: object) -> str:
+    """An inline code span: one line, no backticks (code spans show their content literally)."""
+    return "`" + " ".join(str(text).replace("`", "'").split()) + "`"
+
+
+def _num(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def _delta(value: float) -> str:
+    return f"{value:+.4f}"
+
+
+def _link(label: str, url: str | None) -> str:
+    if not url:
+        return "not recorded"
+    if not _SAFE_URL.match(url):
+        return f"{md(label)}: {md(url)}"
+    return f"[{md(label)}]({url.replace('(', '%28').replace(')', '%29')})"
+
+
+def body_values(inputs: CardInputs) -> dict[str, Any]:
+    """The values the body template may use (all strings pre-escaped)."""
+    baseline = inputs.baseline
+    rows = []
+    for key, value in inputs.metrics.items():
+        label = METRIC_LABELS.get(key, (key, key, None))[0]
+        weight = inputs.weights.get(key)
+        before = baseline.metrics.get(key) if baseline else None
+        rows.append({
+            "name": md(label),
+            "value": _num(value),
+            "weight": _num(weight) if weight is not None else "–",
+            "contribution": _num(weight * value) if weight is not None else "–",
+            "baseline": _num(before) if before is not None else "–",
+            "delta": _delta(value - before) if before is not None else "–",
+        })
+    adapter = inputs.adapter
+    comparison = None
+    if baseline is not None:
+        improvement = inputs.weighted_score - baseline.weighted_score
+        comparison = {
+            "version": md(baseline.version) if baseline.version else "unversioned",
+            "weighted_score": _num(baseline.weighted_score),
+            "delta": _delta(improvement),
+            "delta_pct": f"{improvement / baseline.weighted_score * 100:+.2f}%" if baseline.weighted_score else "n/a",
+        }
+    return {
+        "model_name": md(inputs.repo_id.split("/")[-1]),
+        "repo_id": inputs.repo_id,  # validated: safe inside code and text
+        "base_model": inputs.base_model,
+        "registry_name": code(inputs.registry_name),
+        "registry_version": md(inputs.registry_version) if inputs.registry_version else "not registered",
+        "weighted_score": _num(inputs.weighted_score),
+        "metric_rows": rows,
+        "comparison": comparison,
+        "verdict": md(inputs.decision.verdict),
+        "reason": md(inputs.decision.reason),
+        "forced": inputs.decision.forced,
+        "adapter": {
+            "r": adapter.r,
+            "lora_alpha": f"{adapter.lora_alpha:g}",
+            "scaling": f"{adapter.scaling:.4g}",
+            "scaling_rule": "alpha / sqrt(r) (rsLoRA)" if adapter.use_rslora else "alpha / r",
+            "target_modules": ", ".join(code(m) for m in adapter.target_modules) or "none recorded",
+            "merged": adapter.merged,
+        },
+        "usage_code": usage_code(inputs),
+        "mlflow_run_link": _link("MLflow run", inputs.mlflow_run_url),
+        "mlflow_model_link": _link(f"{inputs.registry_name} version {inputs.registry_version or ''}".strip(),
+                                   inputs.mlflow_model_url),
+        "license": f"the {md(inputs.license)} license" if inputs.license else "the base model's license",
+        "created_at": md(inputs.created_at),
+        "git_sha": code(inputs.git_sha) if inputs.git_sha else None,
+    }
+
+
+def usage_code(inputs: CardInputs) -> str:
+    """Python that loads this repo and generates, matching how the tokenizer expects prompts."""
+    model_id = json.dumps(inputs.repo_id)  # validated id: a plain double-quoted Python string
+    if inputs.adapter.merged:
+        load = ("from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+                f"model_id = {model_id}\n"
+                "tokenizer = AutoTokenizer.from_pretrained(model_id)\n"
+                'model = AutoModelForCausalLM.from_pretrained(model_id, torch_dtype="auto", device_map="auto")\n')
+    else:
+        load = ("from peft import AutoPeftModelForCausalLM\n"
+                "from transformers import AutoTokenizer\n\n"
+                f"model_id = {model_id}\n"
+                "tokenizer = AutoTokenizer.from_pretrained(model_id)\n"
+                'model = AutoPeftModelForCausalLM.from_pretrained(model_id, torch_dtype="auto", device_map="auto")\n')
+    if inputs.chat_template:
+        system = ('    {"role": "system", "content": "You are a helpful assistant."},\n'
+                  if "system" in inputs.chat_template else "")
+        generate = ("\nmessages = [\n"
+                    f"{system}"
+                    '    {"role": "user", "content": "Your question here"},\n'
+                    "]\n"
+                    "inputs = tokenizer.apply_chat_template(\n"
+                    '    messages, add_generation_prompt=True, return_tensors="pt"\n'
+                    ").to(model.device)\n"
+                    "outputs = model.generate(inputs, max_new_tokens=256)\n"
+                    "print(tokenizer.decode(outputs[0][inputs.shape[-1]:], skip_special_tokens=True))\n")
+    else:
+        generate = ('\nprompt = "Your prompt here"\n'
+                    'inputs = tokenizer(prompt, return_tensors="pt").to(model.device)\n'
+                    "outputs = model.generate(**inputs, max_new_tokens=256)\n"
+                    'print(tokenizer.decode(outputs[0][inputs["input_ids"].shape[-1]:], skip_special_tokens=True))\n')
+    return load + generate
+
