@@ -246,7 +246,7 @@ class PullRequestComments:
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (the API URL comes from the runner)
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 raw = response.read()
                 headers = {k: v for k, v in response.headers.items()}
         except urllib.error.HTTPError as exc:
