@@ -182,10 +182,14 @@ def inspect_adapter(adapter_dir: str | Path) -> AdapterInfo:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AdapterError(f"{path}: not valid JSON ({exc}); re-save the adapter with peft.") from exc
     if not isinstance(raw, dict):
-        raise AdapterError(f"{path}: expected a JSON object, got {type(raw).__name__}; re-save the adapter with peft.")
+        raise AdapterError(
+            f"{path}: expected a JSON object, got {type(raw).__name__}; re-save the adapter with peft."
+        )
 
     def bad(key: str, expected: str) -> AdapterError:
-        return AdapterError(f"{path}: {key!r} must be {expected}, got {raw.get(key)!r}; fix it or re-save the adapter with peft.")
+        return AdapterError(
+            f"{path}: {key!r} must be {expected}, got {raw.get(key)!r}; fix it or re-save the adapter with peft."
+        )
 
     def get_bool(key: str) -> bool:
         value = raw.get(key, False)
@@ -214,7 +218,9 @@ def inspect_adapter(adapter_dir: str | Path) -> AdapterInfo:
         if not isinstance(value, dict) or not all(
             isinstance(k, str) and _is_number(v, integer=kind is int) and v > 0 for k, v in value.items()
         ):
-            raise bad(key, f"an object of module pattern -> positive {'integer' if kind is int else 'number'}")
+            raise bad(
+                key, f"an object of module pattern -> positive {'integer' if kind is int else 'number'}"
+            )
         try:
             for k in value:
                 re.compile(k)
@@ -269,7 +275,9 @@ def _config_problems(info: AdapterInfo) -> list[str]:
     if info.use_dora:
         problems.append("DoRA (use_dora=true) rescales every merged weight by a learned magnitude")
     if info.modules_to_save:
-        problems.append(f"modules_to_save={list(info.modules_to_save)} replaces whole modules with trained copies")
+        problems.append(
+            f"modules_to_save={list(info.modules_to_save)} replaces whole modules with trained copies"
+        )
     if info.bias != "none":
         problems.append(f"bias={info.bias!r}: the adapter carries trained base biases")
     if info.raw.get("init_lora_weights") == "mica":
@@ -311,10 +319,14 @@ def _read_header(path: Path, error: type[Exception]) -> dict[str, _Tensor]:
         with path.open("rb") as f:
             prefix = f.read(8)
             if len(prefix) < 8:
-                raise error(f"{path}: not a safetensors file (shorter than 8 bytes); re-save it with safetensors.")
+                raise error(
+                    f"{path}: not a safetensors file (shorter than 8 bytes); re-save it with safetensors."
+                )
             (length,) = struct.unpack("<Q", prefix)
             if length > _MAX_HEADER_BYTES:
-                raise error(f"{path}: safetensors header of {length} bytes is implausible; the file is corrupt.")
+                raise error(
+                    f"{path}: safetensors header of {length} bytes is implausible; the file is corrupt."
+                )
             header = json.loads(f.read(length))
             file_size = os.fstat(f.fileno()).st_size
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -332,7 +344,9 @@ def _read_header(path: Path, error: type[Exception]) -> dict[str, _Tensor]:
             raise error(f"{path}: bad header entry for {name!r}: {entry!r}; the file is corrupt.") from exc
         expected = math.prod(shape) * _DTYPE_BYTES[dtype] if dtype in _DTYPE_BYTES else end - begin
         if end - begin != expected or begin < 0 or data_start + end > file_size:
-            raise error(f"{path}: {name!r} has offsets {[begin, end]} that do not fit {dtype}{list(shape)}; the file is corrupt.")
+            raise error(
+                f"{path}: {name!r} has offsets {[begin, end]} that do not fit {dtype}{list(shape)}; the file is corrupt."
+            )
         tensors.append(_Tensor(name, path, dtype, shape, data_start + begin, end - begin))
     tensors.sort(key=lambda t: t.start)
     return {t.name: t for t in tensors}
@@ -346,11 +360,15 @@ def _base_weight_files(base_dir: Path) -> list[Path] | None:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
             names = list(dict.fromkeys(weight_map.values()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ModelSourceError(f"{index}: unreadable index ({exc}); re-save the base model with save_pretrained.") from exc
+            raise ModelSourceError(
+                f"{index}: unreadable index ({exc}); re-save the base model with save_pretrained."
+            ) from exc
         files = [base_dir / n for n in names]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
-            raise ModelSourceError(f"{index}: names shards that are missing: {missing}; download the whole base model.")
+            raise ModelSourceError(
+                f"{index}: names shards that are missing: {missing}; download the whole base model."
+            )
         return files
     if (base_dir / SAFE_SINGLE).is_file():
         return [base_dir / SAFE_SINGLE]
@@ -433,7 +451,9 @@ def _plan(info: AdapterInfo, base_dir: Path) -> tuple[_Plan | None, list[str]]:
     lora: dict[str, _LoraModule] = {}
     for module, parts in sorted(pairs.items()):
         if set(parts) != {"A", "B"}:
-            raise AdapterError(f"{adapter_file}: {module} has lora_{''.join(parts)} but not both A and B; the adapter file is incomplete.")
+            raise AdapterError(
+                f"{adapter_file}: {module} has lora_{''.join(parts)} but not both A and B; the adapter file is incomplete."
+            )
         a, b = parts["A"], parts["B"]
         if len(a.shape) != 2 or len(b.shape) != 2:
             problems.append(f"{module} is not a linear layer (lora_A shape {list(a.shape)})")
@@ -454,7 +474,11 @@ def _plan(info: AdapterInfo, base_dir: Path) -> tuple[_Plan | None, list[str]]:
                 f"{target.name} has shape {list(target.shape)} but the adapter's B@A "
                 f"{'transposed ' if info.fan_in_fan_out else ''}is {list(expected)}"
             )
-        elif target.dtype not in _MERGEABLE_DTYPES or a.dtype not in _MERGEABLE_DTYPES or b.dtype not in _MERGEABLE_DTYPES:
+        elif (
+            target.dtype not in _MERGEABLE_DTYPES
+            or a.dtype not in _MERGEABLE_DTYPES
+            or b.dtype not in _MERGEABLE_DTYPES
+        ):
             problems.append(f"{target.name} is {target.dtype} (quantized or not floating point)")
         elif target.name in lora:
             problems.append(f"{target.name} is targeted by both {lora[target.name].module} and {module}")
@@ -481,7 +505,7 @@ def _base_tensor_for(module: str, base: Mapping[str, _Tensor]) -> _Tensor | str:
     if exact is not None:
         return exact
     # Checkpoint without the top-level prefix (`layers.0...` for a `model.layers.0...` module).
-    head, _, tail = module.partition(".")
+    _, _, tail = module.partition(".")
     if tail and f"{tail}.weight" in base:
         return base[f"{tail}.weight"]
     # Checkpoint with an extra prefix (`transformer.h.0...` for an `h.0...` module).
@@ -501,9 +525,13 @@ def _fan_in_fan_out_problems(info: AdapterInfo, base_dir: Path) -> list[str]:
         model_type = None
     conv1d = model_type in _CONV1D_MODEL_TYPES
     if info.fan_in_fan_out and not conv1d:
-        return [f"fan_in_fan_out=true on model_type {model_type!r}: peft decides per layer whether to transpose"]
+        return [
+            f"fan_in_fan_out=true on model_type {model_type!r}: peft decides per layer whether to transpose"
+        ]
     if conv1d and not info.fan_in_fan_out:
-        return [f"fan_in_fan_out=false on model_type {model_type!r}, whose Conv1D layers peft transposes anyway"]
+        return [
+            f"fan_in_fan_out=false on model_type {model_type!r}, whose Conv1D layers peft transposes anyway"
+        ]
     return []
 
 
@@ -540,7 +568,11 @@ def merge_lora_streaming(
         raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
     _prepare_out_dir(out)
     shards = _assign_shards(plan.tensors, max_shard_bytes)
-    names = [SAFE_SINGLE] if len(shards) == 1 else [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    names = (
+        [SAFE_SINGLE]
+        if len(shards) == 1
+        else [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    )
     total = len(plan.tensors)
     done = 0
     bytes_written = 0
@@ -575,9 +607,13 @@ def merge_lora_streaming(
 
 def _prepare_out_dir(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    stale = [p.name for p in out.iterdir() if p.name.endswith((".safetensors", ".bin")) or p.name == SAFE_INDEX]
+    stale = [
+        p.name for p in out.iterdir() if p.name.endswith((".safetensors", ".bin")) or p.name == SAFE_INDEX
+    ]
     if stale:
-        raise MergeError(f"{out}: already holds model weights ({_few(stale)}); merge into an empty directory.")
+        raise MergeError(
+            f"{out}: already holds model weights ({_few(stale)}); merge into an empty directory."
+        )
 
 
 def _assign_shards(tensors: Sequence[_Tensor], max_shard_bytes: int) -> list[list[_Tensor]]:
@@ -602,7 +638,11 @@ def _write_shard(
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for tensor in ordered:
-        header[tensor.name] = {"dtype": tensor.dtype, "shape": list(tensor.shape), "data_offsets": [offset, offset + tensor.nbytes]}
+        header[tensor.name] = {
+            "dtype": tensor.dtype,
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + tensor.nbytes],
+        }
         offset += tensor.nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)
@@ -616,8 +656,10 @@ def _write_shard(
             else:
                 merged = _merged_weight(module, plan.fan_in_fan_out, reader)
                 if not bool(merged.isfinite().all()):
-                    warnings.append(f"{tensor.name}: the merged weight has NaN/inf values; the adapter may be broken")
-                _write_all(fd, merged.view(-1).view(_torch().uint8).numpy().data)
+                    warnings.append(
+                        f"{tensor.name}: the merged weight has NaN/inf values; the adapter may be broken"
+                    )
+                _write_all(fd, merged.view(-1).view(_uint8()).numpy().data)
                 del merged
             yield tensor
     except BaseException:
@@ -668,7 +710,8 @@ class _FileReader:
         return self._fds[path]
 
     def tensor(self, tensor: _Tensor) -> torch.Tensor:
-        torch = _torch()
+        import torch
+
         buffer = bytearray(tensor.nbytes)
         view = memoryview(buffer)
         fd = self._fd(tensor.file)
@@ -676,7 +719,9 @@ class _FileReader:
         while got < tensor.nbytes:
             n = os.preadv(fd, [view[got:]], tensor.start + got)
             if n <= 0:
-                raise MergeError(f"{tensor.file}: ended inside {tensor.name}; the file is truncated, download it again.")
+                raise MergeError(
+                    f"{tensor.file}: ended inside {tensor.name}; the file is truncated, download it again."
+                )
             got += n
         dtype = getattr(torch, _TORCH_DTYPES[tensor.dtype])
         if tensor.nbytes == 0:
@@ -695,7 +740,9 @@ class _FileReader:
             if n <= 0:  # unsupported here (or a short file): copy through a buffer instead
                 data = os.pread(src, min(remaining, self._CHUNK), offset)
                 if not data:
-                    raise MergeError(f"{tensor.file}: ended inside {tensor.name}; the file is truncated, download it again.")
+                    raise MergeError(
+                        f"{tensor.file}: ended inside {tensor.name}; the file is truncated, download it again."
+                    )
                 _write_all(out_fd, data)
                 n = len(data)
             offset += n
@@ -716,10 +763,10 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[n:]
 
 
-def _torch() -> Any:
+def _uint8() -> torch.dtype:
     import torch
 
-    return torch
+    return torch.uint8
 
 
 # --- side files, peft reference, fallback ------------------------------------------------------------------
@@ -786,7 +833,9 @@ def merge(
     info = inspect_adapter(adapter_dir)
     problems = merge_problems(info, base_dir)
     if not problems:
-        return merge_lora_streaming(base_dir, adapter_dir, out_dir, max_shard_bytes=max_shard_bytes, progress=progress)
+        return merge_lora_streaming(
+            base_dir, adapter_dir, out_dir, max_shard_bytes=max_shard_bytes, progress=progress
+        )
     reasons = "; ".join(problems)
     if fallback == "error":
         raise AdapterError(
@@ -795,7 +844,9 @@ def merge(
         )
     log.warning("merge: falling back to peft merge_and_unload (loads the whole model): %s", reasons)
     report = merge_with_peft(base_dir, adapter_dir, out_dir)
-    return dataclasses.replace(report, warnings=(*report.warnings, *(f"merged with peft: {p}" for p in problems)))
+    return dataclasses.replace(
+        report, warnings=(*report.warnings, *(f"merged with peft: {p}" for p in problems))
+    )
 
 
 def copy_adapter_only(
@@ -817,8 +868,14 @@ def copy_adapter_only(
     written = [ADAPTER_CONFIG, weights[0]]
     for name in written:
         shutil.copyfile(info.adapter_dir / name, out / name)
-    written += _copy_side_files(Path(base_dir) if base_dir else info.adapter_dir, info.adapter_dir, out, model_files=False)
-    warnings = () if any(n in TOKENIZER_FILES for n in written) else ("no tokenizer found to copy beside the adapter",)
+    written += _copy_side_files(
+        Path(base_dir) if base_dir else info.adapter_dir, info.adapter_dir, out, model_files=False
+    )
+    warnings = (
+        ()
+        if any(n in TOKENIZER_FILES for n in written)
+        else ("no tokenizer found to copy beside the adapter",)
+    )
     return MergeReport(
         method="adapter-only",
         tensors_total=0,

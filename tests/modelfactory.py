@@ -15,17 +15,23 @@ from typing import Any
 import torch
 
 # A small closed vocabulary: enough to tokenize and chat-template a sentence, nothing to download.
-WORDS = (
+_TEXT = (
     "the a an is are was be to of and in on for with it this that you i we they what how why "
     "model deploy gate score merge adapter base hello world good bad yes no please thanks "
     "user assistant system question answer : , . ? !"
-).split()
+)
+WORDS = tuple(_TEXT.split(" "))
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] }} : {{ message['content'] }} </s> {% endfor %}"
     "{% if add_generation_prompt %}assistant : {% endif %}"
 )
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
 
 _LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -100,7 +106,9 @@ def make_tiny_llama(
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).to(dtype).eval()
-    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=3, max_new_tokens=8)
+    model.generation_config = GenerationConfig(
+        bos_token_id=1, eos_token_id=2, pad_token_id=3, max_new_tokens=8
+    )
     _save_model(model, out, shards)
     save_tiny_tokenizer(out)
     return out
@@ -126,7 +134,9 @@ def make_tiny_gpt2(
     )
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(config).to(dtype).eval()
-    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=3, max_new_tokens=8)
+    model.generation_config = GenerationConfig(
+        bos_token_id=1, eos_token_id=2, pad_token_id=3, max_new_tokens=8
+    )
     _save_model(model, out, shards)
     save_tiny_tokenizer(out)
     return out
@@ -137,7 +147,7 @@ def make_lora_adapter(
     out_dir: str | Path,
     *,
     r: int = 8,
-    alpha: float = 16,
+    alpha: int = 16,
     target_modules: Iterable[str] = _LLAMA_TARGETS,
     use_rslora: bool = False,
     rank_pattern: Mapping[str, int] | None = None,
@@ -187,7 +197,7 @@ def make_lora_adapter(
                 param.copy_(noise.to(param.dtype))
             if adapter_dtype is not None and ("lora_" in name):
                 param.data = param.data.to(adapter_dtype)
-    peft_model.save_pretrained(out)
+    peft_model.save_pretrained(str(out))
     # peft records the base by the name it was loaded from; make it the exact directory string.
     config_path = out / "adapter_config.json"
     saved = json.loads(config_path.read_text())

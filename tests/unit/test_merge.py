@@ -37,9 +37,18 @@ def write_safetensors(path: Path, tensors: dict[str, tuple[str, list[int]]]) -> 
     path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + bytes(offset))
 
 
-def write_adapter(directory: Path, config: dict[str, Any], tensors: dict[str, tuple[str, list[int]]] | None) -> Path:
+def write_adapter(
+    directory: Path, config: dict[str, Any], tensors: dict[str, tuple[str, list[int]]] | None
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    full = {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"], "bias": "none", **config}
+    full = {
+        "peft_type": "LORA",
+        "r": 2,
+        "lora_alpha": 4,
+        "target_modules": ["q_proj"],
+        "bias": "none",
+        **config,
+    }
     (directory / "adapter_config.json").write_text(json.dumps(full))
     if tensors is not None:
         write_safetensors(directory / "adapter_model.safetensors", tensors)
@@ -67,7 +76,11 @@ Q = "model.layers.0.self_attn.q_proj"
 def base(tmp_path: Path) -> Path:
     return write_base(
         tmp_path / "base",
-        {f"{Q}.weight": ("BF16", [4, 4]), "model.embed_tokens.weight": ("BF16", [8, 4]), "lm_head.weight": ("BF16", [8, 4])},
+        {
+            f"{Q}.weight": ("BF16", [4, 4]),
+            "model.embed_tokens.weight": ("BF16", [8, 4]),
+            "lm_head.weight": ("BF16", [8, 4]),
+        },
     )
 
 
@@ -77,7 +90,9 @@ def base(tmp_path: Path) -> Path:
 def test_inspect_adapter_reads_the_config_with_peft_defaults(tmp_path: Path) -> None:
     adapter = tmp_path / "a"
     adapter.mkdir()
-    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "target_modules": ["q_proj", "v_proj"]}))
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "target_modules": ["q_proj", "v_proj"]})
+    )
     info = inspect_adapter(adapter)
     assert (info.r, info.lora_alpha, info.bias, info.fan_in_fan_out) == (8, 8, "none", False)
     assert info.target_modules == ("q_proj", "v_proj")
@@ -102,7 +117,9 @@ def test_inspect_adapter_reads_the_config_with_peft_defaults(tmp_path: Path) -> 
         ({"target_modules": 3}, "'target_modules'"),
     ],
 )
-def test_inspect_adapter_names_the_file_and_the_bad_value(tmp_path: Path, config: dict[str, Any], named: str) -> None:
+def test_inspect_adapter_names_the_file_and_the_bad_value(
+    tmp_path: Path, config: dict[str, Any], named: str
+) -> None:
     adapter = write_adapter(tmp_path / "a", config, None)
     with pytest.raises(AdapterError) as excinfo:
         inspect_adapter(adapter)
@@ -112,7 +129,7 @@ def test_inspect_adapter_names_the_file_and_the_bad_value(tmp_path: Path, config
 
 
 def test_inspect_adapter_without_a_config_says_where_to_point(tmp_path: Path) -> None:
-    with pytest.raises(AdapterError, match="adapter_config.json: not found; point"):
+    with pytest.raises(AdapterError, match=r"adapter_config\.json: not found; point"):
         inspect_adapter(tmp_path)
 
 
@@ -218,7 +235,7 @@ def test_missing_weights_are_errors_not_problems(tmp_path: Path, base: Path) -> 
     info = inspect_adapter(write_adapter(tmp_path / "a", {}, lora_pair(Q)))
     with pytest.raises(ModelSourceError, match="no model weights"):
         merge_problems(info, tmp_path / "empty")
-    with pytest.raises(AdapterError, match="no adapter_model.safetensors"):
+    with pytest.raises(AdapterError, match=r"no adapter_model\.safetensors"):
         merge_problems(inspect_adapter(write_adapter(tmp_path / "b", {}, None)), base)
 
 
@@ -237,7 +254,9 @@ def test_a_checkpoint_saved_without_the_model_prefix_still_maps(tmp_path: Path) 
 
 
 def test_shape_and_dtype_mismatches_are_problems(tmp_path: Path) -> None:
-    base = write_base(tmp_path / "b", {f"{Q}.weight": ("BF16", [6, 4]), "model.layers.0.mlp.up_proj.weight": ("I8", [4, 4])})
+    base = write_base(
+        tmp_path / "b", {f"{Q}.weight": ("BF16", [6, 4]), "model.layers.0.mlp.up_proj.weight": ("I8", [4, 4])}
+    )
     tensors = {**lora_pair(Q), **lora_pair("model.layers.0.mlp.up_proj")}
     problems = merge_problems(inspect_adapter(write_adapter(tmp_path / "a", {}, tensors)), base)
     assert any("shape [6, 4]" in p for p in problems)
@@ -246,12 +265,14 @@ def test_shape_and_dtype_mismatches_are_problems(tmp_path: Path) -> None:
 
 def test_a_rank_contradicting_the_config_is_an_error(tmp_path: Path, base: Path) -> None:
     info = inspect_adapter(write_adapter(tmp_path / "a", {"r": 3}, lora_pair(Q, r=2)))
-    with pytest.raises(AdapterError, match="has rank 2 .* gives r=3"):
+    with pytest.raises(AdapterError, match=r"has rank 2 .* gives r=3"):
         merge_problems(info, base)
 
 
 def test_conv1d_models_need_fan_in_fan_out(tmp_path: Path) -> None:
-    gpt2 = write_base(tmp_path / "g", {"transformer.h.0.attn.c_proj.weight": ("F32", [4, 4])}, model_type="gpt2")
+    gpt2 = write_base(
+        tmp_path / "g", {"transformer.h.0.attn.c_proj.weight": ("F32", [4, 4])}, model_type="gpt2"
+    )
     tensors = lora_pair("transformer.h.0.attn.c_proj")
     off = inspect_adapter(write_adapter(tmp_path / "a", {"fan_in_fan_out": False}, tensors))
     on = inspect_adapter(write_adapter(tmp_path / "b", {"fan_in_fan_out": True}, tensors))

@@ -1,0 +1,350 @@
+"""The streaming LoRA merge against peft's merge_and_unload on real tiny models: equal bit for bit.
+
+Models and adapters are built locally (tests/modelfactory.py): random weights, real peft adapters with
+non-zero B. Fallback cases (DoRA, modules_to_save, embeddings, IA3, pickled weights) go through peft.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+pytest.importorskip("transformers")
+
+from deploygate.errors import AdapterError, MergeError  # noqa: E402
+from deploygate.merge import (  # noqa: E402
+    MergeReport,
+    copy_adapter_only,
+    inspect_adapter,
+    merge,
+    merge_lora_streaming,
+    merge_problems,
+    merge_with_peft,
+)
+from tests.modelfactory import make_lora_adapter, make_tiny_gpt2, make_tiny_llama  # noqa: E402
+
+GPT2_TARGETS = ("c_attn", "c_proj", "c_fc")
+
+
+def load_dir(directory: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    tensors: dict[str, Any] = {}
+    for path in sorted(directory.glob("*.safetensors")):
+        tensors.update(load_file(path))
+    return tensors
+
+
+def raw_tensors(directory: Path) -> dict[str, bytes]:
+    """name -> the tensor's bytes exactly as stored, straight from the safetensors layout."""
+    out: dict[str, bytes] = {}
+    for path in sorted(directory.glob("*.safetensors")):
+        data = path.read_bytes()
+        length = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + length])
+        header.pop("__metadata__", None)
+        for name, entry in header.items():
+            begin, end = entry["data_offsets"]
+            out[name] = data[8 + length + begin : 8 + length + end]
+    return out
+
+
+def assert_same_tensors(ours: Path, reference: Path) -> None:
+    a, b = load_dir(ours), load_dir(reference)
+    assert a.keys() == b.keys()
+    different = [k for k in a if a[k].dtype != b[k].dtype or not torch.equal(a[k], b[k])]
+    assert different == []
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "llama-bf16": make_tiny_llama(root / "llama-bf16"),
+        "llama-fp32": make_tiny_llama(root / "llama-fp32", dtype=torch.float32, seed=1),
+        "llama-tied": make_tiny_llama(root / "llama-tied", shards=1, seed=2, tie_word_embeddings=True),
+        "gpt2": make_tiny_gpt2(root / "gpt2"),
+    }
+
+
+CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "bf16-two-shards": ("llama-bf16", {}),
+    "rslora": ("llama-bf16", {"use_rslora": True, "r": 4, "alpha": 7}),
+    "rank-alpha-patterns": (
+        "llama-bf16",
+        {
+            "rank_pattern": {"q_proj": 4, r"layers\.1\.mlp\.down_proj": 2},
+            "alpha_pattern": {r"^model\.layers\.0\..*v_proj": 3, "o_proj": 5},
+        },
+    ),
+    "bf16-adapter-weights": ("llama-bf16", {"adapter_dtype": torch.bfloat16, "r": 16, "alpha": 8}),
+    "fp32-base": ("llama-fp32", {"target_modules": ("q_proj", "v_proj", "down_proj")}),
+    "tied-embeddings": ("llama-tied", {"target_modules": ("q_proj", "up_proj")}),
+    "gpt2-conv1d-fan-in-fan-out": ("gpt2", {"target_modules": GPT2_TARGETS, "fan_in_fan_out": True}),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_streaming_merge_equals_peft_bit_for_bit(models: dict[str, Path], tmp_path: Path, case: str) -> None:
+    model, options = CASES[case]
+    base = models[model]
+    adapter = make_lora_adapter(base, tmp_path / "adapter", **options)
+    assert merge_problems(inspect_adapter(adapter), base) == []
+
+    ours = merge_lora_streaming(base, adapter, tmp_path / "streaming")
+    reference = merge_with_peft(base, adapter, tmp_path / "peft")
+
+    assert_same_tensors(tmp_path / "streaming", tmp_path / "peft")
+    assert (ours.method, reference.method) == ("streaming", "peft")
+    assert ours.tensors_total == reference.tensors_total == len(load_dir(base))
+    assert ours.tensors_merged == reference.tensors_merged > 0
+    # The adapter really changed the targeted weights, and only those.
+    merged, original = load_dir(tmp_path / "streaming"), load_dir(base)
+    changed = {k for k in merged if not torch.equal(merged[k], original[k])}
+    assert len(changed) == ours.tensors_merged
+
+
+def test_a_delta_rounded_before_the_add_would_not_match(models: dict[str, Path], tmp_path: Path) -> None:
+    # Guards the test above: the comparison is fine enough to tell one rounding from two.
+    base = models["llama-bf16"]
+    adapter = make_lora_adapter(base, tmp_path / "adapter")
+    merge_lora_streaming(base, adapter, tmp_path / "out")
+    name = "model.layers.0.self_attn.q_proj"
+    weight = load_dir(base)[f"{name}.weight"]
+    lora = load_dir(adapter)
+    a, b = (lora[f"base_model.model.{name}.lora_{p}.weight"].float() for p in "AB")
+    delta = (b @ a) * inspect_adapter(adapter).scaling(name)
+    merged = load_dir(tmp_path / "out")[f"{name}.weight"]
+    assert torch.equal(merged, (weight.float() + delta).to(weight.dtype))
+    assert not torch.equal(merged, weight + delta.to(weight.dtype))
+
+
+def test_untouched_tensors_are_copied_byte_for_byte(models: dict[str, Path], tmp_path: Path) -> None:
+    base = models["llama-bf16"]
+    adapter = make_lora_adapter(base, tmp_path / "adapter", target_modules=("q_proj", "down_proj"))
+    merge_lora_streaming(base, adapter, tmp_path / "out")
+    before, after = raw_tensors(base), raw_tensors(tmp_path / "out")
+    assert before.keys() == after.keys()
+    untouched = [k for k in before if not k.endswith(("q_proj.weight", "down_proj.weight"))]
+    assert untouched and all(before[k] == after[k] for k in untouched)
+    assert all(before[k] != after[k] for k in before if k not in untouched)
+
+
+def test_the_merged_model_loads_and_generates_like_peft(models: dict[str, Path], tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = models["llama-bf16"]
+    adapter = make_lora_adapter(base, tmp_path / "adapter")
+    merge_lora_streaming(base, adapter, tmp_path / "streaming")
+    merge_with_peft(base, adapter, tmp_path / "peft")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "streaming")
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hello model"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    outputs = []
+    for directory in ("streaming", "peft"):
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / directory, dtype="auto")
+        assert model.dtype == torch.bfloat16
+        with torch.no_grad():
+            generated = model.generate(**prompt, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+        assert generated.shape[1] == prompt["input_ids"].shape[1] + 5
+        outputs.append(generated)
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_output_layout_single_file_and_side_files(models: dict[str, Path], tmp_path: Path) -> None:
+    base = models["llama-bf16"]
+    adapter = make_lora_adapter(base, tmp_path / "adapter")
+    report = merge_lora_streaming(base, adapter, tmp_path / "out")
+    out = tmp_path / "out"
+    assert report.shards == ("model.safetensors",)
+    assert not (out / "model.safetensors.index.json").exists()
+    assert report.bytes_written == (out / "model.safetensors").stat().st_size
+    from safetensors import safe_open
+
+    with safe_open(out / "model.safetensors", framework="pt") as f:
+        assert f.metadata() == {"format": "pt"}
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"):
+        assert (out / name).read_bytes() == (base / name).read_bytes()
+
+
+def test_output_is_sharded_with_an_index_and_reports_progress(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    base = models["llama-bf16"]
+    adapter = make_lora_adapter(base, tmp_path / "adapter")
+    calls: list[tuple[int, int, str]] = []
+    report = merge_lora_streaming(
+        base, adapter, tmp_path / "out", max_shard_bytes=40_000, progress=lambda *a: calls.append(a)
+    )
+    out = tmp_path / "out"
+    assert len(report.shards) > 2
+    assert report.shards[0] == f"model-00001-of-{len(report.shards):05d}.safetensors"
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == set(report.shards)
+    assert index["metadata"]["total_size"] == sum(
+        t.numel() * t.element_size() for t in load_dir(base).values()
+    )
+    assert [c[0] for c in calls] == list(range(1, report.tensors_total + 1))
+    assert {c[1] for c in calls} == {report.tensors_total} and {c[2] for c in calls} == set(report.shards)
+    reference = merge_with_peft(base, adapter, tmp_path / "peft")
+    assert reference.shards == ("model.safetensors",)
+    assert_same_tensors(out, tmp_path / "peft")
+
+
+def test_the_adapters_tokenizer_wins_over_the_bases(models: dict[str, Path], tmp_path: Path) -> None:
+    base = models["llama-bf16"]
+    adapter = make_lora_adapter(base, tmp_path / "adapter", with_tokenizer=True)
+    config = json.loads((adapter / "tokenizer_config.json").read_text())
+    config["model_max_length"] = 77
+    (adapter / "tokenizer_config.json").write_text(json.dumps(config))
+    merge_lora_streaming(base, adapter, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())["model_max_length"] == 77
+
+
+def test_refuses_an_output_directory_that_holds_weights(models: dict[str, Path], tmp_path: Path) -> None:
+    base = models["llama-bf16"]
+    adapter = make_lora_adapter(base, tmp_path / "adapter")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.safetensors").write_bytes(b"old")
+    with pytest.raises(MergeError, match="already holds model weights"):
+        merge_lora_streaming(base, adapter, tmp_path / "out")
+
+
+# --- fallback and refusal --------------------------------------------------------------------------------
+
+
+def _bin_base(models: dict[str, Path], tmp_path: Path) -> Path:
+    """The bf16 llama with its weights pickled as pytorch_model.bin instead of safetensors."""
+    source = models["llama-bf16"]
+    target = tmp_path / "bin-base"
+    target.mkdir()
+    for path in source.iterdir():
+        if not path.name.startswith("model"):
+            shutil.copyfile(path, target / path.name)
+    torch.save(load_dir(source), target / "pytorch_model.bin")
+    return target
+
+
+FALLBACKS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "dora": ("llama-bf16", {"use_dora": True}, "DoRA"),
+    "modules-to-save": ("llama-bf16", {"modules_to_save": ["lm_head"]}, "modules_to_save"),
+    "embeddings": ("llama-bf16", {"target_modules": ("q_proj", "embed_tokens")}, "LoRA on embeddings"),
+    "conv1d-without-fan-in-fan-out": ("gpt2", {"target_modules": GPT2_TARGETS}, "Conv1D"),
+}
+
+
+@pytest.mark.parametrize("case", FALLBACKS)
+def test_unmergeable_adapters_fall_back_to_peft_with_a_warning(
+    models: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    model, options, reason = FALLBACKS[case]
+    base = models[model]
+    adapter = make_lora_adapter(base, tmp_path / "adapter", **options)
+    if case == "conv1d-without-fan-in-fan-out":
+        # peft switches fan_in_fan_out on for Conv1D and saves it so; an adapter edited back to false is
+        # still merged transposed by peft, which the streaming merge will not guess.
+        config = json.loads((adapter / "adapter_config.json").read_text())
+        config["fan_in_fan_out"] = False
+        (adapter / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(AdapterError, match=reason):
+        merge(base, adapter, tmp_path / "refused", fallback="error")
+    with pytest.raises(AdapterError, match="cannot be exact"):
+        merge_lora_streaming(base, adapter, tmp_path / "refused")
+
+    with caplog.at_level(logging.WARNING, logger="deploygate.merge"):
+        report = merge(base, adapter, tmp_path / "fallback", fallback="peft")
+    assert report.method == "peft"
+    assert any(reason in w for w in report.warnings)
+    assert any(reason in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    merge_with_peft(base, adapter, tmp_path / "peft")
+    assert_same_tensors(tmp_path / "fallback", tmp_path / "peft")
+    changed = load_dir(tmp_path / "fallback")
+    assert any(not torch.equal(t, load_dir(base)[k]) for k, t in changed.items())
+
+
+def test_a_pickled_base_is_refused_or_merged_by_peft(models: dict[str, Path], tmp_path: Path) -> None:
+    base = _bin_base(models, tmp_path)
+    adapter = make_lora_adapter(models["llama-bf16"], tmp_path / "adapter")
+    with pytest.raises(AdapterError, match="not safetensors"):
+        merge(base, adapter, tmp_path / "refused", fallback="error")
+    report = merge(base, adapter, tmp_path / "fallback", fallback="peft")
+    assert report.method == "peft"
+    merge_lora_streaming(models["llama-bf16"], adapter, tmp_path / "streaming")
+    assert_same_tensors(tmp_path / "fallback", tmp_path / "streaming")
+
+
+def test_a_non_lora_adapter_falls_back_to_peft(models: dict[str, Path], tmp_path: Path) -> None:
+    from peft import IA3Config, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = models["llama-fp32"]
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base, dtype="auto"),
+        IA3Config(
+            target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"], task_type="CAUSAL_LM"
+        ),
+    )
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "ia3_" in name:
+                param.mul_(1.5)
+    model.save_pretrained(tmp_path / "ia3")
+    report = merge(base, tmp_path / "ia3", tmp_path / "out")
+    assert report.method == "peft" and any("IA3" in w for w in report.warnings)
+    assert not torch.equal(
+        load_dir(tmp_path / "out")["model.layers.0.self_attn.k_proj.weight"],
+        load_dir(base)["model.layers.0.self_attn.k_proj.weight"],
+    )
+
+
+def test_merge_streams_when_it_can(models: dict[str, Path], tmp_path: Path) -> None:
+    base = models["llama-bf16"]
+    adapter = make_lora_adapter(base, tmp_path / "adapter")
+    assert merge(base, adapter, tmp_path / "out", fallback="error").method == "streaming"
+    with pytest.raises(AdapterError, match="fallback must be"):
+        merge(base, adapter, tmp_path / "other", fallback="maybe")  # type: ignore[arg-type]
+
+
+def test_peft_and_deploygate_resolve_patterns_alike() -> None:
+    from peft.utils.other import get_pattern_key
+
+    from deploygate.merge import _pattern_key
+
+    patterns = {"q_proj": 1, r"layers\.0\.mlp\..*": 2, "down_proj": 3, "^model.layers.1.self_attn.v_proj": 4}
+    modules = [
+        f"model.layers.{i}.{kind}" for i in (0, 1, 11) for kind in (
+            "self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj", "mlp.up_proj", "self_attn.xq_proj"
+        )
+    ]  # fmt: skip
+    assert [_pattern_key(patterns, m) for m in modules] == [
+        get_pattern_key(list(patterns), m) for m in modules
+    ]
+
+
+def test_copy_adapter_only_ships_adapter_files_and_a_tokenizer(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    base = models["llama-bf16"]
+    adapter = make_lora_adapter(base, tmp_path / "adapter")
+    report: MergeReport = copy_adapter_only(adapter, tmp_path / "out", base_dir=base)
+    files = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= files
+    assert not any(name.startswith("model") for name in files)
+    assert (report.method, report.shards, report.warnings) == (
+        "adapter-only",
+        ("adapter_model.safetensors",),
+        (),
+    )
+    bare = copy_adapter_only(adapter, tmp_path / "bare")
+    assert bare.warnings == ("no tokenizer found to copy beside the adapter",)
