@@ -1,0 +1,106 @@
+"""Decision latency vs history size: does reading the baseline grow with the number of past runs?
+
+Two real `mlflow server` processes (sqlite): one holding 10 past deploygate runs, one holding
+10,000, each with a registered model of 100 versions and a champion alias. For each, time the
+gate's reads that lead to a decision (champion + score, promotion history; and the best-ever
+query), median of repeated calls in this process, and print the ratio 10,000 / 10.
+Goal: ratio under 1.3 (no growth with history).
+
+    .venv/bin/python bench/decision_latency.py [--runs 10000] [--versions 100] [--repeat 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from deploygate.decision import Policy, decide  # noqa: E402
+from deploygate.registry import TAG_SCORE, MlflowRegistry  # noqa: E402
+from tests.mlflow_fixtures import start_mlflow_server, stop_mlflow_server  # noqa: E402
+
+EXPERIMENT = "deploygate"
+MODEL = "bench-model"
+
+
+def populate(db: Path, runs: int, versions: int) -> None:
+    """Fill a sqlite store directly (the REST API would take minutes for 10,000 runs)."""
+    from mlflow.entities import Metric, Param, RunStatus, RunTag
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    uri = f"sqlite:///{db}"
+    store = SqlAlchemyStore(uri, str(db.parent / "artifacts"))
+    exp_id = store.create_experiment(EXPERIMENT)
+    run_ids = []
+    for i in range(runs):
+        run = store.create_run(exp_id, user_id="bench", start_time=1_700_000_000_000 + i, tags=[], run_name=f"gate-{i}")
+        score = 0.2 + (i % 997) / 10_000
+        store.log_batch(run.info.run_id,
+                        metrics=[Metric("weighted_score", score, 0, 0), Metric("bleu4", score, 0, 0)],
+                        params=[Param("min_improvement_threshold", "0.001")],
+                        tags=[RunTag("deploygate.decision", "skip")])
+        store.update_run_info(run.info.run_id, RunStatus.FINISHED, 1_700_000_000_500 + i, None)
+        run_ids.append(run.info.run_id)
+    reg = RegistryStore(uri)
+    reg.create_registered_model(MODEL)
+    from mlflow.entities.model_registry import ModelVersionTag
+
+    for v in range(versions):
+        mv = reg.create_model_version(MODEL, f"{store.get_run(run_ids[v % runs]).info.artifact_uri}/model",
+                                      run_id=run_ids[v % runs],
+                                      tags=[ModelVersionTag(TAG_SCORE, repr(0.2 + v / 1000))])
+    reg.set_registered_model_alias(MODEL, "champion", mv.version)
+
+
+def time_reads(uri: str, repeat: int) -> dict[str, float]:
+    reg = MlflowRegistry(uri)
+    reg.check()
+    out: dict[str, list[float]] = {"champion": [], "best-ever": []}
+    for _ in range(repeat):
+        t = time.perf_counter()
+        base = reg.champion_baseline(MODEL, "champion")
+        reg.history(MODEL)
+        decide(0.5, base, Policy())
+        out["champion"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        base = reg.best_ever_baseline(EXPERIMENT)
+        decide(0.5, base, Policy())
+        out["best-ever"].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=10_000)
+    ap.add_argument("--small-runs", type=int, default=10)
+    ap.add_argument("--versions", type=int, default=100)
+    ap.add_argument("--repeat", type=int, default=50)
+    args = ap.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for runs in (args.small_runs, args.runs):
+            root = Path(tmp) / f"h{runs}"
+            root.mkdir()
+            t = time.perf_counter()
+            populate(root / "mlflow.db", runs, args.versions)
+            print(f"populated {runs} runs + {args.versions} versions in {time.perf_counter() - t:.1f} s", flush=True)
+            server = start_mlflow_server(root)
+            try:
+                time_reads(server.uri, 5)  # warm up
+                results[runs] = time_reads(server.uri, args.repeat)
+            finally:
+                stop_mlflow_server(server)
+    small, big = results[args.small_runs], results[args.runs]
+    print(f"\n{'baseline':<10} {args.small_runs:>8} runs {args.runs:>8} runs   ratio")
+    for key in ("champion", "best-ever"):
+        print(f"{key:<10} {small[key] * 1000:>8.2f} ms {big[key] * 1000:>8.2f} ms   {big[key] / small[key]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Generated reference text for the README, so the docs cannot drift from the settings table.
+
+`python -m deploygate.docs` prints the blocks; `--write README.md` replaces them between their
+`<!-- name:start -->` / `<!-- name:end -->` markers. tests/unit/test_docs.py fails when they differ.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from deploygate.config import SETTINGS
+
+
+def _default(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, tuple):
+        return f"`{','.join(value)}`" if value else ""
+    return f"`{value}`"
+
+
+def settings_table() -> str:
+    rows = ["| flag / input | params.yaml | default | what it does |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        params = ", ".join(f"`{'.'.join(p)}`" for p in s.params)
+        rows.append(f"| `--{s.name}` | {params} | {_default(s.default)} | {s.help.replace('|', '/')} |")
+    return "\n".join(rows)
+
+
+BLOCKS = {"settings": settings_table}
+
+
+def render_blocks(text: str) -> str:
+    for name, fn in BLOCKS.items():
+        pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
+        text = pattern.sub(lambda m, fn=fn: m.group(1) + fn() + "\n" + m.group(2), text)
+    return text
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--write"] and len(argv) == 2:
+        path = Path(argv[1])
+        path.write_text(render_blocks(path.read_text()))
+        return 0
+    for name, fn in BLOCKS.items():
+        print(f"<!-- {name}:start -->\n{fn()}\n<!-- {name}:end -->\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
