@@ -9,11 +9,13 @@ token and endpoint), decide anything about deployment, or build the folder it pu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -217,10 +219,7 @@ class HubPublisher:
                            hint=f"Fix: create a write token at {self._tokens_url()} and set HF_TOKEN.")
         if self._api_instance is None:
             from huggingface_hub import HfApi
-            from huggingface_hub import disable_progress_bars
 
-            if not self._progress_bars:
-                disable_progress_bars()  # process-wide: progress bars only clutter CI logs
             # token=False: anonymous reads instead of silently using a token stored on this machine
             self._api_instance = HfApi(endpoint=self.endpoint, token=self.token or False)
         return self._api_instance
@@ -293,6 +292,16 @@ class HubPublisher:
                 return False
         return True
 
+    def _quiet(self) -> contextlib.AbstractContextManager[Any]:
+        """Progress bars off for our calls only (they clutter CI logs), unless asked for."""
+        if self._progress_bars:
+            return contextlib.nullcontext()
+        from huggingface_hub.utils.tqdm import disable_progress_bars
+
+        with warnings.catch_warnings():  # it warns when HF_HUB_DISABLE_PROGRESS_BARS=0 wins
+            warnings.simplefilter("ignore")
+            return disable_progress_bars()
+
     def _tokens_url(self) -> str:
         return f"{self.endpoint}/settings/tokens"
 
@@ -300,7 +309,8 @@ class HubPublisher:
         """Run `fn`, retrying transient failures; translate any failure into HubError."""
         for attempt in range(self.retries + 1):
             try:
-                return fn()
+                with self._quiet():
+                    return fn()
             except HubError:
                 raise
             except Exception as exc:
@@ -379,11 +389,13 @@ def _translate(exc: BaseException, status: int | None, action: str, target: str,
         RevisionNotFoundError,
     )
 
+    causes = list(_causes(exc))
+    if any(isinstance(c, RepositoryNotFoundError) for c in causes):
+        status = 404  # the Hub says 401 for private repos when anonymous: still "not found" for us
     what = f"Hub: could not {action} {target}"
     said = _server_message(exc)
     said = f" ({said})" if said else ""
     tries = f" after {attempts} attempts" if attempts > 1 else ""
-    causes = list(_causes(exc))
     kinds = {type(c) for c in causes}
     namespace = target.split("/")[0] if repo_scoped else "your namespace"
 
