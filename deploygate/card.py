@@ -201,7 +201,7 @@ def _link(label: str, url: str | None) -> str:
     if not url:
         return "not recorded"
     if not _SAFE_URL.match(url):
-        return f"{md(label)}: {md(url)}"
+        return f"{md(label)} (not a web link): {code(url)}"
     return f"[{md(label)}]({url.replace('(', '%28').replace(')', '%29')})"
 
 
