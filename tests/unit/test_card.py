@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from huggingface_hub import ModelCard
+from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
 from deploygate.card import (
@@ -52,6 +52,13 @@ INPUTS = CardInputs(
 )
 
 
+def metadata(text: str) -> ModelCardData:
+    """The card's metadata as huggingface_hub parses it (what the Hub shows)."""
+    data = ModelCard(text).data
+    assert isinstance(data, ModelCardData) and data.eval_results is not None and data.tags is not None
+    return data
+
+
 def body(text: str) -> str:
     return text.split("\n---\n", 1)[1]
 
@@ -66,20 +73,19 @@ def test_card_matches_golden_file() -> None:
 
 
 def test_metadata_reads_back_through_huggingface_hub() -> None:
-    card = ModelCard(render_card(INPUTS))
-    data = card.data
+    data = metadata(render_card(INPUTS))
     assert data.base_model == "Qwen/Qwen2.5-0.5B-Instruct"
     assert (data.library_name, data.pipeline_tag, data.license) == ("transformers", "text-generation", "apache-2.0")
     assert data.language == ["en"]
     assert data.tags == ["question-answering", "deploygate", "lora"]
     assert data.model_name == "qa-model"
-    results = {r.metric_name: (r.metric_type, r.metric_value) for r in data.eval_results}
+    results = {r.metric_name: (r.metric_type, r.metric_value) for r in data.eval_results or []}
     assert results == {
         "BLEU-1": ("bleu", 0.5), "BLEU-2": ("bleu", 0.4), "BLEU-3": ("bleu", 0.3), "BLEU-4": ("bleu", 0.2),
         "ROUGE-L precision": ("rouge", 0.6), "Weighted score": ("deploygate_weighted_score", 0.4123),
     }
-    assert {r.task_type for r in data.eval_results} == {"text-generation"}
-    assert {r.source_url for r in data.eval_results} == {INPUTS.mlflow_run_url}
+    assert {r.task_type for r in data.eval_results or []} == {"text-generation"}
+    assert {r.source_url for r in data.eval_results or []} == {INPUTS.mlflow_run_url}
 
 
 def test_body_states_real_values_comparison_decision_and_training() -> None:
@@ -133,7 +139,7 @@ def test_usage_code_matches_the_tokenizer(chat_template: str | None, merged: boo
         assert needle in usage
     for needle in absent:
         assert needle not in usage
-    assert ModelCard(text).data.library_name == ("transformers" if merged else "peft")
+    assert metadata(text).library_name == ("transformers" if merged else "peft")
 
 
 def test_missing_template_value_fails_loudly(tmp_path: Path) -> None:
@@ -172,9 +178,9 @@ def test_user_strings_cannot_break_yaml_or_markdown() -> None:
         tags=("ok", EVIL),
     )
     text = render_card(inputs)
-    card = ModelCard(text)  # the YAML header still parses, with the evil strings as plain data
-    assert EVIL in card.data.tags
-    assert {r.metric_name for r in card.data.eval_results} >= {EVIL}
+    data = metadata(text)  # the YAML header still parses, with the evil strings as plain data
+    assert EVIL in (data.tags or [])
+    assert {r.metric_name for r in data.eval_results or []} >= {EVIL}
     block = REGEX_YAML_BLOCK.search(text)  # the same regex the Hub uses to find the header
     assert block is not None and yaml.safe_load(block.group(2))["tags"][1] == EVIL
     assert block.end() == text.index("\n# qa-model\n")  # the header ends where we put it
