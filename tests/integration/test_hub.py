@@ -295,3 +295,36 @@ def test_unreachable_endpoint_is_retried_then_reported(tmp_path: Path) -> None:
     with pytest.raises(HubError, match=r"cannot reach http://127\.0\.0\.1:9 after 2 attempts"):
         hub.whoami()
     assert sleeps == [0.01]
+
+
+def test_server_speaks_the_hub_error_protocol(hub_server: HubServer, repo_id: str, tmp_path: Path) -> None:
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    api = HfApi(endpoint=hub_server.url, token=hub_server.token)
+    with pytest.raises(RepositoryNotFoundError):
+        api.model_info(repo_id)
+    api.create_repo(repo_id)
+    with pytest.raises(HfHubHTTPError) as conflict:
+        api.create_repo(repo_id)
+    assert conflict.value.response.status_code == 409
+    assert conflict.value.response.json()["url"] == f"{hub_server.url}/{repo_id}"
+    with pytest.raises(EntryNotFoundError):
+        api.hf_hub_download(repo_id, "missing.bin", cache_dir=tmp_path)
+    with pytest.raises(RevisionNotFoundError):
+        api.list_repo_files(repo_id, revision="no-such-branch")
+    api.delete_repo(repo_id)
+    with pytest.raises(RepositoryNotFoundError):
+        api.delete_repo(repo_id)
+
+
+def test_hanging_request_is_dropped_and_retried(hub_server: HubServer) -> None:
+    hub, sleeps = publisher(hub_server)
+    hub_server.hang_next("GET", r"^/api/whoami-v2$", seconds=0.2)
+    assert hub.whoami() == hub_server.user
+    assert len(sleeps) == 1
+    hub_server.clear_faults()
