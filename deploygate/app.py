@@ -19,6 +19,7 @@ from deploygate.metrics import parse_metrics
 from deploygate.pipeline import Candidate, Shipper, run
 from deploygate.registry import MlflowRegistry
 from deploygate.result import GateResult, RunContext
+from deploygate.signature import signature_for
 
 log = logging.getLogger(__name__)
 
@@ -131,14 +132,21 @@ def prepare(
 
 def load_candidate(cfg: GateConfig) -> Candidate:
     data = read_json(cfg.evaluation_results, "evaluation-results")
-    metrics = parse_metrics(data, cfg.weights, scale=cfg.metrics_scale, source=str(cfg.evaluation_results))
+    metrics = parse_metrics(
+        data,
+        cfg.weights,
+        scale=cfg.metrics_scale,
+        source=str(cfg.evaluation_results),
+        also=tuple(g.metric for g in cfg.guardrails or ()),
+    )
     source, record = load_model_source(
         cfg.model_artifact_path,
         explicit="model-artifact-path" in cfg.explicit,
         model_uri=cfg.model_uri,
         artifact_path=cfg.source_artifact_path,
     )
-    return Candidate(metrics=metrics, source=source, location=record)
+    signature = signature_for(cfg.weights.values, cfg.metrics_scale)
+    return Candidate(metrics=metrics, source=source, signature=signature, location=record)
 
 
 def build_shipper(cfg: GateConfig, env: Mapping[str, str]) -> Shipper | None:

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from deploygate.errors import ConfigError
-from deploygate.metrics import Weights, parse_scale, resolve_weights
+from deploygate.decision import Guardrail
+from deploygate.metrics import Weights, canonical_name, parse_scale, resolve_weights
 
-Kind = Literal["path", "str", "bool", "float", "choice", "weights", "list"]
+Kind = Literal["path", "str", "bool", "float", "int", "choice", "weights", "list", "guardrails"]
 
 TRUE_WORDS = frozenset({"true", "yes", "on", "1", "y"})
 FALSE_WORDS = frozenset({"false", "no", "off", "0", "n"})
@@ -53,12 +54,28 @@ SETTINGS: tuple[Setting, ...] = (
     _s("min-improvement-threshold", "float", 0.001,
        "Minimum absolute gain in weighted score over the champion needed to deploy.",
        "deployment.min_improvement_threshold"),
+    _s("predictions", "path", None,
+       "Per-example predictions (JSONL with prediction/reference, or CSV): metrics are computed from them "
+       "exactly as the seed's evaluation did, and enable the significance test.",
+       "deployment.predictions"),
     _s("weights", "weights", None,
        "Metric weights, e.g. 'bleu1=0.1,bleu2=0.15,bleu3=0.25,bleu4=0.4,rougeL_precision=0.1'; normalised to sum to 1.",
        "deployment.weighted_scoring.weights"),
     _s("metrics-scale", "choice", "1",
        "Scale of the evaluation results: 1 (values 0-1) or 100 (percentages).",
        "deployment.metrics_scale", choices=("1", "100")),
+    _s("guardrails", "guardrails", None,
+       "Per-metric limits that block a deploy, e.g. 'rougeL_precision.max_drop=0.01,bleu4.min=0.1'.",
+       "deployment.guardrails"),
+    _s("confidence", "float", 0.95,
+       "Confidence for the paired bootstrap: deploy only if the gain clears the threshold at this level.",
+       "deployment.significance.confidence"),
+    _s("bootstrap-resamples", "int", 1000,
+       "Paired bootstrap resamples (seeded; 0 turns the significance test off).",
+       "deployment.significance.resamples"),
+    _s("allow-incomparable", "bool", False,
+       "Decide even when candidate and champion were scored differently (reported as such).",
+       "deployment.allow_incomparable"),
     _s("registry-name", "str", "deploygate-model",
        "Registered model name in the MLflow Model Registry.",
        "deployment.model_registry_name"),
@@ -166,6 +183,35 @@ def parse_weights_text(raw: str, where: str) -> dict[str, object]:
     return out
 
 
+def parse_guardrails(raw: object, where: str) -> tuple[Guardrail, ...]:
+    """`metric.min=0.1,metric.max_drop=0.01` or {metric: {min: .., max_drop: ..}} -> Guardrails."""
+    limits: dict[str, dict[str, float]] = {}
+    if isinstance(raw, str):
+        for part in (p.strip() for p in raw.replace(";", ",").split(",")):
+            if not part:
+                continue
+            key, sep, value = part.partition("=")
+            metric, dot, kind = key.strip().rpartition(".")
+            if not sep or not dot or not metric:
+                raise ConfigError(f"{where}: {part!r} is not metric.min=N or metric.max_drop=N")
+            limits.setdefault(metric, {})[kind] = value  # type: ignore[assignment]
+    elif isinstance(raw, Mapping):
+        for metric, spec in raw.items():
+            if not isinstance(spec, Mapping):
+                raise ConfigError(f"{where}.{metric}: {spec!r} is not a mapping like {{min: 0.1, max_drop: 0.01}}")
+            limits[str(metric)] = dict(spec)
+    else:
+        raise ConfigError(f"{where}: {raw!r} is not a guardrail list; write 'rougeL_precision.max_drop=0.01'")
+    out = []
+    for metric, spec in limits.items():
+        unknown = set(spec) - {"min", "max_drop"}
+        if unknown:
+            raise ConfigError(f"{where}: {metric}.{sorted(unknown)[0]} is not a guardrail; use min or max_drop")
+        values = {k: parse_float(v, f"{where} {metric}.{k}") for k, v in spec.items()}
+        out.append(Guardrail(canonical_name(metric), min=values.get("min"), max_drop=values.get("max_drop")))
+    return tuple(out)
+
+
 def parse_value(setting: Setting, raw: object, where: str) -> Any:
     """Turn a flag / input / params.yaml value into the setting's type, or raise ConfigError."""
     if raw is None:
@@ -173,7 +219,17 @@ def parse_value(setting: Setting, raw: object, where: str) -> Any:
     if setting.kind == "bool":
         return parse_bool(raw, where)
     if setting.kind == "float":
-        return parse_float(raw, where)
+        value = parse_float(raw, where)
+        if setting.name == "confidence" and not 0.5 <= value < 1:
+            raise ConfigError(f"{where}: {value:g} is not a confidence level; give a number from 0.5 to 0.999 such as 0.95")
+        return value
+    if setting.kind == "int":
+        number = parse_float(raw, where)
+        if number != int(number) or number > 1_000_000:
+            raise ConfigError(f"{where}: {raw!r} is not a whole number up to 1000000")
+        return int(number)
+    if setting.kind == "guardrails":
+        return parse_guardrails(raw, where)
     if setting.kind == "weights":
         return parse_weights_text(raw, where) if isinstance(raw, str) else raw
     if setting.kind == "list":
@@ -212,8 +268,13 @@ class GateConfig:
     config: Path
     output_dir: Path
     min_improvement_threshold: float
+    predictions: Path | None
     weights: Weights
     metrics_scale: float
+    guardrails: tuple[Guardrail, ...] | None
+    confidence: float
+    bootstrap_resamples: int
+    allow_incomparable: bool
     registry_name: str
     experiment_name: str
     champion_alias: str
@@ -252,6 +313,12 @@ class GateConfig:
             "metrics_scale": f"{self.metrics_scale:g}",
             "dry_run": str(self.dry_run).lower(),
             "hf_model_id": self.hf_model_id or "",
+            "guardrails": ",".join(
+                f"{g.metric}.{k}={v:g}" for g in self.guardrails or () for k, v in (("min", g.min), ("max_drop", g.max_drop)) if v is not None
+            ),
+            "confidence": f"{self.confidence:g}",
+            "bootstrap_resamples": str(self.bootstrap_resamples),
+            "allow_incomparable": str(self.allow_incomparable).lower(),
         }
 
 

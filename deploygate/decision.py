@@ -1,11 +1,15 @@
 """The deployment decision: a pure function from scores and a policy to a verdict with reasons.
 
-Rules, in order (first match wins; `RULES` below is the table the tests walk):
-  1. forced        - `force-deploy` was given: deploy whatever the scores, recorded as forced.
-  2. first model   - there is no champion to beat: deploy.
-  3. not better    - the candidate does not score strictly higher (ties never deploy): skip.
-  4. below threshold - it is higher, but by less than `min_improvement_threshold`: skip.
-  5. improved      - higher by at least the threshold: deploy.
+Rules, in order (first match wins; tests/unit/test_decision.py walks the table):
+  1. forced          - `force-deploy` was given: deploy whatever the scores, recorded as forced,
+                       with the checks it skipped.
+  2. guardrail       - a metric is under its floor or dropped more than allowed: skip.
+  3. first model     - there is no champion to beat: deploy.
+  4. not better      - the candidate does not score strictly higher (ties never deploy): skip.
+  5. below threshold - it is higher, but by less than `min_improvement_threshold`: skip.
+  6. not significant - per-example evidence exists and the gain does not clear the threshold
+                       with the configured confidence (paired bootstrap): skip.
+  7. improved        - higher by at least the threshold (and significantly so when measurable).
 Whether the verdict is *carried out* is a separate question (pull requests and dry runs only
 report it): see `Decision.deploy` vs `Decision.verdict`. A rejection is a value, not an exception.
 """
@@ -32,6 +36,60 @@ class Baseline:
     version: str | None = None  # registry version of the champion
     run_id: str | None = None  # the gate run that recorded this score
     metrics: Mapping[str, float] = field(default_factory=dict)
+    signature: str | None = None  # how its score was measured (signature JSON), when recorded
+
+
+@dataclass(frozen=True)
+class Guardrail:
+    """A per-metric limit: `min` is an absolute floor, `max_drop` the largest allowed regression."""
+
+    metric: str
+    min: float | None = None
+    max_drop: float | None = None
+
+
+@dataclass(frozen=True)
+class GuardrailCheck:
+    metric: str
+    kind: Literal["min", "max_drop"]
+    limit: float
+    value: float  # the candidate's value (min) or its drop from the baseline (max_drop)
+    passed: bool
+
+    def describe(self) -> str:
+        if self.kind == "min":
+            return f"{self.metric} {self.value:.4f} {'>=' if self.passed else '<'} floor {self.limit:g}"
+        return f"{self.metric} drop {self.value:+.4f} {'within' if self.passed else 'exceeds'} max {self.limit:g}"
+
+
+@dataclass(frozen=True)
+class Significance:
+    """The paired-bootstrap evidence for candidate - champion (computed elsewhere, from data)."""
+
+    observed: float
+    lower_bound: float  # one-sided lower confidence bound of the difference
+    interval: tuple[float, float]  # two-sided interval at `confidence`
+    p_value: float  # H0: difference <= threshold
+    confidence: float
+    resamples: int
+    significant: bool  # lower_bound > threshold
+
+
+def check_guardrails(
+    metrics: Mapping[str, float], baseline: Mapping[str, float] | None, guardrails: tuple[Guardrail, ...]
+) -> tuple[GuardrailCheck, ...]:
+    """Every applicable limit, passed or not. A drop needs the baseline's value of that metric."""
+    checks: list[GuardrailCheck] = []
+    for g in guardrails:
+        value = metrics.get(g.metric)
+        if value is None:
+            continue
+        if g.min is not None:
+            checks.append(GuardrailCheck(g.metric, "min", g.min, value, value >= g.min))
+        if g.max_drop is not None and baseline and g.metric in baseline:
+            drop = baseline[g.metric] - value
+            checks.append(GuardrailCheck(g.metric, "max_drop", g.max_drop, drop, drop <= g.max_drop + THRESHOLD_TOLERANCE))
+    return tuple(checks)
 
 
 @dataclass(frozen=True)
@@ -53,6 +111,9 @@ class Decision:
     improvement: float | None  # candidate - baseline; None for a first model
     improvement_pct: float | None  # relative to the baseline score, in percent
     notes: tuple[str, ...] = ()
+    guardrails: tuple[GuardrailCheck, ...] = ()
+    significance: Significance | None = None
+    skipped_checks: tuple[str, ...] = ()  # what a forced deploy did not let decide
 
     @property
     def wants_deploy(self) -> bool:
@@ -89,17 +150,44 @@ def _compare(score: float, baseline: Baseline | None, threshold: float) -> tuple
     )
 
 
-def decide(score: float, baseline: Baseline | None, policy: Policy) -> Decision:
+def decide(
+    score: float,
+    baseline: Baseline | None,
+    policy: Policy,
+    *,
+    guardrails: tuple[GuardrailCheck, ...] = (),
+    significance: Significance | None = None,
+) -> Decision:
     """Decide whether a candidate with weighted `score` should replace `baseline`."""
     verdict, rule, reason = _compare(score, baseline, policy.min_improvement)
     notes: list[str] = []
+    breached = [c for c in guardrails if not c.passed]
+    if verdict == "deploy" and breached:
+        verdict, rule = "skip", "guardrail"
+        reason = "guardrail: " + "; ".join(c.describe() for c in breached)
+    elif verdict == "deploy" and rule == "improved" and significance is not None and not significance.significant:
+        verdict, rule = "skip", "not-significant"
+        reason = (
+            f"improvement {significance.observed:+.4f} is not significant: the {significance.confidence:.0%} lower "
+            f"bound {significance.lower_bound:+.4f} does not clear the minimum {policy.min_improvement:g} "
+            f"(p = {significance.p_value:.3f}, {significance.resamples} paired bootstrap resamples)"
+        )
+    elif rule == "improved" and significance is not None:
+        reason += (
+            f"; significant at {significance.confidence:.0%} (lower bound {significance.lower_bound:+.4f}, "
+            f"p = {significance.p_value:.3f})"
+        )
+    skipped: list[str] = []
     if policy.force:
+        skipped = [f"{c.describe()}" for c in breached]
+        if rule in ("below-threshold", "not-better", "not-significant"):
+            skipped.append(f"score rule: {reason}")
         if verdict == "skip":
             notes.append(f"without force: skip ({reason})")
-            verdict, rule, reason = "forced", "forced", f"forced deploy; the scores alone say skip: {reason}"
+            verdict, rule, reason = "forced", "forced", f"forced deploy; the checks alone say skip: {reason}"
         else:
-            notes.append("forced, though the scores alone would deploy")
-            verdict, rule, reason = "forced", "forced", f"forced deploy; the scores alone would deploy too: {reason}"
+            notes.append("forced, though the checks alone would deploy")
+            verdict, rule, reason = "forced", "forced", f"forced deploy; the checks alone would deploy too: {reason}"
     improvement = None if baseline is None else score - baseline.score
     improvement_pct = None
     if baseline is not None and baseline.score > 0:
@@ -115,4 +203,7 @@ def decide(score: float, baseline: Baseline | None, policy: Policy) -> Decision:
         improvement=improvement,
         improvement_pct=improvement_pct,
         notes=tuple(notes),
+        guardrails=guardrails,
+        significance=significance,
+        skipped_checks=tuple(skipped),
     )

@@ -132,9 +132,15 @@ def parse_scale(raw: object, *, source: str = "metrics-scale") -> float:
 
 
 def parse_metrics(
-    data: object, weights: Weights, *, scale: float = 1.0, source: str = "metrics.json"
+    data: object,
+    weights: Weights,
+    *,
+    scale: float = 1.0,
+    source: str = "metrics.json",
+    also: tuple[str, ...] = (),
 ) -> EvaluationMetrics:
-    """Find, check and rescale every weighted metric in a parsed evaluation-results object."""
+    """Find, check and rescale every weighted metric (and the `also` ones, e.g. guardrail
+    metrics, which are checked the same way but not scored) in a parsed results object."""
     if not isinstance(data, Mapping):
         kind = type(data).__name__ if data is not None else "null"
         raise MetricsError(
@@ -155,15 +161,17 @@ def parse_metrics(
 
     values: dict[str, float] = {}
     keys_used: dict[str, str] = {}
-    for name in weights.values:
+    wanted = list(weights.values) + [n for n in also if n not in weights.values]
+    for name in wanted:
         match = found.get(name) or found.get(folded_found.get(fold(name), ""))
         if match is None:
+            role = f"weight {weights.values[name]:.3g}" if name in weights.values else "guardrail"
             hint = "add it to the evaluation results"
             if name not in STANDARD_METRICS:
-                hint = "check the spelling of the weight, or add the metric to the evaluation results"
+                hint = f"check the spelling of the {role.split()[0]}, or add the metric to the evaluation results"
             present = ", ".join(sorted(k for k in data if isinstance(k, str))[:12]) or "none"
             raise MetricsError(
-                f"{source}: metric {name!r} (weight {weights.values[name]:.3g}) is missing; {hint} "
+                f"{source}: metric {name!r} ({role}) is missing; {hint} "
                 f"(keys present: {present})"
             )
         raw = data[match]

@@ -46,6 +46,7 @@ def deployment_info(result: GateResult) -> dict[str, Any]:
         "reason": dec.reason,
         "forced": dec.verdict == "forced",
         "notes": list(dec.notes),
+        "skipped_checks": list(dec.skipped_checks),
         "error": result.error,
         "threshold": cfg.min_improvement_threshold,
         "weighted_score": result.candidate.score,
@@ -81,6 +82,33 @@ def deployment_info(result: GateResult) -> dict[str, Any]:
         "started_at": result.started_at,
         "finished_at": result.finished_at,
         "warnings": list(result.warnings),
+    }
+
+
+def _checks(result: GateResult) -> dict[str, Any]:
+    dec = result.decision
+    sig = dec.significance
+    return {
+        "guardrails": [
+            {"metric": c.metric, "kind": c.kind, "limit": c.limit, "value": c.value, "passed": c.passed}
+            for c in dec.guardrails
+        ],
+        "significance": None
+        if sig is None
+        else {
+            "observed": sig.observed,
+            "lower_bound": sig.lower_bound,
+            "interval": list(sig.interval),
+            "p_value": sig.p_value,
+            "confidence": sig.confidence,
+            "resamples": sig.resamples,
+            "significant": sig.significant,
+        },
+        "comparability": {
+            "status": result.comparability,
+            "differences": list(result.signature_differences),
+            "candidate_signature": json.loads(result.signature.to_json()) if result.signature else None,
+        },
     }
 
 
@@ -123,6 +151,7 @@ def model_comparison(result: GateResult) -> dict[str, Any]:
             "meets_threshold": dec.rule in ("improved", "first-model"),
         },
         "per_metric": per_metric,
+        "checks": _checks(result),
     }
 
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from deploygate import __version__
 from deploygate.config import GateConfig
-from deploygate.decision import Baseline, Policy, decide
+from deploygate.decision import Baseline, Policy, check_guardrails, decide
 from deploygate.errors import DeployGateError, ModelSourceError
 from deploygate.metrics import EvaluationMetrics, weighted_score
 from deploygate.outputs import write_outputs
@@ -32,10 +32,12 @@ from deploygate.registry import (
     TAG_HUB_URL,
     TAG_METRIC,
     TAG_SCORE,
+    TAG_SIGNATURE,
     MlflowRegistry,
     ModelSource,
 )
 from deploygate.result import GateResult, HistoryPoint, HubPush, RunContext
+from deploygate.signature import MetricSignature, check_comparable
 
 log = logging.getLogger("deploygate")
 
@@ -46,6 +48,7 @@ class Candidate:
 
     metrics: EvaluationMetrics
     source: ModelSource | None
+    signature: MetricSignature
     location: Mapping[str, Any] = field(default_factory=dict)  # the model location record, as read
 
 
@@ -163,13 +166,21 @@ def _run(
     else:
         log.info("baseline (%s) %s score %.6f", baseline.source,
                  f"v{baseline.version}" if baseline.version else baseline.run_id, baseline.score)
+    champion_signature = MetricSignature.from_json(baseline.signature) if baseline and baseline.signature else None
+    comparability, differences = check_comparable(cand.signature, champion_signature, allow=cfg.allow_incomparable)
+    if comparability == "allowed":
+        warnings.append("scored differently from the champion (allow-incomparable): " + "; ".join(differences))
+        log.warning("%s", warnings[-1])
+    checks = check_guardrails(cand.metrics.values, baseline.metrics if baseline else None, cfg.guardrails or ())
+    for check in checks:
+        log.info("guardrail %s: %s", "ok" if check.passed else "BREACHED", check.describe())
     why_not = ""
     if ctx.is_pull_request:
         why_not = "pull request: verdict only, nothing is deployed from a PR"
     elif cfg.dry_run:
         why_not = "dry run: verdict only"
     policy = Policy(cfg.min_improvement_threshold, cfg.force_deploy, may_deploy=not why_not, why_not_deploy=why_not)
-    decision = decide(score.score, baseline, policy)
+    decision = decide(score.score, baseline, policy, guardrails=checks)
     log.info("decision: %s (%s)", decision.verdict, decision.reason)
     for note in decision.notes:
         log.info("%s", note)
@@ -216,6 +227,9 @@ def _run(
         mlflow_run_id=run_id,
         mlflow_run_url=run_url,
         warnings=tuple(warnings),
+        signature=cand.signature,
+        comparability=comparability,
+        signature_differences=tuple(differences),
     )
     result = base_result
     try:
@@ -227,6 +241,10 @@ def _run(
                 "deploygate.decision": decision.verdict,
                 "deploygate.rule": decision.rule,
                 "deploygate.reason": decision.reason,
+                TAG_SIGNATURE: cand.signature.to_json(),
+                "deploygate.comparability": comparability,
+                **({"deploygate.guardrails": "; ".join(c.describe() for c in checks)} if checks else {}),
+                **({"deploygate.skipped_checks": "; ".join(decision.skipped_checks)} if decision.skipped_checks else {}),
             },
         )
         if decision.deploy:
@@ -280,6 +298,7 @@ def _deploy(
             TAG_SCORE: repr(result.candidate.score),
             TAG_CANDIDATE: key,
             TAG_GATE_RUN: run_id,
+            TAG_SIGNATURE: cand.signature.to_json(),
             "deploygate.decision": result.decision.verdict,
             **{f"{TAG_METRIC}{name}": repr(v) for name, v in cand.metrics.values.items()},
         }

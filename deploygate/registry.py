@@ -34,6 +34,7 @@ TAG_GATE_RUN = "deploygate.gate_run_id"
 TAG_GIT_SHA = "deploygate.git_sha"
 TAG_HUB_COMMIT = "deploygate.hf_commit"
 TAG_HUB_URL = "deploygate.hf_commit_url"
+TAG_SIGNATURE = "deploygate.signature"
 TAG_HISTORY = "deploygate.history"  # on the registered model: the promotion history, newest last
 HISTORY_KEEP = 30
 # Metrics a gate run logs besides the input metrics (which are logged under their own names).
@@ -83,6 +84,7 @@ class Champion:
     gate_run_id: str | None
     source: str
     hf_commit: str | None = None
+    signature: str | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,7 @@ class MlflowRegistry:
             gate_run_id=tags.get(TAG_GATE_RUN),
             source=mv.source,
             hf_commit=tags.get(TAG_HUB_COMMIT),
+            signature=tags.get(TAG_SIGNATURE),
         )
 
     def champion_baseline(self, name: str, alias: str, *, by_stage: bool = False) -> Baseline | None:
@@ -231,6 +234,7 @@ class MlflowRegistry:
             version=champ.version,
             run_id=champ.gate_run_id,
             metrics=champ.metrics,
+            signature=champ.signature,
         )
 
     def best_ever_baseline(self, experiment_name: str) -> Baseline | None:
@@ -255,6 +259,7 @@ class MlflowRegistry:
             version=run.data.tags.get("deploygate.registered_version") or None,
             run_id=run.info.run_id,
             metrics=metrics,
+            signature=run.data.tags.get(TAG_SIGNATURE),
         )
 
     def history(self, name: str) -> list[dict[str, Any]]:

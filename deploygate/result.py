@@ -13,6 +13,7 @@ from typing import Literal
 
 from deploygate.config import GateConfig
 from deploygate.decision import Baseline, Decision
+from deploygate.signature import MetricSignature
 from deploygate.metrics import EvaluationMetrics, WeightedScore
 
 Status = Literal["deployed", "skipped", "verdict-only", "failed"]
@@ -74,6 +75,9 @@ class GateResult:
     error: str | None = None
     warnings: tuple[str, ...] = ()
     files: Mapping[str, Path] = field(default_factory=dict)
+    signature: MetricSignature | None = None
+    comparability: str = "unknown"  # same | unknown | allowed (allowed: differs, allow-incomparable set)
+    signature_differences: tuple[str, ...] = ()
 
     @property
     def deployed(self) -> bool:

@@ -154,3 +154,31 @@ def test_unreachable_server_is_one_clear_line(tmp_path, capsys, registry_name, e
     assert len(lines) == 1 and "unreachable" in lines[0] and "MLFLOW_TRACKING_URI" in lines[0]
     assert "Traceback" not in res.err
     assert not res.output_dir.exists()
+
+
+def test_guardrail_blocks_and_is_reported(gate, client, registry_name, monkeypatch):
+    assert gate(name="first").code == 0
+    monkeypatch.setenv("GITHUB_SHA", "9" * 40)
+    better_but_less_precise = {**metrics_scaled(0.02), "rougeL_precision": SEED_METRICS["rougeL_precision"] - 0.05}
+    res = gate(name="guarded", metrics=better_but_less_precise,
+               extra=["--guardrails", "rougeL_precision.max_drop=0.01"])
+    assert res.code == 0, res.err
+    info = res.info()
+    assert (info["decision"], info["rule"]) == ("skip", "guardrail") and "rougeL_precision" in info["reason"]
+    rails = res.comparison()["checks"]["guardrails"]
+    assert rails == [{"metric": "rougeL_precision", "kind": "max_drop", "limit": 0.01,
+                      "value": pytest.approx(0.05), "passed": False}]
+    assert champion_version(client, registry_name) == "1"
+
+
+def test_changed_weights_refuse_to_compare(gate, client, registry_name, experiment_name, monkeypatch):
+    assert gate(name="first").code == 0
+    monkeypatch.setenv("GITHUB_SHA", "8" * 40)
+    res = gate(name="reweighted", metrics=metrics_scaled(0.02), extra=["--weights", "bleu4=1"])
+    assert res.code == 2 and "scored differently" in res.err and "weights" in res.err
+    exp = client.get_experiment_by_name(experiment_name)
+    assert len(client.search_runs([exp.experiment_id], max_results=10)) == 1  # the refusal wrote nothing
+    allowed = gate(name="reweighted2", metrics=metrics_scaled(0.02), extra=["--weights", "bleu4=1", "--allow-incomparable"])
+    assert allowed.code == 0
+    assert allowed.comparison()["checks"]["comparability"]["status"] == "allowed"
+    assert any("allow-incomparable" in w for w in allowed.info()["warnings"])

@@ -67,3 +67,68 @@ def test_not_carried_out_says_why():
 def test_zero_baseline_has_no_percent():
     d = decide(0.1, champ(0.0), Policy())
     assert d.improvement_pct is None and d.verdict == "deploy"
+
+
+# --- guardrails and significance ---------------------------------------------------------------
+
+from deploygate.decision import Guardrail, Significance, check_guardrails  # noqa: E402
+
+
+def sig(observed, lower, significant, p=0.01):
+    return Significance(observed=observed, lower_bound=lower, interval=(lower, observed * 2), p_value=p,
+                        confidence=0.95, resamples=1000, significant=significant)
+
+
+GUARD_CASES = [
+    # id, metrics, baseline metrics, guardrails, expected passed flags
+    ("floor met", {"bleu4": 0.2}, None, (Guardrail("bleu4", min=0.1),), [True]),
+    ("floor breached", {"bleu4": 0.05}, None, (Guardrail("bleu4", min=0.1),), [False]),
+    ("drop within", {"rougeL_precision": 0.445}, {"rougeL_precision": 0.45},
+     (Guardrail("rougeL_precision", max_drop=0.01),), [True]),
+    ("drop exceeds", {"rougeL_precision": 0.43}, {"rougeL_precision": 0.45},
+     (Guardrail("rougeL_precision", max_drop=0.01),), [False]),
+    ("drop exactly at limit", {"rougeL_precision": 0.44}, {"rougeL_precision": 0.45},
+     (Guardrail("rougeL_precision", max_drop=0.01),), [True]),
+    ("drop needs a baseline", {"rougeL_precision": 0.1}, None, (Guardrail("rougeL_precision", max_drop=0.01),), []),
+    ("both limits", {"bleu4": 0.05}, {"bleu4": 0.2}, (Guardrail("bleu4", min=0.1, max_drop=0.05),), [False, False]),
+]
+
+
+@pytest.mark.parametrize(("metrics", "base", "rails", "passed"), [c[1:] for c in GUARD_CASES],
+                         ids=[c[0] for c in GUARD_CASES])
+def test_guardrail_checks(metrics, base, rails, passed):
+    assert [c.passed for c in check_guardrails(metrics, base, rails)] == passed
+
+
+def test_guardrail_blocks_an_improvement_and_names_itself():
+    checks = check_guardrails({"rougeL_precision": 0.40}, {"rougeL_precision": 0.45},
+                              (Guardrail("rougeL_precision", max_drop=0.01),))
+    d = decide(0.30, champ(0.25), Policy(), guardrails=checks)
+    assert (d.verdict, d.rule) == ("skip", "guardrail") and "rougeL_precision" in d.reason
+
+
+def test_guardrail_floor_blocks_a_first_model():
+    checks = check_guardrails({"bleu4": 0.01}, None, (Guardrail("bleu4", min=0.05),))
+    assert decide(0.3, None, Policy(), guardrails=checks).rule == "guardrail"
+
+
+def test_forced_deploy_lists_the_checks_it_skipped():
+    checks = check_guardrails({"bleu4": 0.01}, None, (Guardrail("bleu4", min=0.05),))
+    d = decide(0.2, champ(0.25), Policy(force=True), guardrails=checks)
+    assert d.verdict == "forced"
+    assert any("bleu4" in c for c in d.skipped_checks) and any("score rule" in c for c in d.skipped_checks)
+
+
+SIG_CASES = [
+    ("significant gain deploys", 0.30, sig(0.05, 0.02, True), "deploy", "improved"),
+    ("big but noisy gain is skipped", 0.30, sig(0.05, -0.01, False, p=0.2), "skip", "not-significant"),
+    ("below threshold stays below threshold", 0.2505, sig(0.0005, 0.0001, False), "skip", "below-threshold"),
+]
+
+
+@pytest.mark.parametrize(("score", "evidence", "verdict", "rule"), [c[1:] for c in SIG_CASES],
+                         ids=[c[0] for c in SIG_CASES])
+def test_significance_rule(score, evidence, verdict, rule):
+    d = decide(score, champ(0.25), Policy(), significance=evidence)
+    assert (d.verdict, d.rule) == (verdict, rule)
+    assert d.significance is evidence
