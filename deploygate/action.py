@@ -352,6 +352,8 @@ class _Shell:
             given["force-deploy"] = True
         _apply_credentials(self.env, inputs)
         apply_connection_env(self.env)
+        # MLflow prints "View run at <tracking URI>" itself, userinfo included; the summary links the run.
+        self.env.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         quiet_third_party_logs()
 
         with self.runner.group("deploygate: inputs"):

@@ -102,10 +102,16 @@ _HEADLINES: Mapping[tuple[str, str], tuple[str, str]] = {
 }
 
 
+def _verdict_only(result: GateResult) -> bool:
+    """A run that could not have deployed (pull request, dry run), whatever it decided."""
+    return result.status == "verdict-only" or result.context.is_pull_request or result.config.dry_run
+
+
 def headline(result: GateResult) -> tuple[str, str]:
     if result.status == "failed":
         return "❌", "Failed"
-    return _HEADLINES.get((result.status, result.decision.verdict), ("ℹ️", result.status))
+    status = "verdict-only" if result.status == "skipped" and _verdict_only(result) else result.status
+    return _HEADLINES.get((status, result.decision.verdict), ("ℹ️", result.status))
 
 
 def metric_rows(result: GateResult) -> list[Row]:
@@ -156,7 +162,7 @@ def next_steps(result: GateResult) -> list[str]:
             "Fix the error above and re-run the job. deploygate moves the champion alias last, "
             f"so {model} still points at the previous champion."
         )
-    elif result.status == "skipped":
+    elif result.status == "skipped" and not _verdict_only(result):
         if baseline is not None:
             need = baseline.score + config.min_improvement_threshold
             steps.append(
@@ -167,7 +173,7 @@ def next_steps(result: GateResult) -> list[str]:
             "To deploy it anyway, run the deploy workflow with <code>force: true</code> "
             "(Actions → the workflow → *Run workflow*), or set <code>force-deploy: true</code> on the step."
         )
-    elif result.status == "verdict-only":
+    elif _verdict_only(result):
         if result.context.is_pull_request:
             steps.append(
                 "This is a pull request, so nothing was registered or pushed: the deploy workflow "
