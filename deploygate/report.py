@@ -197,6 +197,29 @@ def next_steps(result: GateResult) -> list[str]:
     return steps
 
 
+def evidence(result: GateResult) -> list[str]:
+    """Guardrails, significance and comparability lines (escaped Markdown), when the run had them."""
+    lines: list[str] = []
+    decision = result.decision
+    if decision.guardrails:
+        checks = " · ".join(f"{'✅' if g.passed else '❌'} {md(g.describe())}" for g in decision.guardrails)
+        lines.append(f"Guardrails: {checks}")
+    sig = decision.significance
+    if sig is not None:
+        verdict = "significant" if sig.significant else "**not** significant"
+        lines.append(
+            f"Paired bootstrap ({sig.resamples} resamples): gain {signed(sig.observed)}, "
+            f"{sig.confidence:.0%} interval [{signed(sig.interval[0])}, {signed(sig.interval[1])}], "
+            f"lower bound {signed(sig.lower_bound)} vs the threshold: {verdict} (p = {sig.p_value:.3f})"
+        )
+    if decision.skipped_checks:
+        lines.append("Not checked because the deploy was forced: " + md(", ".join(decision.skipped_checks)))
+    if result.comparability == "allowed":
+        lines.append("⚠️ Candidate and champion were scored differently (allowed by <code>allow-incomparable</code>): "
+                     + md("; ".join(result.signature_differences) or "see model_comparison.json"))
+    return lines
+
+
 def _links(result: GateResult) -> list[str]:
     out: list[str] = []
     if result.mlflow_run_url or result.mlflow_run_id:
@@ -269,6 +292,7 @@ def _result_values(result: GateResult, *, comment: bool) -> dict[str, Any]:
         "champion_label": f"Champion v{baseline.version}" if baseline and baseline.version else "Champion",
         "against": against,
         "notes": notes,
+        "evidence": evidence(result),
         "warnings": list(warnings),
         "fork": result.context.is_fork,
         "links": _links(result),

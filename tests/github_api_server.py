@@ -8,6 +8,7 @@ tests can assert what the action did. Test support only: no other endpoint, no p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -164,9 +165,9 @@ class GitHubApi:
     state: GitHubState
 
 
-@pytest.fixture
-def github_api() -> Iterator[GitHubApi]:
-    """A fresh fake GitHub API per test. Pages hold at most 5 comments, so pagination is exercised."""
+@contextlib.contextmanager
+def running_github_api() -> Iterator[GitHubApi]:
+    """A fresh fake GitHub API. Pages hold at most 5 comments, so pagination is exercised."""
     state = GitHubState()
     server = _Server(state, max_per_page=5)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -177,3 +178,9 @@ def github_api() -> Iterator[GitHubApi]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def github_api() -> Iterator[GitHubApi]:
+    with running_github_api() as api:
+        yield api

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.action.conftest import (
+from tests.action.harness import (
     BETTER,
-    GOOD,
     REPO,
     WORSE,
     ActionHarness,
@@ -44,7 +43,7 @@ def test_push_first_model_deploys_and_writes_every_output(action: ActionHarness)
 def yaml_outputs() -> list[str]:
     import yaml
 
-    from tests.action.conftest import ROOT
+    from tests.action.harness import ROOT
 
     return list(yaml.safe_load((ROOT / "action.yml").read_text())["outputs"])
 
@@ -141,7 +140,7 @@ def test_fork_pull_request_with_a_read_only_token_warns_and_passes(action: Actio
 def test_fork_pull_request_without_secrets_reports_instead_of_failing(action: ActionHarness, github_api: GitHubApi) -> None:
     github_api.state.read_only_repos.add(REPO)
     run = action.run(
-        event_name="pull_request_target" if False else "pull_request",
+        event_name="pull_request",
         payload=pr_payload(10, fork=True),
         api=github_api,
         env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},  # nothing listens: what a fork without secrets sees

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from deploygate import action as action_shell
-from tests.action.conftest import ActionHarness, ActionRun, pr_payload
+from tests.action.harness import ActionHarness, ActionRun, pr_payload
 from tests.github_api_server import GitHubApi
 
 pytestmark = pytest.mark.slow
