@@ -69,6 +69,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "llama-bf16": make_tiny_llama(root / "llama-bf16"),
         "llama-fp32": make_tiny_llama(root / "llama-fp32", dtype=torch.float32, seed=1),
+        "llama-fp16": make_tiny_llama(root / "llama-fp16", dtype=torch.float16, seed=3),
         "llama-tied": make_tiny_llama(root / "llama-tied", shards=1, seed=2, tie_word_embeddings=True),
         "gpt2": make_tiny_gpt2(root / "gpt2"),
     }
@@ -86,6 +87,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "bf16-adapter-weights": ("llama-bf16", {"adapter_dtype": torch.bfloat16, "r": 16, "alpha": 8}),
     "fp32-base": ("llama-fp32", {"target_modules": ("q_proj", "v_proj", "down_proj")}),
+    "fp16-base": ("llama-fp16", {"alpha": 32}),
     "tied-embeddings": ("llama-tied", {"target_modules": ("q_proj", "up_proj")}),
     "gpt2-conv1d-fan-in-fan-out": ("gpt2", {"target_modules": GPT2_TARGETS, "fan_in_fan_out": True}),
 }
@@ -124,6 +126,27 @@ def test_a_delta_rounded_before_the_add_would_not_match(models: dict[str, Path],
     merged = load_dir(tmp_path / "out")[f"{name}.weight"]
     assert torch.equal(merged, (weight.float() + delta).to(weight.dtype))
     assert not torch.equal(merged, weight + delta.to(weight.dtype))
+
+
+def test_an_adapter_with_nan_is_merged_like_peft_but_reported(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    base = models["llama-fp32"]
+    adapter = make_lora_adapter(base, tmp_path / "adapter", target_modules=("q_proj",))
+    weights = load_file(adapter / "adapter_model.safetensors")
+    weights["base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight"][0, 0] = float("nan")
+    save_file(weights, adapter / "adapter_model.safetensors", metadata={"format": "pt"})
+    report = merge_lora_streaming(base, adapter, tmp_path / "streaming")
+    assert report.warnings == (
+        "model.layers.1.self_attn.q_proj: the adapter's lora_A/lora_B hold NaN or inf; the merged weight will too",
+    )
+    merge_with_peft(base, adapter, tmp_path / "peft")
+    ours, reference = load_dir(tmp_path / "streaming"), load_dir(tmp_path / "peft")
+    name = "model.layers.1.self_attn.q_proj.weight"
+    assert torch.equal(ours[name].isnan(), reference[name].isnan()) and bool(ours[name].isnan().any())
+    assert all(torch.equal(ours[k], reference[k]) for k in ours if k != name)
 
 
 def test_untouched_tensors_are_copied_byte_for_byte(models: dict[str, Path], tmp_path: Path) -> None:
