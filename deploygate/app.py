@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Mapping, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deploygate.config import GateConfig, build_config
 from deploygate.inputs import load_model_source, load_params, read_json
@@ -20,6 +20,10 @@ from deploygate.pipeline import Candidate, Shipper, run
 from deploygate.registry import MlflowRegistry
 from deploygate.result import GateResult, RunContext
 from deploygate.signature import signature_for
+
+if TYPE_CHECKING:
+    from deploygate.hub import HubPublisher
+    from deploygate.rollback import RollbackResult
 
 log = logging.getLogger(__name__)
 
@@ -149,16 +153,36 @@ def load_candidate(cfg: GateConfig) -> Candidate:
     return Candidate(metrics=metrics, source=source, signature=signature, location=record)
 
 
-def build_shipper(cfg: GateConfig, env: Mapping[str, str]) -> Shipper | None:
-    """The Hub stage, when this run may push; None when there is nothing to push to."""
+def hub_token(env: Mapping[str, str]) -> str | None:
+    return env.get("HF_TOKEN") or env.get("HUGGINGFACE_HUB_TOKEN") or None
+
+
+def hub_publisher(cfg: GateConfig, env: Mapping[str, str]) -> HubPublisher | None:
+    """The Hub adapter for this run, or None when nothing goes to the Hub."""
     if cfg.skip_hf_push or not cfg.hf_model_id:
         return None
-    try:
-        from deploygate.shipping import HubShipper  # the Hub part; absent in minimal installs
-    except ImportError:
-        log.warning("Hub push requested for %s but the Hub stage is not installed; skipping it", cfg.hf_model_id)
+    from deploygate.hub import HubPublisher, validate_repo_id
+
+    validate_repo_id(cfg.hf_model_id)
+    return HubPublisher(hub_token(env), env.get("HF_ENDPOINT") or None)
+
+
+def execute_rollback(cfg: GateConfig, ctx: RunContext, env: Mapping[str, str], to: str | None) -> RollbackResult:
+    from deploygate.rollback import rollback
+
+    registry = MlflowRegistry(cfg.mlflow_tracking_uri)
+    registry.check()
+    return rollback(cfg, ctx, registry=registry, hub=hub_publisher(cfg, env), to=to, clock=utc_now)
+
+
+def build_shipper(cfg: GateConfig, env: Mapping[str, str], registry: MlflowRegistry) -> Shipper | None:
+    """The Hub stage, when this run pushes to the Hub or exports the Hub folder; else None."""
+    pushes = bool(cfg.hf_model_id) and not cfg.skip_hf_push
+    if not pushes and cfg.hf_export_dir is None:
         return None
-    return HubShipper.from_env(cfg, env)
+    from deploygate.shipping import HubShipper  # imports merge/card lazily; skip runs never get here
+
+    return HubShipper.from_env(cfg, env, registry)
 
 
 def utc_now() -> datetime:
@@ -170,7 +194,7 @@ def execute(cfg: GateConfig, ctx: RunContext, env: Mapping[str, str], candidate:
     cand = candidate if candidate is not None else load_candidate(cfg)
     registry = MlflowRegistry(cfg.mlflow_tracking_uri)
     registry.check()
-    shipper = build_shipper(cfg, env)
+    shipper = build_shipper(cfg, env, registry)
     return run(cfg, ctx, cand, registry=registry, shipper=shipper, clock=utc_now)
 
 

@@ -23,7 +23,7 @@ from deploygate.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, EXIT_REJECT
 from deploygate.result import GateResult
 
 log = logging.getLogger("deploygate.cli")
-COMMANDS = ("run", "doctor", "demo")
+COMMANDS = ("run", "doctor", "demo", "rollback")
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deploygate",
         description="Decide whether a fine-tuned model replaces the production one in MLflow, and ship it.",
-        epilog="Commands: run (the default), doctor, demo. Exit codes: 0 decided, 1 failure, 2 bad input, "
+        epilog="Commands: run (the default), rollback, doctor, demo. Exit codes: 0 decided, 1 failure, 2 bad input, "
                "3 rejected with --fail-on-reject.",
     )
     parser.add_argument("--version", action="version", version=f"deploygate {__version__}")
@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     doc_p.add_argument("--mlflow-tracking-uri", default=None)
     doc_p.add_argument("--hf-model-id", default=None)
     doc_p.add_argument("-v", "--verbose", action="store_true")
+    rb_p = sub.add_parser("rollback", help="Move the champion (and the Hub repo) back to the previous champion.")
+    for flag in ("--config", "--registry-name", "--experiment-name", "--champion-alias", "--promotion",
+                 "--mlflow-tracking-uri", "--hf-model-id", "--output-dir"):
+        rb_p.add_argument(flag, default=None)
+    rb_p.add_argument("--skip-hf-push", action=argparse.BooleanOptionalAction, default=None)
+    rb_p.add_argument("--to", default=None, metavar="VERSION", help="Roll back to this version (default: the previous champion).")
+    rb_p.add_argument("--reason", default=None, help="Why (recorded in MLflow with the actor).")
+    rb_p.add_argument("-v", "--verbose", action="store_true")
     demo_p = sub.add_parser("demo", help="Run the gate three times against a local MLflow store; no accounts needed.")
     demo_p.add_argument("--dir", default=None, help="Folder for the demo (default: a new temporary folder).")
     demo_p.add_argument("-v", "--verbose", action="store_true")
@@ -135,6 +143,39 @@ def cmd_run(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_rollback(ns: argparse.Namespace) -> int:
+    import json
+    from dataclasses import replace
+
+    from deploygate.app import apply_connection_env, context_from_env, execute_rollback
+    from deploygate.config import build_config
+    from deploygate.inputs import load_params
+    from deploygate.outputs import write_atomic
+
+    given = {k: getattr(ns, k.replace("-", "_")) for k in (
+        "config", "registry-name", "experiment-name", "champion-alias", "promotion", "mlflow-tracking-uri",
+        "hf-model-id", "output-dir", "skip-hf-push") if getattr(ns, k.replace("-", "_")) is not None}
+    config_path = Path(given.get("config", "params.yaml"))
+    params = load_params(config_path, explicit="config" in given)
+    cfg = build_config(given, params, env_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+    if ns.to is not None and not ns.to.isdigit():
+        from deploygate.errors import ConfigError
+
+        raise ConfigError(f"--to: {ns.to!r} is not a version number; give e.g. --to 3")
+    apply_connection_env(os.environ)
+    ctx = replace(context_from_env(os.environ), reason=ns.reason)
+    result = execute_rollback(cfg, ctx, os.environ, ns.to)
+    print(f"rolled back {cfg.registry_name}: v{result.from_version} -> v{result.to_version} (alias {cfg.champion_alias})")
+    if result.hub:
+        print(f"hub commit: {result.hub.url}")
+    if result.mlflow_run_url:
+        print(f"mlflow run: {result.mlflow_run_url}")
+    record = {k: v for k, v in result.__dict__.items() if k not in ("log_text", "hub")}
+    record["hub"] = None if result.hub is None else result.hub.__dict__
+    write_atomic(cfg.output_dir / "rollback_info.json", json.dumps(record, indent=2) + "\n")
+    return EXIT_OK
+
+
 def cmd_doctor(ns: argparse.Namespace) -> int:
     from deploygate.doctor import run_doctor
 
@@ -167,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_dotenv(Path.cwd() / ".env", override=False)  # local use, as in the seed; never overrides
     codes = {"exit": EXIT_OK}
     with error_funnel(verbose, codes):
-        handler = {"run": cmd_run, "doctor": cmd_doctor, "demo": cmd_demo}[ns.command]
+        handler = {"run": cmd_run, "doctor": cmd_doctor, "demo": cmd_demo, "rollback": cmd_rollback}[ns.command]
         codes["exit"] = handler(ns)
     return codes["exit"]
 

@@ -158,6 +158,14 @@ class HubPublisher:
         sha = next((t.target_commit for t in refs.tags if t.name == tag), None)
         return self._commit(repo_id, sha, tag) if sha else None
 
+    def snapshot(self, repo_id: str, local_dir: Path, *, revision: str | None = None) -> Path:
+        """Download a repo's files (e.g. the base model) into `local_dir`."""
+        validate_repo_id(repo_id)
+        api = self._api()
+        self._call("download", repo_id, lambda: api.snapshot_download(
+            repo_id, revision=revision, local_dir=local_dir, cache_dir=local_dir.parent / ".hf-cache"))
+        return local_dir
+
     # --- writes ----------------------------------------------------------------------------------
 
     def push(self, repo_id: str, folder: Path, *, commit_message: str, private: bool,

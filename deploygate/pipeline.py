@@ -319,7 +319,7 @@ def _deploy(
     registry.set_tags(run_id, {"deploygate.registered_version": version})
 
     hub: HubPush | None = None
-    if shipper is not None and not cfg.skip_hf_push:
+    if shipper is not None:
         hub = shipper.ship(
             ShipRequest(
                 config=cfg,

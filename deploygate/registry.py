@@ -201,8 +201,26 @@ class MlflowRegistry:
             raise RegistryError(
                 f"MLflow: reading alias {alias!r} of model {name!r} failed at {self.display_uri}: {_first_line(exc)}"
             ) from exc
+        return self._champion_from(mv)
+
+    def version(self, name: str, version: str) -> Champion:
+        """One version and what deploygate recorded on it; ConfigError when it does not exist."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                mv = self.client.get_model_version(name, version)
+        except Exception as exc:
+            if _is_not_found(exc) or "INVALID_PARAMETER_VALUE" in str(getattr(exc, "error_code", "")):
+                raise ConfigError(
+                    f"--to: version {version!r} of model {name!r} does not exist; pick one listed in the MLflow UI"
+                ) from exc
+            raise RegistryError(f"MLflow: reading {name!r} v{version} failed: {_first_line(exc)}") from exc
+        if mv.status != "READY":
+            raise ConfigError(f"--to: {name!r} v{version} is {mv.status}, not READY; pick a READY version")
+        return self._champion_from(mv)
+
+    def _champion_from(self, mv: Any) -> Champion:
         tags = dict(mv.tags or {})
-        score = _float_or_none(tags.get(TAG_SCORE))
         metrics = {
             k[len(TAG_METRIC):]: v
             for k, raw in tags.items()
@@ -210,7 +228,7 @@ class MlflowRegistry:
         }
         return Champion(
             version=str(mv.version),
-            score=score,
+            score=_float_or_none(tags.get(TAG_SCORE)),
             metrics=metrics,
             gate_run_id=tags.get(TAG_GATE_RUN),
             source=mv.source,
@@ -298,6 +316,24 @@ class MlflowRegistry:
                 raise RegistryError(f"MLflow: reading run {source.run_id} failed: {_first_line(exc)}") from exc
             return f"{run.info.artifact_uri.rstrip('/')}/{source.artifact_path.strip('/')}", source.run_id
         raise ModelSourceError("model location: no source to register")
+
+    def download(self, source: ModelSource, dst: Path) -> Path:
+        """Fetch the candidate's files: the run artifact (and the run's `tokenizer`, as the seed logs
+        it) or the model URI, into `dst`. Returns the folder holding the model artifact."""
+        from mlflow.artifacts import download_artifacts
+
+        dst.mkdir(parents=True, exist_ok=True)
+        with self._call(f"downloading the candidate {source.describe()}"):
+            if source.model_uri:
+                return Path(download_artifacts(artifact_uri=source.model_uri, dst_path=str(dst / "model"),
+                                               tracking_uri=self.tracking_uri))
+            assert source.run_id is not None
+            model = download_artifacts(run_id=source.run_id, artifact_path=source.artifact_path,
+                                       dst_path=str(dst), tracking_uri=self.tracking_uri)
+            with contextlib.suppress(Exception):  # the tokenizer is optional beside the model
+                download_artifacts(run_id=source.run_id, artifact_path="tokenizer", dst_path=str(dst),
+                                   tracking_uri=self.tracking_uri)
+            return Path(model)
 
     # --- gate runs -----------------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ def run_gate(
     location: dict[str, Any] | None = None,
     extra: list[str] | None = None,
     name: str = "run",
+    hub: bool = False,
 ) -> GateRun:
     folder = tmp / name
     metrics_path = write_json(folder / "metrics.json", SEED_METRICS if metrics is None else metrics)
@@ -74,7 +75,7 @@ def run_gate(
         "--mlflow-tracking-uri", uri,
         "--registry-name", registry,
         "--experiment-name", experiment,
-        "--skip-hf-push",
+        *([] if hub else ["--skip-hf-push"]),
         *(extra or []),
     ]
     capsys.readouterr()

@@ -1,0 +1,231 @@
+"""The Hub stage: fetch the candidate, merge its LoRA adapter, add tokenizer and model card, push.
+
+A service over three adapters (registry for the candidate's files, merge, hub), given to the
+pipeline as its `shipper`. It never moves the champion: the pipeline does that after `ship`
+returns. Idempotent per registry version: the Hub commit is tagged `v<version>`, and a re-run that
+finds the tag reuses that commit instead of building and pushing again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from deploygate.card import AdapterFacts, CardBaseline, CardDecision, CardInputs, render_card
+from deploygate.config import GateConfig
+from deploygate.errors import AdapterError, ModelSourceError
+from deploygate.hub import HubPublisher, validate_repo_id
+from deploygate.pipeline import ShipRequest
+from deploygate.registry import MlflowRegistry, ModelSource
+from deploygate.result import HubPush
+
+log = logging.getLogger("deploygate.shipping")
+
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+    "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
+)
+_HUB_LIKE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def find_adapter_dir(root: Path) -> Path:
+    """The folder holding adapter_config.json: the root, `peft/` (the seed's `model/peft`), or the
+    shallowest one below."""
+    for candidate in (root, root / "peft", root / "model" / "peft", root / "adapter"):
+        if (candidate / "adapter_config.json").is_file():
+            return candidate
+    found = sorted(root.rglob("adapter_config.json"), key=lambda p: len(p.parts))
+    if not found:
+        raise ModelSourceError(
+            f"model: no adapter_config.json under {root}; the candidate must be a peft LoRA adapter "
+            "(the seed logs it under model/peft)"
+        )
+    return found[0].parent
+
+
+def find_tokenizer_dir(*roots: Path) -> Path | None:
+    for root in roots:
+        for candidate in (root, root / "tokenizer", root.parent / "tokenizer"):
+            if (candidate / "tokenizer_config.json").is_file() or (candidate / "tokenizer.json").is_file():
+                return candidate
+    return None
+
+
+def chat_template_of(folder: Path) -> str | None:
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        try:
+            value = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+        except (ValueError, AttributeError):
+            return None
+        return value if isinstance(value, str) else None
+    return None
+
+
+def hub_like(name: str | None) -> bool:
+    return bool(name) and bool(_HUB_LIKE.match(str(name))) and ".." not in str(name)
+
+
+class HubShipper:
+    """Builds the folder the Hub gets and pushes it (or only exports it, without a repo id)."""
+
+    def __init__(self, hub: HubPublisher | None, registry: MlflowRegistry, *, push: bool) -> None:
+        self.hub = hub
+        self.registry = registry
+        self.push = push and hub is not None
+
+    @classmethod
+    def from_env(cls, cfg: GateConfig, env: Mapping[str, str], registry: MlflowRegistry) -> HubShipper:
+        push = bool(cfg.hf_model_id) and not cfg.skip_hf_push
+        hub = None
+        if push or (cfg.base_model and not Path(cfg.base_model).exists()):
+            token = env.get("HF_TOKEN") or env.get("HUGGINGFACE_HUB_TOKEN") or None
+            hub = HubPublisher(token, env.get("HF_ENDPOINT") or None)
+        if push:
+            validate_repo_id(str(cfg.hf_model_id))
+        return cls(hub, registry, push=push)
+
+    def ship(self, request: ShipRequest) -> HubPush | None:
+        cfg = request.config
+        tag = f"v{request.version}"
+        if self.push:
+            assert self.hub is not None and cfg.hf_model_id
+            existing = self.hub.find_tag(cfg.hf_model_id, tag)
+            if existing is not None and cfg.hf_export_dir is None:
+                log.info("Hub %s already has %s (%s): not building or pushing again", cfg.hf_model_id, tag, existing.url)
+                return HubPush(existing.repo_id, existing.sha, existing.url, existing.tag)
+        with tempfile.TemporaryDirectory(prefix="deploygate-ship-") as tmp:
+            stage = self.build(request, Path(tmp))
+            if cfg.hf_export_dir is not None:
+                export = Path(cfg.hf_export_dir)
+                if export.exists():
+                    shutil.rmtree(export)
+                shutil.copytree(stage, export)
+                log.info("exported the Hub folder to %s", export)
+            if not self.push:
+                log.info("no Hub push (%s)", "skip-hf-push" if cfg.skip_hf_push else "no hf-model-id")
+                return None
+            assert self.hub is not None and cfg.hf_model_id
+            message = (
+                f"deploygate: {cfg.registry_name} v{request.version}, weighted score {request.score:.4f}"
+                f" ({request.verdict})"
+            )
+            size = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
+            log.info("pushing %d files (%.1f MB) to %s as %s", sum(1 for p in stage.rglob("*") if p.is_file()),
+                     size / 1e6, cfg.hf_model_id, tag)
+            commit = self.hub.push(cfg.hf_model_id, stage, commit_message=message, private=cfg.hf_private, tag=tag)
+        log.info("Hub commit %s", commit.url)
+        return HubPush(commit.repo_id, commit.sha, commit.url, commit.tag)
+
+    # --- building the folder -------------------------------------------------------------------
+
+    def _fetch(self, source: ModelSource, into: Path) -> Path:
+        if source.local_path is not None:
+            return source.local_path
+        return self.registry.download(source, into)
+
+    def _base(self, name: str, into: Path) -> Path:
+        path = Path(name)
+        if path.is_dir():
+            return path
+        if not hub_like(name) or self.hub is None:
+            raise AdapterError(
+                f"base-model: {name!r} is neither a local folder nor a Hub model id; set base-model "
+                "(or the adapter's base_model_name_or_path) to one"
+            )
+        log.info("downloading the base model %s", name)
+        return self.hub.snapshot(name, into)
+
+    def build(self, request: ShipRequest, work: Path) -> Path:
+        from deploygate.merge import copy_adapter_only, inspect_adapter, merge
+
+        cfg = request.config
+        source = request.candidate.source
+        assert source is not None
+        fetched = self._fetch(source, work / "candidate")
+        adapter_dir = find_adapter_dir(fetched)
+        info = inspect_adapter(adapter_dir)
+        base_name = cfg.base_model or info.base_model_name_or_path
+        if not base_name:
+            raise AdapterError(
+                f"base-model: {adapter_dir / 'adapter_config.json'} names no base_model_name_or_path; set base-model"
+            )
+        base_dir = self._base(base_name, work / "base")
+        stage = work / "stage"
+
+        def progress(done: int, total: int, shard: str) -> None:
+            log.info("merge: %d/%d tensors (%s)", done, total, shard)
+
+        if cfg.merge:
+            report = merge(base_dir, adapter_dir, stage, fallback="peft", progress=progress)
+        else:
+            report = copy_adapter_only(adapter_dir, stage, base_dir=base_dir)
+        for warning in report.warnings:
+            log.warning("%s", warning)
+        log.info("%s: %d tensors (%d merged), %d shard(s), %.1f MB", report.method, report.tensors_total,
+                 report.tensors_merged, len(report.shards), report.bytes_written / 1e6)
+        tokenizer_dir = find_tokenizer_dir(adapter_dir, fetched)
+        if tokenizer_dir is not None:
+            for name in TOKENIZER_FILES:
+                if (tokenizer_dir / name).is_file():
+                    shutil.copy2(tokenizer_dir / name, stage / name)  # the fine-tune's tokenizer wins
+        if cfg.create_model_card:
+            (stage / "README.md").write_text(self.card(request, info, base_name, base_dir, stage), encoding="utf-8")
+        return stage
+
+    def card(self, request: ShipRequest, info: object, base_name: str, base_dir: Path, stage: Path) -> str:
+        from deploygate.merge import AdapterInfo
+
+        assert isinstance(info, AdapterInfo)
+        cfg = request.config
+        card_base = base_name if hub_like(base_name) and not Path(base_name).is_dir() else _declared_name(base_dir)
+        targets = info.target_modules
+        target_list = (targets,) if isinstance(targets, str) else tuple(targets or ())
+        baseline = request.baseline
+        repo_id = cfg.hf_model_id or _slug(cfg.registry_name)
+        inputs = CardInputs(
+            repo_id=repo_id,
+            base_model=card_base,
+            registry_name=cfg.registry_name,
+            registry_version=request.version,
+            weighted_score=request.score,
+            metrics=dict(request.candidate.metrics.values),
+            weights=dict(cfg.weights.values),
+            decision=CardDecision(request.verdict, request.reason, forced=request.verdict == "forced"),
+            adapter=AdapterFacts(r=info.r, lora_alpha=info.lora_alpha, target_modules=target_list,
+                                 use_rslora=info.use_rslora, merged=cfg.merge),
+            created_at=request.created_at,
+            baseline=None if baseline is None else CardBaseline(baseline.version, baseline.score, dict(baseline.metrics)),
+            chat_template=chat_template_of(stage),
+            mlflow_run_url=request.mlflow_run_url,
+            mlflow_model_url=request.model_version_url,
+            license=cfg.hf_license,
+            language=cfg.hf_language,
+            tags=cfg.hf_tags,
+            git_sha=request.context.git_sha,
+        )
+        return render_card(inputs, cfg.card_template)
+
+
+def _declared_name(base_dir: Path) -> str:
+    """A local base model's own name (config.json `_name_or_path`) when Hub-like, else its folder name."""
+    try:
+        declared = json.loads((base_dir / "config.json").read_text()).get("_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        declared = None
+    if isinstance(declared, str) and hub_like(declared):
+        return declared
+    return _slug(base_dir.name)
+
+
+def _slug(name: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
+    return slug[:96]
