@@ -52,10 +52,11 @@ JSON
 echo '{"r": 8, "lora_alpha": 16}' >"$WS/model/adapter_config.json"
 echo '{"local_path": "../model", "model_name": "tiny", "fine_tuned": true}' >"$WS/results/fine_tuned_model_location.json"
 
-run() { # <event name> <event json> -> the tool's report in $WORK/last.txt, its exit code returned
-  local rc=0
-  "$TOOL" run "$IMAGE" "$WS" "$2" GITHUB_EVENT_NAME="$1" MLFLOW_TRACKING_URI="http://127.0.0.1:$PORT" \
-    INPUT_REGISTRY-NAME=smoke-model INPUT_SKIP-HF-PUSH=true HF_TOKEN=hf_smoke_sentinel_token \
+run() { # <event name> <event json> [KEY=VALUE ...] -> the tool's report in $WORK/last.txt, its exit code
+  local rc=0 event=$1 payload=$2
+  shift 2
+  "$TOOL" run "$IMAGE" "$WS" "$payload" GITHUB_EVENT_NAME="$event" MLFLOW_TRACKING_URI="http://127.0.0.1:$PORT" \
+    INPUT_REGISTRY-NAME=smoke-model INPUT_SKIP-HF-PUSH=true HF_TOKEN=hf_smoke_sentinel_token "$@" \
     >"$WORK/last.txt" 2>&1 || rc=$?
   cat "$WORK/last.txt"
   return "$rc"
@@ -73,4 +74,5 @@ cat >"$WORK/pr.json" <<'JSON'
 JSON
 run pull_request "$WORK/pr.json" INPUT_PR-COMMENT=false || fail "pull_request run exited non-zero"
 grep -q '"deployed": "false"' "$WORK/last.txt" || fail "a pull request deployed"
+grep -q 'Would not deploy (verdict only)' "$WORK/last.txt" || fail "the PR summary has no verdict"
 echo "smoke: OK"
