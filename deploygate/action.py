@@ -209,18 +209,6 @@ def read_event(env: Mapping[str, str], runner: Runner) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def is_fork_pull_request(event: Mapping[str, Any]) -> bool:
-    """A PR whose head lives in another repository (or a deleted one) than its base."""
-    pr = event.get("pull_request")
-    if not isinstance(pr, dict):
-        return False
-    head_repo = (pr.get("head") or {}).get("repo")
-    base_repo = (pr.get("base") or {}).get("repo") or {}
-    if not isinstance(head_repo, dict):
-        return True  # the fork was deleted: GitHub sends null
-    return bool(head_repo.get("full_name")) and head_repo.get("full_name") != base_repo.get("full_name")
-
-
 def dispatch_force(event_name: str, event: Mapping[str, Any]) -> bool:
     """workflow_dispatch with a `force` input set to true (the payload has it as text or boolean)."""
     if event_name != "workflow_dispatch" or not isinstance(event.get("inputs"), dict):
@@ -243,7 +231,7 @@ def dispatch_reason(event_name: str, event: Mapping[str, Any]) -> str | None:
 
 
 def build_context(env: Mapping[str, str], event: Mapping[str, Any]) -> RunContext:
-    from deploygate.app import context_from_env
+    from deploygate.app import context_from_env, is_fork_pull_request
 
     context = context_from_env(env, event=event)
     event_name = context.event_name

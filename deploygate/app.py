@@ -90,6 +90,18 @@ def git_sha(cwd: Path | None = None) -> str | None:
     return sha if out.returncode == 0 and len(sha) >= 7 else None
 
 
+def is_fork_pull_request(event: Mapping[str, Any]) -> bool:
+    """A PR whose head lives in another repository (or a deleted one) than its base."""
+    pr = event.get("pull_request")
+    if not isinstance(pr, dict):
+        return False
+    head_repo = (pr.get("head") or {}).get("repo")
+    base_repo = (pr.get("base") or {}).get("repo") or {}
+    if not isinstance(head_repo, dict):
+        return True  # the fork was deleted: GitHub sends null
+    return bool(head_repo.get("full_name")) and head_repo.get("full_name") != base_repo.get("full_name")
+
+
 def context_from_env(env: Mapping[str, str], *, event: Mapping[str, Any] | None = None) -> RunContext:
     """Where this run happens: GitHub Actions facts when present, else a local shell."""
     server = env.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
@@ -99,13 +111,7 @@ def context_from_env(env: Mapping[str, str], *, event: Mapping[str, Any] | None 
     event = event or {}
     pr = event.get("pull_request") if isinstance(event.get("pull_request"), dict) else None
     pr_number = pr.get("number") if pr else None
-    is_fork = False
-    if pr:
-        head_repo = (pr.get("head") or {}).get("repo") or {}
-        base_repo = (pr.get("base") or {}).get("repo") or {}
-        is_fork = bool(head_repo.get("fork")) or (
-            bool(head_repo.get("full_name")) and head_repo.get("full_name") != base_repo.get("full_name")
-        )
+    is_fork = is_fork_pull_request(event)
     return RunContext(
         event_name=env.get("GITHUB_EVENT_NAME") or "cli",
         git_sha=env.get("GITHUB_SHA") or git_sha(),
@@ -202,3 +208,5 @@ def quiet_third_party_logs() -> None:
     for name in ("mlflow", "alembic", "urllib3", "httpx", "huggingface_hub", "filelock", "git"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow prints "View run at <tracking URI>", credentials in the URI included.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

@@ -31,7 +31,19 @@ def settings_table() -> str:
     return "\n".join(rows)
 
 
-BLOCKS = {"settings": settings_table}
+def action_inputs() -> str:
+    from deploygate.action import inputs_markdown
+
+    return inputs_markdown().rstrip("\n")
+
+
+def action_outputs() -> str:
+    from deploygate.action import outputs_markdown
+
+    return outputs_markdown().rstrip("\n")
+
+
+BLOCKS = {"settings": settings_table, "action-inputs": action_inputs, "action-outputs": action_outputs}
 
 
 def render_blocks(text: str) -> str:

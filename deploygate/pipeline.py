@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import random
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -24,6 +26,7 @@ from deploygate.decision import Baseline, Policy, check_guardrails, decide
 from deploygate.errors import DeployGateError, ModelSourceError
 from deploygate.metrics import EvaluationMetrics, weighted_score
 from deploygate.outputs import write_outputs
+from deploygate.promotion import Me, after_move, before_move
 from deploygate.registry import (
     TAG_CANDIDATE,
     TAG_GATE_RUN,
@@ -31,6 +34,7 @@ from deploygate.registry import (
     TAG_HUB_COMMIT,
     TAG_HUB_URL,
     TAG_METRIC,
+    TAG_OVERRIDE,
     TAG_SCORE,
     TAG_SIGNATURE,
     MlflowRegistry,
@@ -131,10 +135,11 @@ def run(
     registry: MlflowRegistry,
     shipper: Shipper | None = None,
     clock: Clock,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> GateResult:
     """Run the gate once. Raises DeployGateError subclasses; the result files are written anyway."""
     with capture_log() as buffer:
-        return _run(cfg, ctx, cand, registry=registry, shipper=shipper, clock=clock, buffer=buffer)
+        return _run(cfg, ctx, cand, registry=registry, shipper=shipper, clock=clock, buffer=buffer, sleep=sleep)
 
 
 def _run(
@@ -146,6 +151,7 @@ def _run(
     shipper: Shipper | None,
     clock: Clock,
     buffer: io.StringIO,
+    sleep: Callable[[float], None],
 ) -> GateResult:
     started = clock().isoformat()
     warnings = list(cfg.warnings)
@@ -249,7 +255,7 @@ def _run(
         )
         if decision.deploy:
             assert cand.source is not None
-            result = _deploy(cfg, ctx, cand, registry, shipper, clock, result, source_uri, source_run)
+            result = _deploy(cfg, ctx, cand, registry, shipper, clock, sleep, result, source_uri, source_run)
         elif decision.verdict != "skip":
             result = replace(result, status="verdict-only")
         history = registry.history(cfg.registry_name) if cfg.baseline == "champion" or result.deployed else []
@@ -277,6 +283,7 @@ def _deploy(
     registry: MlflowRegistry,
     shipper: Shipper | None,
     clock: Clock,
+    sleep: Callable[[float], None],
     result: GateResult,
     source_uri: str | None,
     source_run: str | None,
@@ -342,32 +349,65 @@ def _deploy(
     elif cfg.skip_hf_push:
         log.info("Hugging Face push skipped (skip-hf-push): nothing built or pushed")
 
-    promotion = registry.promote(
+    me = Me(version=version, score=result.candidate.score, forced=result.decision.verdict == "forced",
+            baseline_version=result.baseline.version if result.baseline else None)
+    if me.forced:
+        registry.set_version_tags(cfg.registry_name, version, {TAG_OVERRIDE: "forced"})
+    winner = _promote(cfg, registry, me, sleep)
+    if winner is not None:
+        note = f"superseded: v{winner} (at least as good, or a forced deploy / rollback) was promoted concurrently"
+        log.warning("%s", note)
+        registry.set_tags(run_id, {"deploygate.superseded_by": winner})
+        return replace(result, status="superseded", warnings=(*result.warnings, note))
+    registry.append_history(
         cfg.registry_name,
-        version,
-        alias=cfg.champion_alias,
-        promotion=cfg.promotion,
-        history_entry={
+        {
             "version": version,
             "score": result.candidate.score,
             "at": clock().isoformat(),
             "run_id": run_id,
             "git_sha": ctx.git_sha,
-            "forced": result.decision.verdict == "forced",
+            "forced": me.forced,
             "hf_commit": hub.sha if hub else None,
         },
     )
     log.info(
         "promoted %s v%s to %s (%s); previous: %s",
         cfg.registry_name, version, cfg.champion_alias, cfg.promotion,
-        f"v{promotion.previous}" if promotion.previous else "none",
+        f"v{me.baseline_version}" if me.baseline_version else "none",
     )
-    if promotion.alias_after not in (None, version):
-        log.warning(
-            "alias %s now points to v%s, not v%s: another gate run promoted concurrently",
-            cfg.champion_alias, promotion.alias_after, version,
-        )
     return replace(result, status="deployed")
+
+
+# The promotion protocol's checks after the alias move: how many, and the jittered wait before each.
+SETTLE_CHECKS = 3
+SETTLE_WAIT = (0.15, 0.4)
+
+
+def _promote(cfg: GateConfig, registry: MlflowRegistry, me: Me, sleep: Callable[[float], None]) -> str | None:
+    """Move the champion to `me` unless a better or overriding candidate got there first, then
+    check a few times that a worse concurrent run did not overwrite it. Returns the version that
+    won instead of `me`, or None when `me` holds the champion."""
+    by_stage = cfg.promotion == "stage"
+    name, alias = cfg.registry_name, cfg.champion_alias
+    seen = registry.holder(name, alias, by_stage=by_stage)
+    if before_move(me, seen) == "yield":
+        assert seen is not None
+        return seen.version
+    registry.set_champion(name, me.version, alias=alias, promotion=cfg.promotion)
+    rng = random.Random(f"{name}:{me.version}")
+    for _ in range(SETTLE_CHECKS):
+        sleep(rng.uniform(*SETTLE_WAIT))
+        seen = registry.holder(name, alias, by_stage=by_stage)
+        verdict = after_move(me, seen)
+        if verdict == "superseded":
+            assert seen is not None
+            return seen.version
+        if verdict == "reclaim":
+            log.warning("v%s took the champion alias from v%s (a worse concurrent run); taking it back",
+                        seen.version if seen else "?", me.version)
+            registry.set_champion(name, me.version, alias=alias, promotion=cfg.promotion)
+    return None
 
 
 def _history_points(entries: list[dict[str, Any]], result: GateResult) -> tuple[HistoryPoint, ...]:

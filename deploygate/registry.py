@@ -23,6 +23,7 @@ from urllib.parse import quote, urlparse
 
 from deploygate.decision import Baseline
 from deploygate.errors import ConfigError, ModelSourceError, RegistryError
+from deploygate.promotion import Holder
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ TAG_GIT_SHA = "deploygate.git_sha"
 TAG_HUB_COMMIT = "deploygate.hf_commit"
 TAG_HUB_URL = "deploygate.hf_commit_url"
 TAG_SIGNATURE = "deploygate.signature"
+TAG_OVERRIDE = "deploygate.override"  # on a version: "forced" or "rollback" when a human chose it
 TAG_HISTORY = "deploygate.history"  # on the registered model: the promotion history, newest last
 HISTORY_KEEP = 30
 # Metrics a gate run logs besides the input metrics (which are logged under their own names).
@@ -85,13 +87,7 @@ class Champion:
     source: str
     hf_commit: str | None = None
     signature: str | None = None
-
-
-@dataclass(frozen=True)
-class Promotion:
-    version: str
-    previous: str | None
-    alias_after: str | None  # who holds the alias when we re-read it after moving it
+    override: bool = False  # promoted by a forced deploy or a rollback
 
 
 def _is_not_found(exc: BaseException) -> bool:
@@ -135,7 +131,8 @@ class MlflowRegistry:
     def display_uri(self) -> str:
         parsed = urlparse(self.tracking_uri)
         if parsed.password or parsed.username:  # never print credentials embedded in the URI
-            return parsed._replace(netloc=parsed.hostname or "").geturl()
+            host = parsed.hostname or ""
+            return parsed._replace(netloc=f"{host}:{parsed.port}" if parsed.port else host).geturl()
         return self.tracking_uri
 
     def check(self) -> str:
@@ -234,6 +231,7 @@ class MlflowRegistry:
             source=mv.source,
             hf_commit=tags.get(TAG_HUB_COMMIT),
             signature=tags.get(TAG_SIGNATURE),
+            override=tags.get(TAG_OVERRIDE) in ("forced", "rollback"),
         )
 
     def champion_baseline(self, name: str, alias: str, *, by_stage: bool = False) -> Baseline | None:
@@ -420,7 +418,7 @@ class MlflowRegistry:
             if _is_not_found(exc):
                 return None
             raise RegistryError(f"MLflow: searching versions of {name!r} failed: {_first_line(exc)}") from exc
-        ready = sorted((int(v.version) for v in found if v.status == "READY"))
+        ready = sorted(int(v.version) for v in found if v.status == "READY")
         return str(ready[0]) if ready else None
 
     def register(
@@ -465,18 +463,15 @@ class MlflowRegistry:
             for key, value in tags.items():
                 self.client.set_model_version_tag(name, version, key, value)
 
-    def promote(
-        self,
-        name: str,
-        version: str,
-        *,
-        alias: str,
-        promotion: str,
-        history_entry: Mapping[str, Any],
-    ) -> Promotion:
-        """Move the alias (and/or the Production stage), then re-read who holds it."""
-        by_stage = promotion == "stage"
-        previous = self.champion(name, alias, by_stage=by_stage)
+    def holder(self, name: str, alias: str, *, by_stage: bool = False) -> Holder | None:
+        """Who holds the champion alias (or Production stage) now, for the promotion protocol."""
+        champ = self.champion(name, alias, by_stage=by_stage)
+        if champ is None:
+            return None
+        return Holder(version=champ.version, score=champ.score, override=champ.override)
+
+    def set_champion(self, name: str, version: str, *, alias: str, promotion: str) -> None:
+        """Move the alias (and/or the Production stage, archiving the others) to `version`."""
         with self._call(f"promoting {name!r} v{version}"):
             if promotion in ("alias", "both"):
                 self.client.set_registered_model_alias(name, alias, version)
@@ -484,16 +479,22 @@ class MlflowRegistry:
                 self.client.transition_model_version_stage(
                     name, version, "Production", archive_existing_versions=True
                 )
-        entries = self.history(name)
-        entries.append(dict(history_entry))
-        with self._call(f"recording the promotion history of {name!r}"):
-            self.client.set_registered_model_tag(name, TAG_HISTORY, json.dumps(entries[-HISTORY_KEEP:]))
-        after = self.champion(name, alias, by_stage=by_stage)
-        return Promotion(
-            version=version,
-            previous=previous.version if previous else None,
-            alias_after=after.version if after else None,
-        )
+
+    def append_history(self, name: str, entry: Mapping[str, Any], *, attempts: int = 5) -> None:
+        """Add a promotion to the history tag. The tag is read-modify-write; a concurrent writer can
+        drop our entry, so re-read and write again until it is there (bounded)."""
+        marker = entry.get("run_id")
+        for _ in range(attempts):
+            entries = self.history(name)
+            if marker and any(e.get("run_id") == marker for e in entries):
+                return
+            entries.append(dict(entry))
+            with self._call(f"recording the promotion history of {name!r}"):
+                self.client.set_registered_model_tag(name, TAG_HISTORY, json.dumps(entries[-HISTORY_KEEP:]))
+            if not marker:
+                return
+            time.sleep(0.05)
+        log.warning("promotion history of %s: entry of run %s may have been overwritten by a concurrent run", name, marker)
 
 
 def _q(text: str) -> str:

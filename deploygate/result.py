@@ -13,10 +13,11 @@ from typing import Literal
 
 from deploygate.config import GateConfig
 from deploygate.decision import Baseline, Decision
-from deploygate.signature import MetricSignature
 from deploygate.metrics import EvaluationMetrics, WeightedScore
+from deploygate.signature import MetricSignature
 
-Status = Literal["deployed", "skipped", "verdict-only", "failed"]
+# superseded: the verdict was deploy, but a better (or forced) candidate was promoted concurrently
+Status = Literal["deployed", "skipped", "verdict-only", "superseded", "failed"]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from deploygate.errors import ConfigError
 from deploygate.history import previous_champion
 from deploygate.hub import HubPublisher
 from deploygate.pipeline import Clock, capture_log
-from deploygate.registry import TAG_HUB_COMMIT, TAG_HUB_URL, MlflowRegistry
+from deploygate.registry import TAG_HUB_COMMIT, TAG_HUB_URL, TAG_OVERRIDE, MlflowRegistry
 from deploygate.result import HubPush, RunContext
 
 log = logging.getLogger("deploygate.rollback")
@@ -98,12 +98,11 @@ def _rollback(
         },
     )
     try:
-        registry.promote(
+        registry.set_version_tags(name, target, {TAG_OVERRIDE: "rollback"})
+        registry.set_champion(name, target, alias=alias, promotion=cfg.promotion)
+        registry.append_history(
             name,
-            target,
-            alias=alias,
-            promotion=cfg.promotion,
-            history_entry={
+            {
                 "version": target,
                 "score": target_info.score,
                 "at": clock().isoformat(),

@@ -15,9 +15,5 @@ for _var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING
              "HUGGINGFACE_HUB_TOKEN", "DAGSHUB_USERNAME", "DAGSHUB_USER_TOKEN", "DAGSHUB_TOKEN"):
     os.environ.pop(_var, None)  # a developer's own credentials must never leak into a test run
 
+from tests.hub_fixtures import hub_repo_id, hub_server  # noqa: E402,F401
 from tests.mlflow_fixtures import experiment_name, mlflow_server, registry_name  # noqa: E402,F401
-
-try:
-    from tests.hub_fixtures import hub_server  # noqa: F401
-except ImportError:  # the Hub fixtures land separately
-    pass
