@@ -691,8 +691,36 @@ def _merged_weight(
     if fan_in_fan_out:
         delta = delta.T
     delta.mul_(module.scaling)
-    weight.add_(delta)
+    _add_into(weight, delta)
     return weight
+
+
+# Elements per block when adding a float32 delta into a bf16/fp16 weight (8 MB of float32): small blocks
+# stay in cache but cost a thread fork/join each, which hurts on a busy 2-core runner.
+_ADD_CHUNK = 1 << 21
+
+
+def _add_into(weight: torch.Tensor, delta: torch.Tensor) -> None:
+    """`weight += delta` (float32 delta) with the result peft's mixed-dtype in-place add gets.
+
+    That add computes float32(W) + delta and rounds once to W's dtype, element by element, through a
+    slow per-element casting loop. Upcasting a block of rows, adding in float32 and copying back does the
+    same arithmetic (exact upcast, one float32 add, one round-to-nearest-even) with vectorised kernels,
+    4-5x faster. Elementwise, so splitting into blocks cannot change a bit.
+    """
+    import torch
+
+    if weight.dtype not in (torch.bfloat16, torch.float16):
+        weight.add_(delta)  # float32/float64: one dtype (or a wider one), the plain add is already fast
+        return
+    rows = max(1, _ADD_CHUNK // max(1, weight.shape[-1]))
+    buffer = torch.empty(rows * weight.shape[-1], dtype=torch.float32)
+    for start in range(0, weight.shape[0], rows):
+        block = weight[start : start + rows]
+        work = buffer[: block.numel()].view(block.shape)
+        work.copy_(block)
+        work.add_(delta[start : start + rows])
+        block.copy_(work)
 
 
 class _FileReader:
