@@ -573,10 +573,44 @@ def merge_lora_streaming(
         if len(shards) == 1
         else [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
     )
+    log.info(
+        "merge: streaming %d tensors (%d with LoRA) from %s into %d shard(s) in %s",
+        len(plan.tensors), len(plan.lora), base, len(shards), out,
+    )  # fmt: skip
+    warnings: list[str] = []
+    try:
+        bytes_written = _write_shards(out, names, shards, plan, progress, warnings)
+    except BaseException as exc:
+        # Never leave half a model behind for a later step to upload.
+        for name in (*names, SAFE_INDEX):
+            (out / name).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise MergeError(
+                f"{out}: writing the merged model failed ({exc}); free disk space or fix permissions and retry."
+            ) from exc
+        raise
+    _copy_side_files(base, info.adapter_dir, out, model_files=True)
+    return MergeReport(
+        method="streaming",
+        tensors_total=len(plan.tensors),
+        tensors_merged=len(plan.lora),
+        shards=tuple(names),
+        bytes_written=bytes_written,
+        warnings=tuple(warnings),
+    )
+
+
+def _write_shards(
+    out: Path,
+    names: Sequence[str],
+    shards: Sequence[Sequence[_Tensor]],
+    plan: _Plan,
+    progress: ProgressCallback | None,
+    warnings: list[str],
+) -> int:
     total = len(plan.tensors)
     done = 0
     bytes_written = 0
-    warnings: list[str] = []
     weight_map: dict[str, str] = {}
     with _FileReader() as reader:
         for shard_name, shard in zip(names, shards, strict=True):
@@ -594,15 +628,7 @@ def merge_lora_streaming(
             "weight_map": dict(sorted(weight_map.items())),
         }
         (out / SAFE_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
-    _copy_side_files(base, info.adapter_dir, out, model_files=True)
-    return MergeReport(
-        method="streaming",
-        tensors_total=total,
-        tensors_merged=len(plan.lora),
-        shards=tuple(names),
-        bytes_written=bytes_written,
-        warnings=tuple(warnings),
-    )
+    return bytes_written
 
 
 def _prepare_out_dir(out: Path) -> None:
@@ -658,11 +684,8 @@ def _write_shard(
                 _write_all(fd, merged.view(-1).view(_uint8()).numpy().data)
                 del merged
             yield tensor
-    except BaseException:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    os.close(fd)
+    finally:
+        os.close(fd)  # a failed shard is removed by merge_lora_streaming, with the others
 
 
 def _merged_weight(

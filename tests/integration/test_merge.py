@@ -235,6 +235,21 @@ def test_the_adapters_tokenizer_wins_over_the_bases(models: dict[str, Path], tmp
     assert json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())["model_max_length"] == 77
 
 
+def test_a_failed_merge_leaves_no_partial_model(models: dict[str, Path], tmp_path: Path) -> None:
+    base = models["llama-bf16"]
+    adapter = make_lora_adapter(base, tmp_path / "adapter")
+
+    def fail_in_the_second_shard(done: int, total: int, shard: str) -> None:
+        if shard.startswith("model-00002"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        merge_lora_streaming(
+            base, adapter, tmp_path / "out", max_shard_bytes=40_000, progress=fail_in_the_second_shard
+        )
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_refuses_an_output_directory_that_holds_weights(models: dict[str, Path], tmp_path: Path) -> None:
     base = models["llama-bf16"]
     adapter = make_lora_adapter(base, tmp_path / "adapter")
