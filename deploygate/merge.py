@@ -429,7 +429,12 @@ def _plan(info: AdapterInfo, base_dir: Path) -> tuple[_Plan | None, list[str]]:
 
     base: dict[str, _Tensor] = {}
     for path in base_files:
-        base.update(_read_header(path, MergeError))
+        for name, tensor in _read_header(path, MergeError).items():
+            if name in base:
+                raise MergeError(
+                    f"{path}: tensor {name!r} is also in {base[name].file.name}; the checkpoint is inconsistent, download it again."
+                )
+            base[name] = tensor
     adapter = _read_header(adapter_file, AdapterError)
     problems += _fan_in_fan_out_problems(info, base_dir)
 
