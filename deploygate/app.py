@@ -8,13 +8,15 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from dataclasses import replace
 from collections.abc import Mapping, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deploygate.config import GateConfig, build_config
-from deploygate.inputs import load_model_source, load_params, read_json
+from deploygate.errors import MetricsError
+from deploygate.inputs import load_model_source, load_params, read_json, read_text
 from deploygate.metrics import parse_metrics
 from deploygate.pipeline import Candidate, Shipper, run
 from deploygate.registry import MlflowRegistry
@@ -22,6 +24,7 @@ from deploygate.result import GateResult, RunContext
 from deploygate.signature import signature_for
 
 if TYPE_CHECKING:
+    from deploygate.evaluation import ExampleStats
     from deploygate.hub import HubPublisher
     from deploygate.rollback import RollbackResult
 
@@ -140,23 +143,58 @@ def prepare(
     return cfg, load_candidate(cfg)
 
 
+# How metrics computed from predictions were measured: the seed's evaluation, reproduced exactly.
+PREDICTIONS_IMPLEMENTATION = "deploygate/1: nltk corpus_bleu (no smoothing, weights 1/.5/.33/.25) + rouge_score rougeL precision"
+PREDICTIONS_TOKENISATION = "bleu: lower+whitespace; rougeL: rouge_score tokenizer + porter stemmer"
+
+
+def load_predictions(path: Path) -> tuple[ExampleStats, tuple[str, ...]]:
+    """Per-example statistics from a predictions file (JSONL or CSV, by its suffix)."""
+    from deploygate.evaluation import compute_stats, parse_predictions
+
+    suffix = path.suffix.lower()
+    fmt = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}.get(suffix)
+    if fmt is None:
+        raise MetricsError(
+            f"predictions: {path} has suffix {suffix or '(none)'!r}; name it .jsonl (one JSON object per line) or .csv"
+        )
+    text = read_text(path, "predictions", MetricsError)
+    parsed = parse_predictions(text, fmt=fmt, source=str(path))  # type: ignore[arg-type]
+    if not parsed.pairs:
+        raise MetricsError(f"predictions: {path} holds no examples; write one prediction/reference pair per line")
+    return compute_stats(parsed.pairs), parsed.notes
+
+
 def load_candidate(cfg: GateConfig) -> Candidate:
-    data = read_json(cfg.evaluation_results, "evaluation-results")
-    metrics = parse_metrics(
-        data,
-        cfg.weights,
-        scale=cfg.metrics_scale,
-        source=str(cfg.evaluation_results),
-        also=tuple(g.metric for g in cfg.guardrails or ()),
-    )
+    stats = None
+    notes: tuple[str, ...] = ()
+    also = tuple(g.metric for g in cfg.guardrails or ())
+    if cfg.predictions is not None:
+        from deploygate.evaluation import metrics_from_stats
+
+        stats, notes = load_predictions(cfg.predictions)
+        computed = metrics_from_stats(stats)
+        if cfg.evaluation_results.exists() and "evaluation-results" in cfg.explicit:
+            notes += (f"metrics computed from {cfg.predictions}; {cfg.evaluation_results} not used",)
+        metrics = parse_metrics(computed, cfg.weights, scale=1.0, source=str(cfg.predictions), also=also)
+        metrics = replace(metrics, notes=(*notes, *metrics.notes))
+        signature = signature_for(
+            cfg.weights.values, 1.0, implementation=PREDICTIONS_IMPLEMENTATION, tokenisation=PREDICTIONS_TOKENISATION,
+            smoothing="none", references_sha256=stats.references_sha256, examples=stats.n,
+        )
+    else:
+        data = read_json(cfg.evaluation_results, "evaluation-results")
+        metrics = parse_metrics(
+            data, cfg.weights, scale=cfg.metrics_scale, source=str(cfg.evaluation_results), also=also
+        )
+        signature = signature_for(cfg.weights.values, cfg.metrics_scale)
     source, record = load_model_source(
         cfg.model_artifact_path,
         explicit="model-artifact-path" in cfg.explicit,
         model_uri=cfg.model_uri,
         artifact_path=cfg.source_artifact_path,
     )
-    signature = signature_for(cfg.weights.values, cfg.metrics_scale)
-    return Candidate(metrics=metrics, source=source, signature=signature, location=record)
+    return Candidate(metrics=metrics, source=source, signature=signature, location=record, stats=stats)
 
 
 def hub_token(env: Mapping[str, str]) -> str | None:

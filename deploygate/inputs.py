@@ -18,7 +18,7 @@ from deploygate.registry import ModelSource
 MAX_INPUT_BYTES = 16 * 1024 * 1024  # an evaluation summary is a few hundred bytes
 
 
-def _read_text(path: Path, what: str, error: type[Exception]) -> str:
+def read_text(path: Path, what: str, error: type[Exception]) -> str:
     if not path.exists():
         raise error(f"{what}: {path} does not exist; check the path (relative paths start at {Path.cwd()})")
     if path.is_dir():
@@ -34,7 +34,7 @@ def _read_text(path: Path, what: str, error: type[Exception]) -> str:
 
 
 def read_json(path: Path, what: str, error: type[Exception] = MetricsError) -> Any:
-    text = _read_text(path, what, error)
+    text = read_text(path, what, error)
     if not text.strip():
         raise error(f"{what}: {path} is empty; it should hold a JSON object")
     try:
@@ -52,7 +52,7 @@ def load_params(path: Path, *, explicit: bool) -> dict[str, Any]:
     """params.yaml as a mapping; {} when it is missing and was not asked for by name."""
     if not path.exists() and not explicit:
         return {}
-    text = _read_text(path, "config", ConfigError)
+    text = read_text(path, "config", ConfigError)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -18,11 +18,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from deploygate import __version__
 from deploygate.config import GateConfig
-from deploygate.decision import Baseline, Policy, check_guardrails, decide
+from deploygate.decision import Baseline, Policy, Significance, check_guardrails, decide
 from deploygate.errors import DeployGateError, ModelSourceError
 from deploygate.metrics import EvaluationMetrics, weighted_score
 from deploygate.outputs import write_outputs
@@ -43,6 +44,9 @@ from deploygate.registry import (
 from deploygate.result import GateResult, HistoryPoint, HubPush, RunContext
 from deploygate.signature import MetricSignature, check_comparable
 
+if TYPE_CHECKING:
+    from deploygate.evaluation import ExampleStats
+
 log = logging.getLogger("deploygate")
 
 
@@ -54,6 +58,7 @@ class Candidate:
     source: ModelSource | None
     signature: MetricSignature
     location: Mapping[str, Any] = field(default_factory=dict)  # the model location record, as read
+    stats: ExampleStats | None = None  # per-example statistics, when computed from predictions
 
 
 @dataclass(frozen=True)
@@ -177,6 +182,7 @@ def _run(
     if comparability == "allowed":
         warnings.append("scored differently from the champion (allow-incomparable): " + "; ".join(differences))
         log.warning("%s", warnings[-1])
+    significance = _significance(cfg, cand, baseline, registry, comparability, warnings)
     checks = check_guardrails(cand.metrics.values, baseline.metrics if baseline else None, cfg.guardrails or ())
     for check in checks:
         log.info("guardrail %s: %s", "ok" if check.passed else "BREACHED", check.describe())
@@ -186,7 +192,7 @@ def _run(
     elif cfg.dry_run:
         why_not = "dry run: verdict only"
     policy = Policy(cfg.min_improvement_threshold, cfg.force_deploy, may_deploy=not why_not, why_not_deploy=why_not)
-    decision = decide(score.score, baseline, policy, guardrails=checks)
+    decision = decide(score.score, baseline, policy, guardrails=checks, significance=significance)
     log.info("decision: %s (%s)", decision.verdict, decision.reason)
     for note in decision.notes:
         log.info("%s", note)
@@ -253,6 +259,8 @@ def _run(
                 **({"deploygate.skipped_checks": "; ".join(decision.skipped_checks)} if decision.skipped_checks else {}),
             },
         )
+        if cand.stats is not None:
+            _log_stats(registry, run_id, cand.stats)
         if decision.deploy:
             assert cand.source is not None
             result = _deploy(cfg, ctx, cand, registry, shipper, clock, sleep, result, source_uri, source_run)
@@ -408,6 +416,59 @@ def _promote(cfg: GateConfig, registry: MlflowRegistry, me: Me, sleep: Callable[
                         seen.version if seen else "?", me.version)
             registry.set_champion(name, me.version, alias=alias, promotion=cfg.promotion)
     return None
+
+
+STATS_ARTIFACT = "evaluation/example_stats.json"
+
+
+def _log_stats(registry: MlflowRegistry, run_id: str, stats: ExampleStats) -> None:
+    """Keep the per-example statistics with the run, so a later gate run can test against them."""
+    import tempfile
+
+    from deploygate.evaluation import stats_to_json
+
+    with tempfile.TemporaryDirectory(prefix="deploygate-stats-") as tmp:
+        Path(tmp, "example_stats.json").write_text(stats_to_json(stats), encoding="utf-8")
+        registry.log_artifacts(run_id, Path(tmp), STATS_ARTIFACT.rsplit("/", 1)[0])
+
+
+def _significance(
+    cfg: GateConfig,
+    cand: Candidate,
+    baseline: Baseline | None,
+    registry: MlflowRegistry,
+    comparability: str,
+    warnings: list[str],
+) -> Significance | None:
+    """The paired bootstrap, when both sides have per-example statistics on the same references."""
+    if cand.stats is None or baseline is None or cfg.bootstrap_resamples == 0:
+        if baseline is not None and cfg.bootstrap_resamples:
+            log.info("significance: no per-example statistics for the candidate (give --predictions): point rule")
+        return None
+    text = registry.read_artifact(baseline.run_id, STATS_ARTIFACT) if baseline.run_id else None
+    if text is None:
+        log.info("significance: the champion has no per-example statistics: point rule")
+        return None
+    from deploygate.evaluation import paired_bootstrap, stats_from_json
+
+    champion_stats = stats_from_json(text, source=f"champion run {baseline.run_id} {STATS_ARTIFACT}")
+    same_refs = champion_stats.references_sha256 == cand.stats.references_sha256 and champion_stats.n == cand.stats.n
+    if not same_refs and comparability == "allowed":
+        warnings.append("significance not tested: the champion was evaluated on other references")
+        return None
+    # On other references (and not allowed) paired_bootstrap raises IncomparableError naming the difference.
+    boot = paired_bootstrap(
+        cand.stats, champion_stats, cfg.weights.values, threshold=cfg.min_improvement_threshold,
+        resamples=cfg.bootstrap_resamples, seed=0, confidence=cfg.confidence,
+    )
+    log.info(
+        "significance: difference %+.4f, %.0f%% lower bound %+.4f, interval [%+.4f, %+.4f], p = %.4f (%d resamples)",
+        boot.observed_difference, 100 * boot.confidence, boot.lower_bound, *boot.interval, boot.p_value, boot.resamples,
+    )
+    return Significance(
+        observed=boot.observed_difference, lower_bound=boot.lower_bound, interval=boot.interval,
+        p_value=boot.p_value, confidence=boot.confidence, resamples=boot.resamples, significant=boot.significant,
+    )
 
 
 def _history_points(entries: list[dict[str, Any]], result: GateResult) -> tuple[HistoryPoint, ...]:

@@ -395,6 +395,22 @@ class MlflowRegistry:
         with self._call(f"uploading {folder.name} to the gate run"):
             self.client.log_artifacts(run_id, str(folder), artifact_path)
 
+    def read_artifact(self, run_id: str, path: str) -> str | None:
+        """A small text artifact of a run, or None when the run or the file does not exist."""
+        import tempfile
+
+        from mlflow.artifacts import download_artifacts
+
+        with tempfile.TemporaryDirectory(prefix="deploygate-artifact-") as tmp:
+            try:
+                local = download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp,
+                                           tracking_uri=self.tracking_uri)
+            except Exception as exc:
+                if _is_not_found(exc) or "No such file" in str(exc) or "Failed to download" in str(exc):
+                    return None
+                raise RegistryError(f"MLflow: reading {path} of run {run_id} failed: {_first_line(exc)}") from exc
+            return Path(local).read_text(encoding="utf-8")
+
     def artifact_uri(self, run_id: str) -> str:
         with self._call("reading the gate run"):
             return str(self.client.get_run(run_id).info.artifact_uri)
