@@ -28,6 +28,7 @@ from deploygate.errors import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_REJECTED,
+    ConfigError,
     DeployGateError,
     ExternalError,
     GitHubError,
@@ -53,6 +54,20 @@ class ActionInput:
 
 
 ACTION_INPUTS: tuple[ActionInput, ...] = (
+    ActionInput(
+        "mode",
+        "`run` (score, compare, decide, deploy) or `rollback` (move the champion, and the Hub repo, back to the "
+        "previous champion; see `rollback-to`).",
+    ),
+    ActionInput(
+        "rollback-to",
+        "With `mode: rollback`: the registry version to restore. Default: the champion before the current one.",
+    ),
+    ActionInput(
+        "reason",
+        "Why this run was started (recorded with the actor in MLflow, the summary and deployment_info.json); "
+        "useful with `force-deploy` and `mode: rollback`. A workflow_dispatch `reason` input is used too.",
+    ),
     ActionInput(
         "github-token",
         "Token for the pull request comment (needs `pull-requests: write`). Defaults to the job's GITHUB_TOKEN.",
@@ -83,7 +98,7 @@ ACTION_INPUTS: tuple[ActionInput, ...] = (
 ACTION_INPUTS_BY_NAME: Mapping[str, ActionInput] = {i.name: i for i in ACTION_INPUTS}
 
 OUTPUTS: Mapping[str, str] = {
-    "decision": "The verdict: `deploy`, `skip` or `forced` (on pull requests and dry runs, what would have happened).",
+    "decision": "The verdict: `deploy`, `skip` or `forced` (on pull requests and dry runs, what would have happened); `rollback` in rollback mode.",
     "deployed": "`true` when this run registered, promoted (and pushed) the candidate, else `false`.",
     "reason": "One line: why (or the error when the run failed).",
     "weighted-score": "The candidate's weighted score (0-1, six decimals).",
@@ -335,6 +350,14 @@ class _Shell:
         from deploygate.app import apply_connection_env, execute, prepare, quiet_third_party_logs
 
         self.context = context = build_context(self.env, event)
+        reason = read_input(self.env, "reason")
+        if reason:
+            self.context = context = replace(context, reason=reason)
+        mode = (read_input(self.env, "mode") or "run").lower()
+        if mode not in ("run", "rollback"):
+            raise ConfigError(f"input 'mode': {mode!r} is not a mode; use run or rollback")
+        if mode == "rollback":
+            return self.rollback(inputs)
         given = dict(inputs.given)
         if dispatch_force(context.event_name, event):
             given["force-deploy"] = True
@@ -361,6 +384,45 @@ class _Shell:
         with self.runner.group("deploygate: gate run"), self.runner.quiet():
             result = execute(cfg, context, self.env, candidate)
         return self.report(result)
+
+    def rollback(self, inputs: ActionInputs) -> int:
+        from deploygate.app import (
+            apply_connection_env,
+            execute_rollback,
+            prepare_config,
+            quiet_third_party_logs,
+        )
+        from deploygate.report import render_rollback
+
+        context = self.context
+        assert context is not None
+        if context.is_pull_request:
+            raise ConfigError("input 'mode': rollback is not allowed on pull_request events; run it from "
+                              "workflow_dispatch or push")
+        target = read_input(self.env, "rollback-to")
+        if target is not None and not target.isdigit():
+            raise ConfigError(f"input 'rollback-to': {target!r} is not a version number; give e.g. 3")
+        _apply_credentials(self.env, inputs)
+        apply_connection_env(self.env)
+        self.env.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        quiet_third_party_logs()
+        cfg = prepare_config(inputs.given, self.env, source_names=inputs.source_names)
+        with self.runner.group("deploygate: rollback"), self.runner.quiet():
+            result = execute_rollback(cfg, context, self.env, target)
+        reason = f"rolled back {cfg.registry_name} v{result.from_version} -> v{result.to_version}"
+        outputs = _empty_outputs(reason)
+        outputs.update({
+            "decision": "rollback",
+            "deployed": "true",
+            "weighted-score": "" if result.score is None else f"{result.score:.6f}",
+            "model-version": result.to_version,
+            "mlflow-run-url": result.mlflow_run_url or "",
+            "hf-commit-url": result.hub.url if result.hub else "",
+        })
+        self.runner.set_outputs(outputs)
+        self.runner.append_summary(render_rollback(result, cfg, context))
+        self.runner.notice(reason)
+        return EXIT_OK
 
     def report(self, result: GateResult) -> int:
         from deploygate.report import render_comment, render_summary

@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from dataclasses import replace
 from collections.abc import Mapping, MutableMapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,6 +127,21 @@ def context_from_env(env: Mapping[str, str], *, event: Mapping[str, Any] | None 
     )
 
 
+def prepare_config(
+    given: Mapping[str, Any],
+    env: Mapping[str, str],
+    *,
+    source_names: Mapping[str, str] | None = None,
+) -> GateConfig:
+    """params.yaml + given settings + defaults -> the frozen config; InputError on anything wrong."""
+    config_given = given.get("config")
+    config_path = Path(str(config_given)) if config_given else Path("params.yaml")
+    params = load_params(config_path, explicit=config_given is not None)
+    return build_config(
+        given, params, env_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None, source_names=source_names
+    )
+
+
 def prepare(
     given: Mapping[str, Any],
     env: Mapping[str, str],
@@ -134,12 +149,7 @@ def prepare(
     source_names: Mapping[str, str] | None = None,
 ) -> tuple[GateConfig, Candidate]:
     """Read params.yaml and the input files, check everything; raise InputError before any write."""
-    config_given = given.get("config")
-    config_path = Path(str(config_given)) if config_given else Path("params.yaml")
-    params = load_params(config_path, explicit=config_given is not None)
-    cfg = build_config(
-        given, params, env_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None, source_names=source_names
-    )
+    cfg = prepare_config(given, env, source_names=source_names)
     return cfg, load_candidate(cfg)
 
 

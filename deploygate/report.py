@@ -14,12 +14,16 @@ import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
 from deploygate import __version__
 from deploygate.result import GateResult, HistoryPoint, RunContext
+
+if TYPE_CHECKING:
+    from deploygate.config import GateConfig
+    from deploygate.rollback import RollbackResult
 
 COMMENT_MARKER = "<!-- deploygate -->"
 HISTORY_POINTS = 20  # the chart shows the last deployments, not all of them
@@ -99,6 +103,8 @@ _HEADLINES: Mapping[tuple[str, str], tuple[str, str]] = {
     ("verdict-only", "deploy"): ("🔎", "Would deploy (verdict only)"),
     ("verdict-only", "forced"): ("🔎", "Would force-deploy (verdict only)"),
     ("verdict-only", "skip"): ("⏸️", "Would not deploy (verdict only)"),
+    ("superseded", "deploy"): ("⏭️", "Superseded by a concurrent deploy"),
+    ("superseded", "forced"): ("⏭️", "Superseded by a concurrent deploy"),
 }
 
 
@@ -326,3 +332,23 @@ def render_failure(
         footer=_footer(context),
         ci_run_url=context.ci_run_url,
     )
+
+
+def render_rollback(result: RollbackResult, cfg: GateConfig, context: RunContext) -> str:
+    """The step summary of a rollback: who, what, why, and the links."""
+    lines = [
+        "### deploygate",
+        "",
+        f"**⏪ Rolled back** {code(cfg.registry_name)}: champion v{md(result.from_version)} → "
+        f"**v{md(result.to_version)}**"
+        + (f" (weighted score {result.score:.4f})" if result.score is not None else ""),
+        "",
+        f"- By: {md(context.actor or 'unknown')}; reason: {md(context.reason or 'none given')}",
+    ]
+    if result.mlflow_run_url:
+        lines.append(f"- MLflow run: {link('rollback run', result.mlflow_run_url)}")
+    if result.hub:
+        lines.append(f"- Hub: {link(result.hub.repo_id + ' main now holds v' + result.to_version, result.hub.url)}")
+    lines.append("")
+    lines.append("The next gate run compares candidates with the restored champion.")
+    return "\n".join(lines) + "\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.action.harness import (
@@ -202,3 +204,27 @@ def test_every_input_is_accepted_by_the_shell(action: ActionHarness) -> None:
     assert set(values) <= set(action_inputs())
     run = action.run(values)
     assert run.rc == 0, run.stdout + run.stderr
+
+
+def test_forced_deploy_is_audited_and_rollback_mode_restores_the_previous_champion(action: ActionHarness) -> None:
+    assert action.run().rc == 0
+    action.write_workspace(WORSE)
+    forced = action.run({"force-deploy": "true", "reason": "ship the hotfix"})
+    assert forced.rc == 0, forced.stdout + forced.stderr
+    info = json.loads(forced.result_files()["deployment_info.json"])
+    assert info["forced"] and info["context"]["actor"] == "octocat" and info["context"]["reason"] == "ship the hotfix"
+    assert info["skipped_checks"] and "score rule" in info["skipped_checks"][0]
+    assert "octocat" in forced.summary and "Not checked because the deploy was forced" in forced.summary
+    assert action.champion() == "2"
+
+    rolled = action.run({"mode": "rollback", "reason": "worse answers in prod"}, event_name="workflow_dispatch",
+                        payload={"inputs": {}})
+    assert rolled.rc == 0, rolled.stdout + rolled.stderr
+    assert (rolled.outputs["decision"], rolled.outputs["model-version"]) == ("rollback", "1")
+    assert "Rolled back" in rolled.summary and "worse answers in prod" in rolled.summary
+    assert action.champion() == "1"
+
+    on_pr = action.run({"mode": "rollback"}, event_name="pull_request", payload=pr_payload())
+    assert on_pr.rc == 2 and action.champion() == "1"
+    bad = action.run({"mode": "rewind"})
+    assert bad.rc == 2 and "input 'mode'" in bad.stdout
