@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploygate.decision import Policy, decide  # noqa: E402
-from deploygate.registry import TAG_SCORE, MlflowRegistry  # noqa: E402
-from tests.mlflow_fixtures import start_mlflow_server, stop_mlflow_server  # noqa: E402
+from deploygate.decision import Policy, decide
+from deploygate.registry import TAG_SCORE, MlflowRegistry
+from tests.mlflow_fixtures import start_mlflow_server, stop_mlflow_server
 
 EXPERIMENT = "deploygate"
 MODEL = "bench-model"

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from deploygate.errors import ConfigError
 from deploygate.decision import Guardrail
+from deploygate.errors import ConfigError
 from deploygate.metrics import Weights, canonical_name, parse_scale, resolve_weights
 
 Kind = Literal["path", "str", "bool", "float", "int", "choice", "weights", "list", "guardrails"]
