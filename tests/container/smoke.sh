@@ -7,12 +7,13 @@
 #   tests/container/smoke.sh            build, then run
 #   SMOKE_SKIP_BUILD=1 tests/container/smoke.sh   reuse the image
 # Environment: PYTHON (with mlflow[server]; default: python3), SMOKE_IMAGE (default deploygate-action:smoke),
-# CONTAINER_SMOKE (default /work/shared/tools/container_smoke.sh), SMOKE_LOCAL_WHEELS (default 1).
+# CONTAINER_SMOKE (default ../shared/tools/container_smoke.sh beside the checkout), SMOKE_LOCAL_WHEELS (default 1).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PYTHON=${PYTHON:-python3}
 IMAGE=${SMOKE_IMAGE:-deploygate-action:smoke}
-TOOL=${CONTAINER_SMOKE:-/work/shared/tools/container_smoke.sh}
+TOOL=${CONTAINER_SMOKE:-$ROOT/../shared/tools/container_smoke.sh}
+[[ -x $TOOL ]] || TOOL=/work/shared/tools/container_smoke.sh
 export SMOKE_LOCAL_WHEELS=${SMOKE_LOCAL_WHEELS:-1} SMOKE_NETWORK=host SMOKE_ACTION_DIR=$ROOT
 
 WORK=$(mktemp -d /var/tmp/deploygate-smoke.XXXXXX)
