@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from deploygate.app import SECRET_ENV as APP_SECRET_ENV
 from deploygate.config import SETTINGS, Setting, parse_bool
 from deploygate.errors import (
     EXIT_FAILURE,
@@ -111,15 +112,7 @@ OUTPUTS: Mapping[str, str] = {
 
 # Every environment variable that may hold a secret (a superset of app.SECRET_ENV), masked first.
 SECRET_ENV: tuple[str, ...] = (
-    "HF_TOKEN",
-    "HUGGINGFACE_HUB_TOKEN",
-    "MLFLOW_TRACKING_PASSWORD",
-    "MLFLOW_TRACKING_TOKEN",
-    "DAGSHUB_USER_TOKEN",
-    "DAGSHUB_TOKEN",
-    "GITHUB_TOKEN",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
+    *APP_SECRET_ENV,
     *(f"INPUT_{i.name.upper()}" for i in ACTION_INPUTS if i.secret),
     *(f"INPUT_{i.name.upper().replace('-', '_')}" for i in ACTION_INPUTS if i.secret),
 )

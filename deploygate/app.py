@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Every environment variable that may hold a secret; the shells mask and never print these.
+# Every environment variable that may hold a secret; the action masks these (and its secret
+# inputs) before printing anything, and nothing deploygate writes ever contains them.
 SECRET_ENV = (
     "HF_TOKEN",
     "HUGGINGFACE_HUB_TOKEN",
@@ -39,19 +40,9 @@ SECRET_ENV = (
     "DAGSHUB_USER_TOKEN",
     "DAGSHUB_TOKEN",
     "GITHUB_TOKEN",
-    "INPUT_GITHUB-TOKEN",
-    "INPUT_GITHUB_TOKEN",
-    "INPUT_HF-TOKEN",
-    "INPUT_HF_TOKEN",
-    "INPUT_MLFLOW-TRACKING-PASSWORD",
-    "INPUT_MLFLOW_TRACKING_PASSWORD",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
 )
-
-
-def secrets_in(env: Mapping[str, str]) -> list[str]:
-    """The secret values present in `env` (non-empty), longest first so masks nest correctly."""
-    values = {env[k] for k in SECRET_ENV if env.get(k, "").strip()}
-    return sorted(values, key=len, reverse=True)
 
 
 def connection_env(env: Mapping[str, str]) -> dict[str, str]:

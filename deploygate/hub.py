@@ -17,11 +17,13 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from deploygate.errors import ConfigError, HubError
+from deploygate.result import (
+    HubPush as HubCommit,  # a commit on the Hub: url = {endpoint}/{repo}/commit/{sha}
+)
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, HfApi
@@ -49,16 +51,6 @@ class HubHTTPError(HubError):
     def __init__(self, message: str, *, hint: str | None = None, status: int | None = None) -> None:
         super().__init__(message, hint=hint)
         self.status = status
-
-
-@dataclass(frozen=True)
-class HubCommit:
-    """A commit on the Hub: `url` is `{endpoint}/{repo_id}/commit/{sha}`; `tag` names it when tagged."""
-
-    repo_id: str
-    sha: str
-    url: str
-    tag: str | None = None
 
 
 def validate_repo_id(repo_id: str) -> str:

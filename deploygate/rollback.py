@@ -72,13 +72,12 @@ def _rollback(
 
     pushed: HubPush | None = None
     if hub is not None and cfg.hf_model_id:
-        commit = hub.restore_tag(
+        pushed = hub.restore_tag(
             cfg.hf_model_id,
             f"v{target}",
             commit_message=f"deploygate rollback: {name} v{current.version} -> v{target} by {who}: {why}"[:300],
         )
-        pushed = HubPush(repo_id=commit.repo_id, sha=commit.sha, url=commit.url, tag=commit.tag)
-        log.info("Hub %s main now holds the files of v%s (%s)", cfg.hf_model_id, target, commit.url)
+        log.info("Hub %s main now holds the files of v%s (%s)", cfg.hf_model_id, target, pushed.url)
 
     experiment_id = registry.experiment_id(cfg.experiment_name)
     run_id = registry.start_run(

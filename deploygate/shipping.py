@@ -16,11 +16,12 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from deploygate.card import AdapterFacts, CardBaseline, CardDecision, CardInputs, render_card
+from deploygate.card import AdapterFacts, CardBaseline, CardDecision, CardInputs, check_template, render_card
 from deploygate.config import GateConfig
-from deploygate.errors import AdapterError, ModelSourceError
+from deploygate.errors import AdapterError, ConfigError, ModelSourceError
 from deploygate.hub import HubPublisher, validate_repo_id
-from deploygate.pipeline import ShipRequest
+from deploygate.merge import inspect_adapter
+from deploygate.pipeline import Candidate, ShipRequest
 from deploygate.registry import MlflowRegistry, ModelSource
 from deploygate.result import HubPush
 
@@ -81,6 +82,9 @@ class HubShipper:
         self.hub = hub
         self.registry = registry
         self.push = push and hub is not None
+        self._prefetch: tempfile.TemporaryDirectory[str] | None = None
+        self._fetched: dict[ModelSource, Path] = {}
+        self._checked: ModelSource | None = None
 
     @classmethod
     def from_env(cls, cfg: GateConfig, env: Mapping[str, str], registry: MlflowRegistry) -> HubShipper:
@@ -90,8 +94,46 @@ class HubShipper:
             token = env.get("HF_TOKEN") or env.get("HUGGINGFACE_HUB_TOKEN") or None
             hub = HubPublisher(token, env.get("HF_ENDPOINT") or None)
         if push:
-            validate_repo_id(str(cfg.hf_model_id))
+            try:
+                validate_repo_id(str(cfg.hf_model_id))
+            except ConfigError as exc:
+                raise ConfigError(f"hf-model-id: {exc.message}", hint=exc.hint) from None
+        if cfg.create_model_card and cfg.card_template is not None:
+            check_template(Path(cfg.card_template))  # before any write, not after the merge
         return cls(hub, registry, push=push)
+
+    def preflight(self, candidate: Candidate, config: GateConfig) -> None:
+        """Check what shipping will need from the candidate before the pipeline writes anything:
+        its adapter_config.json and the base model it names. Raises InputError (exit 2).
+
+        A remote candidate (run / model URI) is downloaded here, a read, and `ship` reuses it."""
+        source = candidate.source
+        if source is None:
+            return
+        fetched = self._fetch(source, self._prefetch_dir())
+        info = inspect_adapter(find_adapter_dir(fetched))
+        base_name = config.base_model or info.base_model_name_or_path
+        if not base_name:
+            raise AdapterError(
+                f"base-model: {find_adapter_dir(fetched) / 'adapter_config.json'} names no "
+                "base_model_name_or_path; set base-model"
+            )
+        if not Path(base_name).is_dir() and (not hub_like(base_name) or self.hub is None):
+            raise AdapterError(
+                f"base-model: {base_name!r} is neither a local folder nor a Hub model id; set base-model "
+                "(or the adapter's base_model_name_or_path) to one"
+            )
+        self._checked = source
+
+    def _prefetch_dir(self) -> Path:
+        if self._prefetch is None:
+            self._prefetch = tempfile.TemporaryDirectory(prefix="deploygate-candidate-")
+        return Path(self._prefetch.name) / "candidate"
+
+    def close(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.cleanup()
+            self._prefetch = None
 
     def ship(self, request: ShipRequest) -> HubPush | None:
         cfg = request.config
@@ -101,7 +143,7 @@ class HubShipper:
             existing = self.hub.find_tag(cfg.hf_model_id, tag)
             if existing is not None and cfg.hf_export_dir is None:
                 log.info("Hub %s already has %s (%s): not building or pushing again", cfg.hf_model_id, tag, existing.url)
-                return HubPush(existing.repo_id, existing.sha, existing.url, existing.tag)
+                return existing
         with tempfile.TemporaryDirectory(prefix="deploygate-ship-") as tmp:
             stage = self.build(request, Path(tmp))
             if cfg.hf_export_dir is not None:
@@ -123,14 +165,16 @@ class HubShipper:
                      size / 1e6, cfg.hf_model_id, tag)
             commit = self.hub.push(cfg.hf_model_id, stage, commit_message=message, private=cfg.hf_private, tag=tag)
         log.info("Hub commit %s", commit.url)
-        return HubPush(commit.repo_id, commit.sha, commit.url, commit.tag)
+        return commit
 
     # --- building the folder -------------------------------------------------------------------
 
     def _fetch(self, source: ModelSource, into: Path) -> Path:
         if source.local_path is not None:
             return source.local_path
-        return self.registry.download(source, into)
+        if source not in self._fetched:  # preflight may have downloaded it already
+            self._fetched[source] = self.registry.download(source, into)
+        return self._fetched[source]
 
     def _base(self, name: str, into: Path) -> Path:
         path = Path(name)
