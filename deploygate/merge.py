@@ -8,6 +8,7 @@ modules_to_save, embeddings, ...) is listed by `merge_problems`, then merged by 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -17,7 +18,9 @@ import re
 import shutil
 import struct
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -678,23 +681,39 @@ def _write_shard(
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    # One writer thread (it releases the GIL in write/copy_file_range) writes tensor i while this thread
+    # computes tensor i+1 into the other of two weight buffers; a single worker keeps the file order.
+    writes: list[Future[None]] = []
+    in_flight: list[Future[None] | None] = [None, None]
+    merged_count = 0
     try:
-        _write_all(fd, struct.pack("<Q", len(encoded)) + encoded)
-        for tensor in ordered:
-            module = plan.lora.get(tensor.name)
-            if module is None:
-                reader.copy_to(tensor, fd)
-            else:
-                merged = _merged_weight(module, plan.fan_in_fan_out, reader, warnings)
-                _write_all(fd, merged.view(-1).view(_uint8()).numpy().data)
-                del merged
-            yield tensor
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploygate-merge-writer") as writer:
+            writes.append(writer.submit(_write_all, fd, struct.pack("<Q", len(encoded)) + encoded))
+            for tensor in ordered:
+                module = plan.lora.get(tensor.name)
+                if module is None:
+                    writes.append(writer.submit(reader.copy_to, tensor, fd))
+                else:
+                    slot = merged_count % 2
+                    merged_count += 1
+                    previous = in_flight[slot]
+                    if previous is not None:
+                        previous.result()  # the writer must be done with that buffer before it is refilled
+                    merged = _merged_weight(module, plan.fan_in_fan_out, reader, slot, warnings)
+                    future = writer.submit(_write_all, fd, merged.view(-1).view(_uint8()).numpy().data)
+                    in_flight[slot] = future
+                    writes.append(future)
+                yield tensor
+                if writes[0].done():
+                    writes.pop(0).result()  # surface a write error early
+            for write in writes:
+                write.result()
     finally:
         os.close(fd)  # a failed shard is removed by merge_lora_streaming, with the others
 
 
 def _merged_weight(
-    module: _LoraModule, fan_in_fan_out: bool, reader: _FileReader, warnings: list[str]
+    module: _LoraModule, fan_in_fan_out: bool, reader: _FileReader, slot: int, warnings: list[str]
 ) -> torch.Tensor:
     """peft's merge for one linear layer, on CPU, with the same operations in the same order.
 
@@ -706,21 +725,45 @@ def _merged_weight(
     """
     import torch
 
-    weight = reader.tensor(module.base, reuse=True)
+    weight = reader.tensor(module.base, slot=slot)
     a = reader.tensor(module.a).float()
     b = reader.tensor(module.b).float()
-    if not (bool(a.isfinite().all()) and bool(b.isfinite().all())):
-        # Checked on the small factors rather than the merged weight: a fraction of the cost.
-        warnings.append(
-            f"{module.module}: the adapter's lora_A/lora_B hold NaN or inf; the merged weight will too"
-        )
     delta = reader.float_workspace(b.shape[0] * a.shape[1]).view(b.shape[0], a.shape[1])
+    # The product runs with torch's thread settings, exactly as peft's `B @ A` does, so the BLAS
+    # kernel and its partitioning are the same; everything after it is elementwise.
     torch.matmul(b, a, out=delta)
-    if fan_in_fan_out:
-        delta = delta.T
-    delta.mul_(module.scaling)
-    _add_into(weight, delta)
+    with _single_thread():
+        if not (bool(a.isfinite().all()) and bool(b.isfinite().all())):
+            # Checked on the small factors rather than the merged weight: a fraction of the cost.
+            warnings.append(
+                f"{module.module}: the adapter's lora_A/lora_B hold NaN or inf; the merged weight will too"
+            )
+        if fan_in_fan_out:
+            delta = delta.T
+        delta.mul_(module.scaling)
+        _add_into(weight, delta)
     return weight
+
+
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    """Run torch's elementwise kernels on one thread, then restore the setting.
+
+    They are memory-bound, so a second thread gains little on an idle machine, while on a busy 2-core
+    runner every parallel region waits for a descheduled thread (measured: 5-10x slower). Elementwise
+    results do not depend on the thread count, so this changes time, never bits.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    if previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 # Elements per block when adding a float32 delta into a bf16/fp16 weight (8 MB of float32): small blocks
@@ -758,7 +801,8 @@ class _FileReader:
 
     def __init__(self) -> None:
         self._fds: dict[Path, int] = {}
-        self._bytes = bytearray()
+        self._lock = threading.Lock()
+        self._slots = [bytearray(), bytearray()]
         self._floats: torch.Tensor | None = None
 
     def __enter__(self) -> _FileReader:
@@ -770,19 +814,21 @@ class _FileReader:
         self._fds.clear()
 
     def _fd(self, path: Path) -> int:
-        if path not in self._fds:
-            self._fds[path] = os.open(path, os.O_RDONLY)
-        return self._fds[path]
+        with self._lock:  # the writer thread copies from the same files
+            if path not in self._fds:
+                self._fds[path] = os.open(path, os.O_RDONLY)
+            return self._fds[path]
 
-    def tensor(self, tensor: _Tensor, *, reuse: bool = False) -> torch.Tensor:
-        """The tensor, read into fresh memory, or (reuse=True) into a buffer the next reuse overwrites."""
+    def tensor(self, tensor: _Tensor, *, slot: int | None = None) -> torch.Tensor:
+        """The tensor, read into fresh memory, or into reusable buffer `slot` (0 or 1), which the next
+        read into the same slot overwrites."""
         import torch
 
-        if reuse:
-            if len(self._bytes) < tensor.nbytes:
-                self._bytes = bytearray()  # free the old buffer before allocating the larger one
-                self._bytes = bytearray(tensor.nbytes)
-            buffer = self._bytes
+        if slot is not None:
+            if len(self._slots[slot]) < tensor.nbytes:
+                self._slots[slot] = bytearray()  # free the old buffer before allocating the larger one
+                self._slots[slot] = bytearray(tensor.nbytes)
+            buffer = self._slots[slot]
         else:
             buffer = bytearray(tensor.nbytes)
         view = memoryview(buffer)[: tensor.nbytes]
