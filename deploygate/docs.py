@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from deploygate.config import SETTINGS
@@ -46,10 +47,14 @@ def action_outputs() -> str:
 BLOCKS = {"settings": settings_table, "action-inputs": action_inputs, "action-outputs": action_outputs}
 
 
+def _replacement(body: str) -> Callable[[re.Match[str]], str]:
+    return lambda m: m.group(1) + body + "\n" + m.group(2)
+
+
 def render_blocks(text: str) -> str:
     for name, fn in BLOCKS.items():
         pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
-        text = pattern.sub(lambda m, fn=fn: m.group(1) + fn() + "\n" + m.group(2), text)
+        text = pattern.sub(_replacement(fn()), text)
     return text
 
 

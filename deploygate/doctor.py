@@ -11,13 +11,14 @@ import argparse
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from deploygate.config import DEFAULT_LOCAL_TRACKING_URI
 from deploygate.errors import EXIT_FAILURE, EXIT_OK, DeployGateError
 from deploygate.inputs import load_params
 
 
-def _tracking_uri(ns: argparse.Namespace, env: Mapping[str, str], params: dict) -> tuple[str, str]:
+def _tracking_uri(ns: argparse.Namespace, env: Mapping[str, str], params: dict[str, Any]) -> tuple[str, str]:
     if ns.mlflow_tracking_uri:
         return ns.mlflow_tracking_uri, "--mlflow-tracking-uri"
     if env.get("MLFLOW_TRACKING_URI"):

@@ -78,12 +78,15 @@ def signature_for(
     )
 
 
+def _weights_text(weights: tuple[tuple[str, float], ...]) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in weights)
+
+
 def differences(candidate: MetricSignature, champion: MetricSignature) -> list[str]:
     """What differs between two signatures, in words; fields unknown on either side are skipped."""
     out: list[str] = []
     if dict(candidate.weights) != dict(champion.weights):
-        fmt = lambda w: ",".join(f"{k}={v:g}" for k, v in w)  # noqa: E731
-        out.append(f"weights {fmt(candidate.weights)} vs champion {fmt(champion.weights)}")
+        out.append(f"weights {_weights_text(candidate.weights)} vs champion {_weights_text(champion.weights)}")
     if candidate.scale != champion.scale:
         out.append(f"scale {candidate.scale:g} vs champion {champion.scale:g}")
     for field in ("implementation", "tokenisation", "smoothing", "references_sha256"):

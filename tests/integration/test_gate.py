@@ -30,7 +30,7 @@ def champion_version(client, name):
     return client.get_model_version_by_alias(name, "champion").version
 
 
-def test_first_worse_better(gate, client, registry_name, experiment_name, monkeypatch):
+def test_first_worse_better(gate, client, registry_name, experiment_name, monkeypatch, mlflow_server):
     first = gate(name="first")
     assert first.code == 0, first.err
     assert first.info()["decision"] == "deploy" and first.info()["registry"]["version"] == "1"
@@ -51,7 +51,7 @@ def test_first_worse_better(gate, client, registry_name, experiment_name, monkey
     monkeypatch.setenv("GITHUB_SHA", "c" * 40)
     better = gate(name="better", metrics=metrics_scaled(+0.01))
     assert better.code == 0, better.err
-    assert better.info()["registry"] | {"url": None} == better.info()["registry"] | {"url": None}
+    assert better.info()["registry"]["url"] == f"{mlflow_server.uri}/#/models/{registry_name}/versions/2"
     assert better.info()["registry"]["version"] == "2" and better.info()["registry"]["previous_version"] == "1"
     assert champion_version(client, registry_name) == "2"
     comparison = better.comparison()

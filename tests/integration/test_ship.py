@@ -65,9 +65,11 @@ def test_deploy_pushes_merged_model_card_and_tag(gate, hub_server, mlflow_server
     api = HfApi(endpoint=hub_server.url, token=hub_server.token)
     card = ModelCard.load(api.hf_hub_download(gate.repo, "README.md", cache_dir=tmp_path / "cache"))
     assert card.data.library_name and "deploygate" in card.data.tags
-    results = card.data.eval_results
-    assert {r.metric_type for r in results} >= {"bleu4", "rougeL_precision"} or len(results) >= 5
-    assert "r = 4" in card.text or "| 4 |" in card.text or "rank 4" in card.text.lower()
+    results = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert set(results) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L precision", "Weighted score"}
+    assert results["BLEU-4"] == pytest.approx(0.141) and results["Weighted score"] == pytest.approx(info["weighted_score"])
+    assert "rank r = 4, alpha = 8" in card.text  # read from the adapter config, not hard-coded
+    assert "apply_chat_template" in card.text  # the tokenizer has a chat template
     assert api.list_repo_refs(gate.repo).tags[0].name == "v1"
     # the commit is recorded on the MLflow version
     mv = MlflowClient(tracking_uri=mlflow_server.uri).get_model_version(registry_name, "1")
