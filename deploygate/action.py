@@ -152,6 +152,9 @@ class ActionInputs:
     mlflow_username: str | None = None
     mlflow_password: str | None = None
     source_names: dict[str, str] = field(default_factory=dict)
+    mode: str = "run"
+    rollback_to: str | None = None
+    reason: str | None = None
 
 
 def read_inputs(env: Mapping[str, str]) -> ActionInputs:
@@ -172,7 +175,17 @@ def read_inputs(env: Mapping[str, str]) -> ActionInputs:
         mlflow_username=read_input(env, "mlflow-tracking-username"),
         mlflow_password=read_input(env, "mlflow-tracking-password"),
         source_names={s.name: _source_name(s.name) for s in SETTINGS},
+        mode=_mode(read_input(env, "mode")),
+        rollback_to=read_input(env, "rollback-to"),
+        reason=read_input(env, "reason"),
     )
+
+
+def _mode(raw: str | None) -> str:
+    mode = (raw or "run").lower()
+    if mode not in ("run", "rollback"):
+        raise ConfigError(f"input 'mode': {raw!r} is not a mode; use run or rollback")
+    return mode
 
 
 def secret_values(env: Mapping[str, str]) -> list[str]:
@@ -343,13 +356,9 @@ class _Shell:
         from deploygate.app import apply_connection_env, execute, prepare, quiet_third_party_logs
 
         self.context = context = build_context(self.env, event)
-        reason = read_input(self.env, "reason")
-        if reason:
-            self.context = context = replace(context, reason=reason)
-        mode = (read_input(self.env, "mode") or "run").lower()
-        if mode not in ("run", "rollback"):
-            raise ConfigError(f"input 'mode': {mode!r} is not a mode; use run or rollback")
-        if mode == "rollback":
+        if inputs.reason:
+            self.context = context = replace(context, reason=inputs.reason)
+        if inputs.mode == "rollback":
             return self.rollback(inputs)
         given = dict(inputs.given)
         if dispatch_force(context.event_name, event):
@@ -392,7 +401,7 @@ class _Shell:
         if context.is_pull_request:
             raise ConfigError("input 'mode': rollback is not allowed on pull_request events; run it from "
                               "workflow_dispatch or push")
-        target = read_input(self.env, "rollback-to")
+        target = inputs.rollback_to
         if target is not None and not target.isdigit():
             raise ConfigError(f"input 'rollback-to': {target!r} is not a version number; give e.g. 3")
         _apply_credentials(self.env, inputs)
