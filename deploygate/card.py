@@ -9,6 +9,7 @@ environment: the caller passes everything, including `created_at`.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
@@ -156,6 +157,8 @@ def render_card(inputs: CardInputs, template_path: Path | None = None) -> str:
         source = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"Cannot read the model card template {str(path)!r}: {exc.strerror or exc}.") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"The model card template {str(path)!r} is not UTF-8 text.") from None
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True)
     data = card_data(inputs)
@@ -165,13 +168,37 @@ def render_card(inputs: CardInputs, template_path: Path | None = None) -> str:
         raise ConfigError(f"Model card template {str(path)!r} uses an undefined value: {exc.message}.",
                           hint="Use only the documented card values (see deploygate/card.py body_values).") from exc
     except jinja2.TemplateError as exc:
-        raise ConfigError(f"Model card template {str(path)!r} is invalid: {exc}.") from exc
-    # the metadata must survive the template intact: parse it back and compare
-    card = ModelCard(text)
-    if card.data.to_dict() != data.to_dict():  # type: ignore[no-untyped-call]
+        raise ConfigError(f"Model card template {str(path)!r} is invalid: {' '.join(str(exc).split())}.") from exc
+    except Exception as exc:  # e.g. {{ 1 / 0 }}: the user's template, not deploygate, failed
+        raise ConfigError(f"Model card template {str(path)!r} failed to render: {type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())}.") from exc
+    # the metadata must survive the template intact: parse it back and compare (without a block,
+    # huggingface_hub would only log a warning and read empty metadata)
+    same = text.startswith("---") and ModelCard(text).data.to_dict() == data.to_dict()  # type: ignore[no-untyped-call]
+    if not same:
         raise ConfigError(f"Model card template {str(path)!r} must start with '---', "
                           "'{{ card_data }}', '---' and leave the metadata unchanged.")
     return text
+
+
+def check_template(template_path: Path) -> None:
+    """Fail now, not after the merge, if a user's card template cannot be read or rendered: render it
+    with sample values, with and without a champion to compare against. Raises ConfigError naming
+    `card-template`."""
+    sample = CardInputs(
+        repo_id="owner/model", base_model="owner/base", registry_name="model", registry_version="1",
+        weighted_score=0.5, metrics={"bleu4": 0.5}, weights={"bleu4": 1.0},
+        decision=CardDecision("deploy", "check"), adapter=AdapterFacts(r=8, lora_alpha=16, target_modules=("q_proj",)),
+        created_at="2000-01-01T00:00:00+00:00", chat_template="{{ messages }}",
+        mlflow_run_url="https://mlflow.example/run", mlflow_model_url="https://mlflow.example/model",
+        license="apache-2.0", language=("en",), git_sha="0" * 40,
+    )
+    with_baseline = dataclasses.replace(sample, baseline=CardBaseline("1", 0.4, {"bleu4": 0.4}))
+    try:
+        for inputs in (sample, with_baseline):
+            render_card(inputs, template_path)
+    except ConfigError as exc:
+        raise ConfigError(f"card-template: {exc.message}", hint=exc.hint) from None
 
 
 # --- body values: everything here is already escaped for Markdown -------------------------------------
