@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deploygate.config import GateConfig, build_config
-from deploygate.errors import MetricsError
+from deploygate.errors import ConfigError, MetricsError
 from deploygate.inputs import load_model_source, load_params, read_json, read_text
 from deploygate.metrics import parse_metrics
 from deploygate.pipeline import Candidate, Shipper, run
@@ -141,7 +141,23 @@ def prepare(
 ) -> tuple[GateConfig, Candidate]:
     """Read params.yaml and the input files, check everything; raise InputError before any write."""
     cfg = prepare_config(given, env, source_names=source_names)
+    check_output_dir(cfg.output_dir, source_names.get("output-dir", "--output-dir") if source_names else "--output-dir")
+    if cfg.hf_export_dir is not None:
+        check_output_dir(cfg.hf_export_dir, source_names.get("hf-export-dir", "--hf-export-dir") if source_names else "--hf-export-dir")
     return cfg, load_candidate(cfg)
+
+
+def check_output_dir(path: Path, name: str) -> None:
+    """The folder the results go to must be creatable and writable: found now, not after the run."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{name}: {path} is a file, not a folder; give a folder path")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{name}: {path} lies under the file {parent}; give a folder path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{name}: {parent} is not writable; give a folder you can write to")
 
 
 # How metrics computed from predictions were measured: the seed's evaluation, reproduced exactly.

@@ -65,8 +65,6 @@ HUB = ("--hf-model-id", "{repo}")
 PREFLIGHT_PENDING = None if "preflight" in inspect.getsource(pipeline) else (
     "the pipeline must call shipper.preflight(candidate, config) before its first write: today a bad "
     "adapter config is found after the gate run is recorded and the version registered")
-OUTPUT_DIR_PENDING = ("an --output-dir under a regular file is found only when the result files are written, "
-                      "after the gate run and the registration (app.prepare should check it)")
 
 CASES: list[Case] = [
     # --- metrics files -------------------------------------------------------------------------
@@ -122,8 +120,7 @@ CASES: list[Case] = [
     Case("guardrail floor negative", "thresholds", "negative", args=("--guardrails", "bleu4.min=-0.1")),
     # --- output paths --------------------------------------------------------------------------
     Case("output dir with a NUL byte", "paths", "NUL byte", args=("--output-dir", "out\x00x")),
-    Case("output dir is a file", "paths", "--output-dir", files={"taken": "a file"}, args=("--output-dir", "taken/out"),
-         pending=OUTPUT_DIR_PENDING),
+    Case("output dir is a file", "paths", "--output-dir", files={"taken": "a file"}, args=("--output-dir", "taken/out")),
     # --- action inputs (entrypoint.py, as the runner runs it) ------------------------------------
     Case("input force-deploy maybe", "action inputs", "input 'force-deploy'", shell="action", inputs={"force-deploy": "maybe"}),
     Case("input pr-comment sometimes", "action inputs", "input 'pr-comment'", shell="action", inputs={"pr-comment": "sometimes"}),
