@@ -3,7 +3,7 @@
 # and no USER (the runner's mounted files belong to root).
 FROM python:3.11-slim
 
-# The merge needs no GPU: torch comes from the CPU-only index (~200 MB instead of several GB).
+# The merge needs no GPU: torch comes from the CPU-only index (~750 MB instead of ~5 GB of CUDA).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -169,7 +169,17 @@ def next_steps(result: GateResult) -> list[str]:
             f"so {model} still points at the previous champion."
         )
     elif result.status == "skipped" and not _verdict_only(result):
-        if baseline is not None:
+        if decision.rule == "guardrail":
+            steps.append(
+                "A guardrail blocked it although the weighted score may be higher: improve the guarded metric, "
+                "or change the limit (<code>guardrails</code> input / params.yaml <code>deployment.guardrails</code>)."
+            )
+        elif decision.rule == "not-significant":
+            steps.append(
+                "The gain is within the noise of the evaluation set: evaluate on more examples, or lower "
+                "<code>confidence</code> if a weaker guarantee is acceptable."
+            )
+        elif baseline is not None:
             need = baseline.score + config.min_improvement_threshold
             steps.append(
                 f"To pass the gate, the candidate needs a weighted score of at least **{num(need)}** "
@@ -194,11 +204,8 @@ def next_steps(result: GateResult) -> list[str]:
         steps.append(f"Production now resolves {model}{version}.")
         if baseline is not None and baseline.version:
             steps.append(
-                f"To roll back, point the alias at v{md(baseline.version)} again: "
-                + code(
-                    f'MlflowClient().set_registered_model_alias("{config.registry_name}", '
-                    f'"{config.champion_alias}", "{baseline.version}")'
-                )
+                f"To roll back to v{md(baseline.version)} (registry and Hub together): run the action with "
+                "<code>mode: rollback</code>, or " + code(f"deploygate rollback --registry-name {config.registry_name}")
             )
     return steps
 

@@ -65,7 +65,7 @@ def test_links_and_next_steps() -> None:
     assert "[r1](http://ml:5000/#/r/1)" in text
     assert "[deploygate-model v4](http://ml:5000/#/m/4)" in text
     assert "[o/m&#64;0123456 (v4)](https://huggingface.co/o/m/commit/0123456789)" in text
-    assert "To roll back" in text and "set_registered_model_alias" in text
+    assert "To roll back to v" in text and "mode: rollback" in text and "deploygate rollback --registry-name" in text
     skipped = report.render_summary(make("skipped", baseline_score=0.9))
     assert "force: true" in skipped and "at least **0.9010**" in skipped
 
@@ -111,3 +111,15 @@ def test_failure_report() -> None:
     text = report.render_failure("server | down", context=ctx, hint="check MLFLOW_TRACKING_URI", warning_only=True)
     assert verdict_line(text) == "**⚠️ Could not decide** — server \\| down"
     assert "fork" in text and "check MLFLOW\\_TRACKING\\_URI" in text
+
+
+def test_next_steps_name_what_blocked_it() -> None:
+    from dataclasses import replace
+
+    from deploygate.decision import Guardrail, Policy, check_guardrails, decide
+
+    checks = check_guardrails({"bleu4": 0.05}, None, (Guardrail("bleu4", min=0.1),))
+    base = make("skipped")
+    blocked = replace(base, decision=decide(0.95, base.baseline, Policy(), guardrails=checks))
+    text = report.render_summary(blocked)
+    assert "A guardrail blocked it" in text and "at least **" not in text
