@@ -34,7 +34,7 @@ from deploygate.errors import (
     ExternalError,
     GitHubError,
 )
-from deploygate.github import COMMENT_MARKER, PullRequestComments, Runner
+from deploygate.github import COMMENT_MARKER, InertFormatter, PullRequestComments, Runner
 from deploygate.metrics import DEFAULT_WEIGHTS
 from deploygate.result import GateResult, RunContext
 
@@ -275,7 +275,8 @@ def _configure_logging(env: Mapping[str, str], stream: TextIO) -> None:
     debug = env.get("RUNNER_DEBUG") == "1"
     # stdout, not stderr: the runner reads both, but only one stream keeps our ::stop-commands:: in order.
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if debug else "%(message)s"))
+    # one line per record, never starting with `::`: a metric name from params.yaml may hold "\n::error::"
+    handler.setFormatter(InertFormatter("%(levelname)s %(name)s: %(message)s" if debug else "%(message)s"))
     logger = logging.getLogger("deploygate")
     logger.handlers[:] = [handler]
     logger.setLevel(logging.DEBUG if debug else logging.INFO)

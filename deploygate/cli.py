@@ -20,6 +20,7 @@ from typing import Any
 from deploygate import __version__
 from deploygate.config import SETTINGS
 from deploygate.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, EXIT_REJECTED, DeployGateError
+from deploygate.github import InertFormatter, inert
 from deploygate.result import GateResult
 
 log = logging.getLogger("deploygate.cli")
@@ -74,7 +75,8 @@ def _configure_logging(verbose: bool) -> None:
     from deploygate.app import quiet_third_party_logs
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("deploygate: %(message)s"))
+    # one line per record: a CLI step in GitHub Actions has its stderr read for workflow commands too
+    handler.setFormatter(InertFormatter("deploygate: %(message)s"))
     logger = logging.getLogger("deploygate")
     logger.handlers[:] = [handler]
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -88,7 +90,7 @@ def error_funnel(verbose: bool, codes: dict[str, int]) -> Iterator[None]:
     try:
         yield
     except DeployGateError as exc:
-        print(f"deploygate: error: {exc}", file=sys.stderr)
+        print(inert(f"deploygate: error: {exc}"), file=sys.stderr)
         if verbose:
             traceback.print_exc()
         codes["exit"] = exc.exit_code
@@ -96,7 +98,7 @@ def error_funnel(verbose: bool, codes: dict[str, int]) -> Iterator[None]:
         print("deploygate: interrupted", file=sys.stderr)
         codes["exit"] = 130
     except Exception as exc:
-        print(f"deploygate: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(inert(f"deploygate: unexpected error: {type(exc).__name__}: {exc}"), file=sys.stderr)
         if verbose:
             traceback.print_exc()
         else:
@@ -108,9 +110,9 @@ def print_result(result: GateResult) -> None:
     d = result.decision
     base = f"{result.baseline.score:.4f}" if result.baseline else "none"
     print(f"decision: {d.verdict}  deployed: {str(result.deployed).lower()}  status: {result.status}")
-    print(f"reason: {d.reason}")
+    print(inert(f"reason: {d.reason}"))
     for note in d.notes:
-        print(f"note: {note}")
+        print(inert(f"note: {note}"))
     print(f"weighted score: {result.candidate.score:.4f}  baseline: {base}  threshold: {result.config.min_improvement_threshold:g}")
     if result.registered_version:
         print(f"model version: {result.config.registry_name} v{result.registered_version} (alias {result.config.champion_alias})")

@@ -52,6 +52,20 @@ def command(name: str, message: str = "", **properties: str) -> str:
     return f"::{name}{' ' + props if props else ''}::{escape_data(message)}"
 
 
+def inert(text: str) -> str:
+    """A log line that the runner cannot read as a workflow command: one line (a newline in user
+    data would start a new line, e.g. `\n::error::...`), and no leading `::`."""
+    one_line = re.sub(r"\r\n|\r|\n", " \u23ce ", text)
+    return "\u203a " + one_line if one_line.lstrip().startswith("::") else one_line
+
+
+class InertFormatter(logging.Formatter):
+    """A logging formatter whose every record is one `inert` line (tracebacks included)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return inert(super().format(record))
+
+
 def _delimiter(name: str, value: str) -> str:
     while True:
         delimiter = f"ghadelimiter_{secrets.token_hex(16)}"

@@ -169,7 +169,9 @@ def parse_metrics(
             hint = "add it to the evaluation results"
             if name not in STANDARD_METRICS:
                 hint = f"check the spelling of the {role.split()[0]}, or add the metric to the evaluation results"
-            present = ", ".join(sorted(k for k in data if isinstance(k, str))[:12]) or "none"
+            # keys are the file's: shown as typed unless they hold newlines or other unprintables
+            present = ", ".join(k if k.isprintable() else repr(k)
+                                for k in sorted(k for k in data if isinstance(k, str))[:12]) or "none"
             raise MetricsError(
                 f"{source}: metric {name!r} ({role}) is missing; {hint} "
                 f"(keys present: {present})"
