@@ -121,6 +121,21 @@ CASES: list[Case] = [
     # --- output paths --------------------------------------------------------------------------
     Case("output dir with a NUL byte", "paths", "NUL byte", args=("--output-dir", "out\x00x")),
     Case("output dir is a file", "paths", "--output-dir", files={"taken": "a file"}, args=("--output-dir", "taken/out")),
+    # --- predictions files (--predictions: metrics computed from per-example outputs) -------------
+    Case("predictions missing", "predictions", "does not exist", args=("--predictions", "nope.jsonl")),
+    Case("predictions with an unknown suffix", "predictions", "has suffix", files={"preds.txt": "a,b\n"},
+         args=("--predictions", "preds.txt")),
+    Case("predictions empty", "predictions", "empty", files={"preds.jsonl": "\n\n"}, args=("--predictions", "preds.jsonl")),
+    Case("predictions JSONL bad line", "predictions", "preds.jsonl:2", args=("--predictions", "preds.jsonl"),
+         files={"preds.jsonl": '{"prediction": "a b", "reference": "a b"}\n{oops\n'}),
+    Case("predictions reference is a list", "predictions", "must be a string", args=("--predictions", "preds.jsonl"),
+         files={"preds.jsonl": '{"prediction": "a", "reference": ["a", "b"]}\n'}),
+    Case("predictions CSV without a reference column", "predictions", "no reference column",
+         files={"preds.csv": "prediction,comment\na,b\n"}, args=("--predictions", "preds.csv")),
+    Case("predictions CSV ragged row", "predictions", "fields where the header has",
+         files={"preds.csv": "prediction,reference\na,b,c\n"}, args=("--predictions", "preds.csv")),
+    Case("predictions not UTF-8", "predictions", "not UTF-8", files={"preds.jsonl": b"\xff\xfe\x00"},
+         args=("--predictions", "preds.jsonl")),
     # --- action inputs (entrypoint.py, as the runner runs it) ------------------------------------
     Case("input force-deploy maybe", "action inputs", "input 'force-deploy'", shell="action", inputs={"force-deploy": "maybe"}),
     Case("input pr-comment sometimes", "action inputs", "input 'pr-comment'", shell="action", inputs={"pr-comment": "sometimes"}),
@@ -293,5 +308,5 @@ def test_surface_counts() -> None:
     assert sum(counts.values()) == len(CASES) + len(BASIC)
     print(f"\nbad inputs: {sum(counts.values())} by surface: {dict(sorted(counts.items()))}")
     for surface in ("metrics", "location", "params.yaml", "action inputs", "event payloads", "adapter configs",
-                    "weights", "thresholds", "repo ids", "template paths"):
+                    "weights", "thresholds", "repo ids", "template paths", "predictions"):
         assert counts[surface] >= 3, surface
