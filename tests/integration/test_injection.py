@@ -20,7 +20,7 @@ import yaml
 
 from deploygate.action import OUTPUTS
 from tests.action.harness import ActionHarness, ActionRun, pr_payload
-from tests.github_api_server import GitHubApi
+from tests.github_api_server import GitHubApi, github_api  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +42,11 @@ INJECTIONS = (
     "# heading **bold** ~~x~~ > quote",
     "key: [unclosed",
 )
+@pytest.fixture
+def action(tmp_path: Path, mlflow_server, registry_name: str, experiment_name: str) -> ActionHarness:
+    return ActionHarness(tmp_path, mlflow_server, registry_name, experiment_name)
+
+
 SINKS = ("log", "outputs", "step summary", "PR comment", "model card metadata")
 
 # The commands the action itself writes: masks, groups, stop-commands and its end token, annotations.
@@ -142,7 +147,7 @@ def test_action_push_with_injected_names_ref_actor_and_reason(action: ActionHarn
     assert set(comparison["per_metric"]) == set(metrics)
 
 
-def test_action_pull_request_comment_with_injected_title_and_branch(action: ActionHarness, github_api: GitHubApi) -> None:
+def test_action_pull_request_comment_with_injected_title_and_branch(action: ActionHarness, github_api: GitHubApi) -> None:  # noqa: F811
     metrics = injected_workspace(action)
     payload = pr_payload(9)
     payload["pull_request"].update(title="\n".join(INJECTIONS), body="\n".join(INJECTIONS))

@@ -24,7 +24,7 @@ from tests.hub_server import _Token, iter_repo_files
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")]
 
-CHECKED: list[tuple[str, str]] = []  # (scenario, place) pairs, each checked for every sentinel
+CHECKED: list[tuple[str, str, str]] = []  # (scenario, place, secret) triples checked
 SECRET_NAMES = ("HF_TOKEN", "HUGGINGFACE_HUB_TOKEN", "MLFLOW_TRACKING_PASSWORD", "uri-password", "DAGSHUB_USER_TOKEN",
                 "DAGSHUB_TOKEN", "GITHUB_TOKEN", "input github-token", "input hf-token", "input mlflow-tracking-password")
 
@@ -65,8 +65,8 @@ def hub_texts(hub_server: Any, repo: str | None) -> dict[str, str]:
 
 def assert_nowhere(scenario: str, secrets: dict[str, str], places: dict[str, str]) -> None:
     for place, text in places.items():
-        CHECKED.append((scenario, place))
         for name, value in secrets.items():
+            CHECKED.append((scenario, place, name))
             assert value not in text, f"{scenario}: the {name} sentinel leaked into {place}"
 
 
@@ -213,6 +213,7 @@ def test_action_paths(path, tmp_path, mlflow_server, hub_server, registry_name, 
 
 
 def test_secret_checks_count() -> None:
-    scenarios = sorted({s for s, _ in CHECKED})
-    print(f"\nsecrets: {len(SECRET_NAMES)} kinds of secret; {len(CHECKED)} (scenario, place) checks over "
-          f"{len(scenarios)} scenarios: {', '.join(scenarios)}")
+    scenarios = sorted({s for s, _, _ in CHECKED})
+    places = {(s, p) for s, p, _ in CHECKED}
+    print(f"\nsecrets: {len(SECRET_NAMES)} kinds of secret; {len(CHECKED)} secret x place checks "
+          f"({len(places)} places) over {len(scenarios)} scenarios: {', '.join(scenarios)}")
