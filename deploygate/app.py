@@ -224,7 +224,10 @@ def hub_publisher(cfg: GateConfig, env: Mapping[str, str]) -> HubPublisher | Non
         return None
     from deploygate.hub import HubPublisher, validate_repo_id
 
-    validate_repo_id(cfg.hf_model_id)
+    try:
+        validate_repo_id(cfg.hf_model_id)
+    except ConfigError as exc:
+        raise ConfigError(f"hf-model-id: {exc.message}", hint=exc.hint) from None
     return HubPublisher(hub_token(env), env.get("HF_ENDPOINT") or None)
 
 
