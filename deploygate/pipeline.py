@@ -350,18 +350,30 @@ def _deploy(
                 created_at=clock().isoformat(),
             )
         )
-        if hub is not None:
-            registry.set_version_tags(cfg.registry_name, version, {TAG_HUB_COMMIT: hub.sha, TAG_HUB_URL: hub.url})
-            registry.set_tags(run_id, {TAG_HUB_COMMIT: hub.sha, TAG_HUB_URL: hub.url})
-            result = replace(result, hub=hub)
     elif cfg.skip_hf_push:
         log.info("Hugging Face push skipped (skip-hf-push): nothing built or pushed")
 
     me = Me(version=version, score=result.candidate.score, forced=result.decision.verdict == "forced",
             baseline_version=result.baseline.version if result.baseline else None)
-    if me.forced:
-        registry.set_version_tags(cfg.registry_name, version, {TAG_OVERRIDE: "forced"})
-    winner = _promote(cfg, registry, me, sleep)
+    promoting = False
+    try:
+        if hub is not None:
+            registry.set_version_tags(cfg.registry_name, version, {TAG_HUB_COMMIT: hub.sha, TAG_HUB_URL: hub.url})
+            registry.set_tags(run_id, {TAG_HUB_COMMIT: hub.sha, TAG_HUB_URL: hub.url})
+            result = replace(result, hub=hub)
+        if me.forced:
+            registry.set_version_tags(cfg.registry_name, version, {TAG_OVERRIDE: "forced"})
+        promoting = True
+        winner = _promote(cfg, registry, me, sleep)
+    except Exception:
+        # The Hub's main already holds this candidate but the alias may not: put main back to
+        # whoever holds the alias (the champion we compared with, if MLflow cannot even say).
+        if hub is not None:
+            _sync_hub(cfg, registry, shipper, fallback=None if promoting else me.baseline_version,
+                      why=f"v{version} was pushed but could not be promoted")
+        raise
+    if hub is not None:  # concurrent runs may have pushed after the alias settled: main follows the alias
+        _sync_hub(cfg, registry, shipper, fallback=None, why="the Hub's main follows the champion alias")
     if winner is not None:
         note = f"superseded: v{winner} (at least as good, or a forced deploy / rollback) was promoted concurrently"
         log.warning("%s", note)
@@ -469,6 +481,32 @@ def _significance(
         observed=boot.observed_difference, lower_bound=boot.lower_bound, interval=boot.interval,
         p_value=boot.p_value, confidence=boot.confidence, resamples=boot.resamples, significant=boot.significant,
     )
+
+
+def _sync_hub(cfg: GateConfig, registry: MlflowRegistry, shipper: Shipper | None, *, fallback: str | None,
+              why: str) -> None:
+    """Make the Hub's main hold the files of the version holding the champion alias; re-read the
+    holder after each sync until it stops changing (bounded). Never raises: a failure here is
+    logged and repaired by the next run of the same command."""
+    sync = getattr(shipper, "sync", None)
+    if sync is None:
+        return
+    synced: str | None = None
+    for _ in range(3):
+        try:
+            holder = registry.holder(cfg.registry_name, cfg.champion_alias, by_stage=cfg.promotion == "stage")
+            version = holder.version if holder is not None else None
+        except Exception:
+            version = fallback
+        if version is None or version == synced:
+            return
+        try:
+            sync(cfg, version, why)
+        except Exception as exc:
+            log.warning("could not make the Hub's main hold v%s (%s); re-run the same command to repair it",
+                        version, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return
+        synced = version
 
 
 def _history_points(entries: list[dict[str, Any]], result: GateResult) -> tuple[HistoryPoint, ...]:

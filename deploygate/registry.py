@@ -125,7 +125,8 @@ class MlflowRegistry:
         except (RegistryError, ConfigError, ModelSourceError):
             raise
         except Exception as exc:
-            raise RegistryError(f"MLflow: {what} failed at {self.display_uri}: {_first_line(exc)}") from exc
+            raise RegistryError(f"MLflow: {what} failed at {self.display_uri}: {_first_line(exc)}",
+                                hint=_fix_for(exc)) from exc
 
     @property
     def display_uri(self) -> str:
@@ -141,13 +142,17 @@ class MlflowRegistry:
         if parsed.scheme in ("http", "https"):
             import requests
 
-            try:
-                requests.get(self.tracking_uri.rstrip("/") + "/health", timeout=10)
-            except requests.RequestException as exc:
-                raise RegistryError(
-                    f"MLflow server at {self.display_uri} is unreachable ({type(exc).__name__}); "
-                    "check MLFLOW_TRACKING_URI (or mlflow-tracking-uri) and that the server is running"
-                ) from exc
+            for attempt in range(3):  # a connection reset or a restarting server is worth two retries
+                try:
+                    requests.get(self.tracking_uri.rstrip("/") + "/health", timeout=10)
+                    break
+                except requests.RequestException as exc:
+                    if attempt == 2:
+                        raise RegistryError(
+                            f"MLflow server at {self.display_uri} is unreachable ({type(exc).__name__}, 3 attempts); "
+                            "check MLFLOW_TRACKING_URI (or mlflow-tracking-uri) and that the server is running"
+                        ) from exc
+                    time.sleep(1.0 * 2**attempt)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
@@ -193,7 +198,11 @@ class MlflowRegistry:
                 else:
                     mv = self.client.get_model_version_by_alias(name, alias)
         except Exception as exc:
-            if _is_not_found(exc) or "alias" in str(exc).lower():
+            # Only the server's own "no such model / alias" answers mean "no champion". A transport or
+            # 5xx error whose text merely mentions the /alias endpoint must fail, never read as a
+            # first model (that would deploy anything and move the alias away from the champion).
+            code = str(getattr(exc, "error_code", ""))
+            if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") and "not found" in str(exc).lower():
                 return None
             raise RegistryError(
                 f"MLflow: reading alias {alias!r} of model {name!r} failed at {self.display_uri}: {_first_line(exc)}"
@@ -511,6 +520,29 @@ class MlflowRegistry:
                 return
             time.sleep(0.05)
         log.warning("promotion history of %s: entry of run %s may have been overwritten by a concurrent run", name, marker)
+
+
+def _fix_for(exc: BaseException) -> str | None:
+    """What to do about a failed MLflow request, from the status the server answered."""
+    text = str(exc)
+    code = str(getattr(exc, "error_code", ""))
+    status_of = getattr(exc, "get_http_status_code", None)
+    status = status_of() if callable(status_of) else None
+    if status in (401, 403, 404):
+        text += f" error code {status}"
+    if "error code 401" in text or code == "UNAUTHENTICATED":
+        return ("Fix: the server refused the credentials (401): set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD (or DAGSHUB_USERNAME and DAGSHUB_USER_TOKEN).")
+    if "error code 403" in text or code == "PERMISSION_DENIED":
+        return ("Fix: these credentials may not write to this experiment or registered model (403): "
+                "grant the user write/manage permission, or use a token that has it.")
+    if "error code 404" in text or code == "ENDPOINT_NOT_FOUND":
+        return ("Fix: the server has no such endpoint or resource (404): check that MLFLOW_TRACKING_URI is the "
+                "MLflow server's base URL and that the server supports the model registry.")
+    if ("too many" in text and "error responses" in text) or "Max retries exceeded" in text:
+        return ("Fix: the server kept failing after MLFLOW_HTTP_REQUEST_MAX_RETRIES retries; re-run the same "
+                "command when it is healthy (a registered version and a pushed Hub commit are reused).")
+    return None
 
 
 def _q(text: str) -> str:
