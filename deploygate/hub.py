@@ -41,6 +41,9 @@ _MAX_DELAY = 30.0
 # never uploaded: VCS metadata and the download cache `snapshot_download(local_dir=...)` leaves behind
 _SKIPPED_DIRS = (".git", ".cache/huggingface")
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# main moved between reading its head and committing (412): re-read and commit again, this many times
+_PARENT_RACES = 5
+_timeout_installed: float | None = None
 
 T = TypeVar("T")
 
@@ -53,12 +56,15 @@ class HubHTTPError(HubError):
         self.status = status
 
 
-def validate_repo_id(repo_id: str) -> str:
-    """`owner/name`, alphanumerics plus `-_.`, no `--` or `..`, at most 96 characters; raises ConfigError."""
+def validate_repo_id(repo_id: str, *, allow_canonical: bool = False) -> str:
+    """`owner/name`, alphanumerics plus `-_.`, no `--` or `..`, at most 96 characters; raises ConfigError.
+
+    `allow_canonical` also accepts the Hub's legacy one-part ids (`gpt2`), which can be read (a base
+    model) but never pushed to."""
     value = repo_id if isinstance(repo_id, str) else repr(repo_id)
     parts = value.split("/")
     problem = None
-    if len(parts) != 2:
+    if len(parts) != 2 and not (allow_canonical and len(parts) == 1):
         problem = "must be 'owner/name'"
     elif len(value) > _MAX_REPO_ID:
         problem = f"is longer than {_MAX_REPO_ID} characters"
@@ -88,10 +94,13 @@ class HubPublisher:
     `retries` is how many times a transient failure is retried (so `retries + 1` attempts at most);
     the n-th retry waits `backoff * 2**(n-1)` seconds (capped at 30 s). `sleep` is injectable for tests.
     Note that `huggingface_hub` itself also retries some uploads (preupload, LFS PUT) internally.
+    `timeout` bounds every request (connect 10 s at most): `huggingface_hub` sets none, so a server
+    that accepts a connection and never answers would hang the gate for ever.
     """
 
     def __init__(self, token: str | None, endpoint: str | None = None, *, retries: int = 3, backoff: float = 1.0,
-                 progress_bars: bool = False, sleep: Callable[[float], None] = time.sleep) -> None:
+                 progress_bars: bool = False, sleep: Callable[[float], None] = time.sleep,
+                 timeout: float = 120.0) -> None:
         if retries < 0 or backoff < 0:
             raise ConfigError(f"Hub retries/backoff must be >= 0, got retries={retries}, backoff={backoff}.")
         self.token = token or None
@@ -101,6 +110,7 @@ class HubPublisher:
         self._sleep = sleep
         self._progress_bars = progress_bars
         self._api_instance: HfApi | None = None
+        self.timeout = timeout
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -152,7 +162,7 @@ class HubPublisher:
 
     def snapshot(self, repo_id: str, local_dir: Path, *, revision: str | None = None) -> Path:
         """Download a repo's files (e.g. the base model) into `local_dir`."""
-        validate_repo_id(repo_id)
+        validate_repo_id(repo_id, allow_canonical=True)
         api = self._api()
         self._call("download", repo_id, lambda: api.snapshot_download(
             repo_id, revision=revision, local_dir=local_dir, cache_dir=local_dir.parent / ".hf-cache"))
@@ -188,8 +198,7 @@ class HubPublisher:
                                 f"{tag}) if that push was a mistake.")
 
         self._call("create the Hub repo", repo_id, lambda: api.create_repo(repo_id, private=private, exist_ok=True))
-        info = self._call("push to", repo_id, lambda: self._commit_folder(repo_id, folder, files, commit_message))
-        sha = str(info.oid)
+        sha = self._call("push to", repo_id, lambda: self._commit_folder(repo_id, folder, files, commit_message))
         if tag is not None:
             self._tag(repo_id, tag, sha)
         return self._commit(repo_id, sha, tag)
@@ -208,12 +217,13 @@ class HubPublisher:
             self._call(f"download tag {tag} of", repo_id, lambda: api.snapshot_download(
                 repo_id, revision=target.sha, local_dir=snapshot, cache_dir=Path(tmp) / "cache"))
             files = _local_files(snapshot)
-            info = self._call("restore", repo_id, lambda: self._commit_folder(repo_id, snapshot, files, commit_message))
-        return self._commit(repo_id, str(info.oid), tag)
+            sha = self._call("restore", repo_id, lambda: self._commit_folder(repo_id, snapshot, files, commit_message))
+        return self._commit(repo_id, sha, tag)
 
     # --- internals -------------------------------------------------------------------------------
 
     def _api(self, *, write: bool = False) -> HfApi:
+        _install_timeout(self.timeout)
         if write and not self.token:
             raise HubError("No Hugging Face token: pushing to the Hub needs one.",
                            hint=f"Fix: create a write token at {self._tokens_url()} and set HF_TOKEN.")
@@ -244,18 +254,73 @@ class HubPublisher:
     def _commit(self, repo_id: str, sha: str, tag: str | None) -> HubCommit:
         return HubCommit(repo_id=repo_id, sha=sha, url=f"{self.endpoint}/{repo_id}/commit/{sha}", tag=tag)
 
-    def _commit_folder(self, repo_id: str, folder: Path, files: list[str], message: str) -> CommitInfo:
-        """One commit: add every local file, delete every remote file the folder does not have."""
+    def _commit_folder(self, repo_id: str, folder: Path, files: list[str], message: str) -> str:
+        """One commit: add every local file, delete every remote file the folder does not have.
+        Returns the sha of `main` holding the folder: no new commit when it already does (a retry
+        whose first answer was lost, a re-run after the tag step failed)."""
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+        from huggingface_hub.errors import HfHubHTTPError
 
         api = self._api(write=True)
+        for race in range(_PARENT_RACES + 1):
+            head = self.head(repo_id)
+            if head and self._same_files(repo_id, head, folder, files):
+                log.info("Hub: main of %s already holds these files (%s); no new commit", repo_id, head[:12])
+                return head
+            remote = set(api.list_repo_files(repo_id, revision=head)) if head else set()
+            stale = sorted(remote - set(files) - {".gitattributes"})
+            operations: list[Any] = [CommitOperationDelete(path_in_repo=p) for p in stale]
+            operations += [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p in files]
+            # parent_commit: if main moved since we listed it, the Hub refuses instead of mixing two pushes;
+            # then the stale list is recomputed against the new head and the commit tried again
+            try:
+                info: CommitInfo = api.create_commit(repo_id, operations=operations, commit_message=message,
+                                                     parent_commit=head)
+            except HfHubHTTPError as exc:
+                if exc.response is None or exc.response.status_code not in (409, 412) or race == _PARENT_RACES:
+                    raise
+                log.warning("Hub: main of %s moved during the push (%s); committing again on the new head",
+                            repo_id, exc.response.status_code)
+                continue
+            return str(info.oid)
+        raise AssertionError("unreachable")
+
+    def sync_main(self, repo_id: str, tag: str, *, commit_message: str) -> HubCommit | None:
+        """Make `main` hold exactly the files of `tag` (a new commit only when it does not already).
+        Returns the commit on main, or None when the tag does not exist."""
+        validate_repo_id(repo_id)
+        validate_tag(tag)
+        target = self.find_tag(repo_id, tag)
+        if target is None:
+            return None
         head = self.head(repo_id)
-        remote = set(api.list_repo_files(repo_id, revision=head)) if head else set()
-        stale = sorted(remote - set(files) - {".gitattributes"})
-        operations: list[Any] = [CommitOperationDelete(path_in_repo=p) for p in stale]
-        operations += [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p in files]
-        # parent_commit: if main moved since we listed it, the Hub refuses instead of mixing two pushes
-        return api.create_commit(repo_id, operations=operations, commit_message=message, parent_commit=head)
+        if head is not None and (head == target.sha or self._tree(repo_id, head) == self._tree(repo_id, target.sha)):
+            return self._commit(repo_id, head, tag)
+        log.info("Hub: main of %s does not hold %s; restoring its files", repo_id, tag)
+        return self.restore_tag(repo_id, tag, commit_message=commit_message)
+
+    def adopt_head(self, repo_id: str, tag: str, title_prefix: str) -> HubCommit | None:
+        """Tag main's head with `tag` when its commit title starts with `title_prefix`: the push of
+        a run that died before tagging it. None when main's head is something else."""
+        validate_tag(tag)
+        head = self.head(repo_id)
+        if head is None:
+            return None
+        api = self._api()
+        commits = self._call("list the commits of", repo_id, lambda: api.list_repo_commits(repo_id, revision=head))
+        if not commits or not commits[0].title.startswith(title_prefix):
+            return None
+        log.info("Hub: main of %s (%s) is an untagged push of this version; tagging it %s", repo_id, head[:12], tag)
+        self._tag(repo_id, tag, head)
+        return self._commit(repo_id, head, tag)
+
+    def _tree(self, repo_id: str, revision: str) -> dict[str, str]:
+        from huggingface_hub.hf_api import RepoFile
+
+        api = self._api()
+        tree = self._call("list the files of", repo_id,
+                          lambda: list(api.list_repo_tree(repo_id, revision=revision, recursive=True)))
+        return {f.path: (f.lfs.sha256 if f.lfs is not None else f.blob_id) for f in tree if isinstance(f, RepoFile)}
 
     def _tag(self, repo_id: str, tag: str, sha: str) -> None:
         api = self._api(write=True)
@@ -323,6 +388,30 @@ class HubPublisher:
                             _short(exc, status), attempt + 1, self.retries, delay)
                 self._sleep(delay)
         raise AssertionError("unreachable")
+
+
+def _install_timeout(seconds: float) -> None:
+    """Give huggingface_hub's shared HTTP client a timeout (it has none by default). Process-wide:
+    the client is shared by every caller of huggingface_hub in this process."""
+    global _timeout_installed
+    if _timeout_installed == seconds:
+        return
+    import httpx2
+    from huggingface_hub import set_client_factory
+
+    try:
+        from huggingface_hub.utils._http import default_client_factory as base_factory
+    except ImportError:  # pragma: no cover - a later huggingface_hub may move it
+        def base_factory() -> httpx2.Client:
+            return httpx2.Client(follow_redirects=True)
+
+    def factory() -> httpx2.Client:
+        client = base_factory()
+        client.timeout = httpx2.Timeout(seconds, connect=min(seconds, 10.0))
+        return client
+
+    set_client_factory(factory)
+    _timeout_installed = seconds
 
 
 # --- error translation ---------------------------------------------------------------------------------

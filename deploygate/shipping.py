@@ -84,7 +84,6 @@ class HubShipper:
         self.push = push and hub is not None
         self._prefetch: tempfile.TemporaryDirectory[str] | None = None
         self._fetched: dict[ModelSource, Path] = {}
-        self._checked: ModelSource | None = None
 
     @classmethod
     def from_env(cls, cfg: GateConfig, env: Mapping[str, str], registry: MlflowRegistry) -> HubShipper:
@@ -123,7 +122,6 @@ class HubShipper:
                 f"base-model: {base_name!r} is neither a local folder nor a Hub model id; set base-model "
                 "(or the adapter's base_model_name_or_path) to one"
             )
-        self._checked = source
 
     def _prefetch_dir(self) -> Path:
         if self._prefetch is None:
@@ -136,6 +134,12 @@ class HubShipper:
             self._prefetch = None
 
     def ship(self, request: ShipRequest) -> HubPush | None:
+        try:
+            return self._ship(request)
+        finally:
+            self.close()
+
+    def _ship(self, request: ShipRequest) -> HubPush | None:
         cfg = request.config
         tag = f"v{request.version}"
         if self.push:
@@ -143,7 +147,14 @@ class HubShipper:
             existing = self.hub.find_tag(cfg.hf_model_id, tag)
             if existing is not None and cfg.hf_export_dir is None:
                 log.info("Hub %s already has %s (%s): not building or pushing again", cfg.hf_model_id, tag, existing.url)
-                return existing
+                # a failed run may have put main back to the champion's files: main must hold this version
+                on_main = self.hub.sync_main(cfg.hf_model_id, tag, commit_message=(
+                    f"deploygate: {cfg.registry_name} {tag} again (files of tag {tag}, re-run)"))
+                return on_main or existing
+            if cfg.hf_export_dir is None:  # a run killed between the Hub commit and the tag: adopt its commit
+                adopted = self.hub.adopt_head(cfg.hf_model_id, tag, f"deploygate: {cfg.registry_name} {tag},")
+                if adopted is not None:
+                    return adopted
         with tempfile.TemporaryDirectory(prefix="deploygate-ship-") as tmp:
             stage = self.build(request, Path(tmp))
             if cfg.hf_export_dir is not None:
@@ -165,6 +176,20 @@ class HubShipper:
                      size / 1e6, cfg.hf_model_id, tag)
             commit = self.hub.push(cfg.hf_model_id, stage, commit_message=message, private=cfg.hf_private, tag=tag)
         log.info("Hub commit %s", commit.url)
+        return commit
+
+    def sync(self, config: GateConfig, version: str, why: str) -> HubPush | None:
+        """Make the Hub's main hold the files pushed for `version` (tag `v<version>`): after a run
+        that pushed but could not promote, or when concurrent runs pushed in another order than
+        the champion alias settled. None when nothing is pushed or the version has no tag."""
+        if not self.push:
+            return None
+        assert self.hub is not None and config.hf_model_id
+        tag = f"v{version}"
+        commit = self.hub.sync_main(config.hf_model_id, tag, commit_message=(
+            f"deploygate: restore {config.registry_name} {tag} ({why})"))
+        if commit is None:
+            log.warning("Hub %s has no tag %s: main left as it is", config.hf_model_id, tag)
         return commit
 
     # --- building the folder -------------------------------------------------------------------
