@@ -205,10 +205,10 @@ def check_template(template_path: Path) -> None:
 
 
 def md(text: object) -> str:
-    """Inline Markdown text: HTML escaped, one line, table pipes and Markdown markup neutralised."""
+    """Inline Markdown text: HTML escaped, one line, table pipes, Markdown markup and @mentions neutralised."""
     one_line = " ".join(str(text).split())
     escaped = html.escape(one_line, quote=False)
-    return re.sub(r"([\\`*_\[\]|#])", r"\\\1", escaped)
+    return re.sub(r"([\\`*_\[\]|#])", r"\\\1", escaped).replace("@", "&#64;")
 
 
 def code(text: object) -> str:

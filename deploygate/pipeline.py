@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import random
 import time
@@ -35,6 +36,7 @@ from deploygate.registry import (
     TAG_HUB_COMMIT,
     TAG_HUB_URL,
     TAG_METRIC,
+    TAG_METRICS,
     TAG_OVERRIDE,
     TAG_SCORE,
     TAG_SIGNATURE,
@@ -81,7 +83,16 @@ class ShipRequest:
 class Shipper(Protocol):
     """Builds the Hub folder (merge, tokenizer, card) and pushes it; returns the commit."""
 
+    def preflight(self, candidate: Candidate, config: GateConfig) -> None:
+        """Check the adapter and base model before the first write (InputError when unusable)."""
+
     def ship(self, request: ShipRequest) -> HubPush | None: ...
+
+    def sync(self, config: GateConfig, version: str, why: str) -> HubPush | None:
+        """Make the Hub's main hold `version`'s files again."""
+
+    def close(self) -> None:
+        """Drop anything preflight fetched."""
 
 
 Clock = Callable[[], datetime]
@@ -127,9 +138,25 @@ def _run_tags(cfg: GateConfig, ctx: RunContext, cand: Candidate) -> dict[str, st
     return tags
 
 
-def _metric_name(name: str) -> str:
-    """MLflow metric names allow letters, digits and _-./ and space; custom names may have more."""
-    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)[:250]
+def mlflow_key(name: str) -> str:
+    """A metric name as an MLflow metric / tag key: letters, digits and `_-.: ` (a `/` would make it
+    a path MLflow may refuse), everything else `_`. Standard names pass unchanged."""
+    key = "".join(c if (c.isascii() and c.isalnum()) or c in "_-.: " else "_" for c in name).strip(" .")
+    return key[:200] or "_"
+
+
+def _metric_keys(names: list[str]) -> dict[str, str]:
+    """name -> a unique MLflow key (two names may fold to the same key: number the later ones)."""
+    keys: dict[str, str] = {}
+    used: set[str] = set()
+    for name in names:
+        key = base = mlflow_key(name)
+        n = 2
+        while key in used:
+            key, n = f"{base}_{n}", n + 1
+        keys[name] = key
+        used.add(key)
+    return keys
 
 
 def run(
@@ -144,7 +171,11 @@ def run(
 ) -> GateResult:
     """Run the gate once. Raises DeployGateError subclasses; the result files are written anyway."""
     with capture_log() as buffer:
-        return _run(cfg, ctx, cand, registry=registry, shipper=shipper, clock=clock, buffer=buffer, sleep=sleep)
+        try:
+            return _run(cfg, ctx, cand, registry=registry, shipper=shipper, clock=clock, buffer=buffer, sleep=sleep)
+        finally:
+            if shipper is not None:
+                shipper.close()
 
 
 def _run(
@@ -207,6 +238,8 @@ def _run(
             )
         if cand.source.local_path is None:
             source_uri, source_run = registry.resolve_source(cand.source)  # read: checks the run exists
+        if shipper is not None:
+            shipper.preflight(cand, cfg)  # the adapter and base model: InputError before the first write
 
     # From here on, writes: the gate run first, so that every later failure is recorded on it.
     experiment_id = registry.experiment_id(cfg.experiment_name)
@@ -216,8 +249,9 @@ def _run(
     run_url = registry.run_url(experiment_id, run_id)
     log.info("gate run %s%s", run_id, f" ({run_url})" if run_url else "")
 
-    metrics = {_metric_name(k): v for k, v in cand.metrics.values.items()}
-    metrics.update({_metric_name(f"contribution_{k}"): v for k, v in score.contributions.items()})
+    keys = _metric_keys(list(cand.metrics.values))
+    metrics = {keys[k]: v for k, v in cand.metrics.values.items()}
+    metrics.update({f"contribution_{keys[k]}": v for k, v in score.contributions.items()})
     metrics["weighted_score"] = score.score
     if baseline is not None:
         metrics["baseline_score"] = baseline.score
@@ -254,6 +288,7 @@ def _run(
                 "deploygate.rule": decision.rule,
                 "deploygate.reason": decision.reason,
                 TAG_SIGNATURE: cand.signature.to_json(),
+                TAG_METRICS: json.dumps(dict(cand.metrics.values), sort_keys=True),
                 "deploygate.comparability": comparability,
                 **({"deploygate.guardrails": "; ".join(c.describe() for c in checks)} if checks else {}),
                 **({"deploygate.skipped_checks": "; ".join(decision.skipped_checks)} if decision.skipped_checks else {}),
@@ -315,7 +350,10 @@ def _deploy(
             TAG_GATE_RUN: run_id,
             TAG_SIGNATURE: cand.signature.to_json(),
             "deploygate.decision": result.decision.verdict,
-            **{f"{TAG_METRIC}{name}": repr(v) for name, v in cand.metrics.values.items()},
+            # All metrics, under their own names, as one JSON tag (names may hold any character);
+            # one tag per metric too, for reading in the MLflow UI.
+            TAG_METRICS: json.dumps(dict(cand.metrics.values), sort_keys=True),
+            **{f"{TAG_METRIC}{key}": repr(cand.metrics.values[name]) for name, key in _metric_keys(list(cand.metrics.values)).items()},
         }
         if ctx.git_sha:
             tags[TAG_GIT_SHA] = ctx.git_sha
@@ -488,9 +526,9 @@ def _sync_hub(cfg: GateConfig, registry: MlflowRegistry, shipper: Shipper | None
     """Make the Hub's main hold the files of the version holding the champion alias; re-read the
     holder after each sync until it stops changing (bounded). Never raises: a failure here is
     logged and repaired by the next run of the same command."""
-    sync = getattr(shipper, "sync", None)
-    if sync is None:
+    if shipper is None:
         return
+    sync = shipper.sync
     synced: str | None = None
     for _ in range(3):
         try:

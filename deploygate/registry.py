@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 TAG_PREFIX = "deploygate."
 TAG_SCORE = "deploygate.weighted_score"
-TAG_METRIC = "deploygate.metric."
+TAG_METRIC = "deploygate.metric."  # one per metric, for the MLflow UI (names folded to MLflow keys)
+TAG_METRICS = "deploygate.metrics"  # all metrics as JSON under their real names: what is read back
 TAG_CANDIDATE = "deploygate.candidate_key"
 TAG_GATE_RUN = "deploygate.gate_run_id"
 TAG_GIT_SHA = "deploygate.git_sha"
@@ -227,11 +228,13 @@ class MlflowRegistry:
 
     def _champion_from(self, mv: Any) -> Champion:
         tags = dict(mv.tags or {})
-        metrics = {
-            k[len(TAG_METRIC):]: v
-            for k, raw in tags.items()
-            if k.startswith(TAG_METRIC) and (v := _float_or_none(raw)) is not None
-        }
+        metrics = _metrics_from_json(tags.get(TAG_METRICS))
+        if metrics is None:  # a version promoted before the JSON tag existed: the per-metric tags
+            metrics = {
+                k[len(TAG_METRIC):]: v
+                for k, raw in tags.items()
+                if k.startswith(TAG_METRIC) and (v := _float_or_none(raw)) is not None
+            }
         return Champion(
             version=str(mv.version),
             score=_float_or_none(tags.get(TAG_SCORE)),
@@ -277,7 +280,10 @@ class MlflowRegistry:
         if not runs:
             return None
         run = runs[0]
-        metrics = {k: v for k, v in run.data.metrics.items() if k not in RUN_SUMMARY_METRICS and not k.startswith("contribution_")}
+        metrics = _metrics_from_json(run.data.tags.get(TAG_METRICS))
+        if metrics is None:
+            metrics = {k: v for k, v in run.data.metrics.items()
+                       if k not in RUN_SUMMARY_METRICS and not k.startswith("contribution_")}
         return Baseline(
             score=float(run.data.metrics["weighted_score"]),
             source="best-ever",
@@ -547,6 +553,18 @@ def _fix_for(exc: BaseException) -> str | None:
 
 def _q(text: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _metrics_from_json(raw: str | None) -> dict[str, float] | None:
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    return {str(k): v for k, raw_v in data.items() if (v := _float_or_none(raw_v)) is not None}
 
 
 def _float_or_none(raw: object) -> float | None:

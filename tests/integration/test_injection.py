@@ -53,12 +53,9 @@ SINKS = ("log", "outputs", "step summary", "PR comment", "model card metadata")
 OWN_COMMAND = re.compile(r"^::(add-mask|group|endgroup|stop-commands|error|warning|notice|debug)( [^:]*)?::|^::[0-9a-f]{32}::$")
 
 
-# What MLflow accepts in a version tag key (the gate tags each version with its metrics).
+# Names MLflow would accept as keys as they are; the gate must also take any other name (it folds
+# them for MLflow's keys and keeps the real names in one JSON tag).
 MLFLOW_SAFE = tuple(re.sub(r"[^A-Za-z0-9_\-. :/]", "", s).replace("/", ":").strip() for s in INJECTIONS)
-REGISTERS_ANY_NAME = pytest.mark.xfail(strict=True, reason=(
-    "pipeline._deploy tags the version with deploygate.metric.<name> unsanitised: a metric name outside "
-    "MLflow's key alphabet fails the deploy after the gate run was recorded; and _metric_name keeps names "
-    "MLflow refuses as paths (ending in '/', '//', '/./'), failing even a dry run (lead: pipeline.py/registry.py)"))
 
 
 def metric_key(i: int, text: str) -> str:
@@ -129,7 +126,7 @@ def assert_markdown_clean(markdown: str, metric_count: int, *, comment: bool = F
 @pytest.mark.parametrize(("names", "inputs"), [
     pytest.param(INJECTIONS, {"dry-run": "true"}, id="any names, dry run"),
     pytest.param(MLFLOW_SAFE, {}, id="MLflow-safe names, deploy"),
-    pytest.param(INJECTIONS, {}, id="any names, deploy", marks=REGISTERS_ANY_NAME),
+    pytest.param(INJECTIONS, {}, id="any names, deploy"),
 ])
 def test_action_push_with_injected_names_ref_actor_and_reason(action: ActionHarness, names, inputs) -> None:
     metrics = injected_workspace(action, names)
@@ -179,7 +176,7 @@ def test_action_failure_with_injected_metric_name(action: ActionHarness) -> None
 
 @pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")
 @pytest.mark.parametrize("names", [pytest.param(MLFLOW_SAFE, id="MLflow-safe names"),
-                                   pytest.param(INJECTIONS, id="any names", marks=REGISTERS_ANY_NAME)])
+                                   pytest.param(INJECTIONS, id="any names")])
 def test_model_card_metadata_survives_injected_metric_names_and_tags(
         names, tmp_path: Path, capsys, monkeypatch, mlflow_server, hub_server, registry_name, experiment_name) -> None:
     from huggingface_hub import HfApi, ModelCard
