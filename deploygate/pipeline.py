@@ -353,7 +353,7 @@ def _deploy(
             # All metrics, under their own names, as one JSON tag (names may hold any character);
             # one tag per metric too, for reading in the MLflow UI.
             TAG_METRICS: json.dumps(dict(cand.metrics.values), sort_keys=True),
-            **{f"{TAG_METRIC}{key}": repr(cand.metrics.values[name]) for name, key in _metric_keys(list(cand.metrics.values)).items()},
+            **{f"{TAG_METRIC}{mkey}": repr(cand.metrics.values[name]) for name, mkey in _metric_keys(list(cand.metrics.values)).items()},
         }
         if ctx.git_sha:
             tags[TAG_GIT_SHA] = ctx.git_sha
