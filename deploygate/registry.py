@@ -469,7 +469,9 @@ class MlflowRegistry:
                     name, description="Promoted by deploygate; the champion alias marks production."
                 )
             except Exception as exc:
-                if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS" and "already exists" not in str(exc):
+                # a concurrent run may have created it a moment ago (sqlite answers UNIQUE constraint)
+                if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS" and "already exists" not in str(exc) \
+                        and "UNIQUE constraint" not in str(exc):
                     raise
         with self._call(f"creating a version of {name!r} from {source_uri}"):
             mv = self.client.create_model_version(
@@ -502,14 +504,27 @@ class MlflowRegistry:
         return Holder(version=champ.version, score=champ.score, override=champ.override)
 
     def set_champion(self, name: str, version: str, *, alias: str, promotion: str) -> None:
-        """Move the alias (and/or the Production stage, archiving the others) to `version`."""
-        with self._call(f"promoting {name!r} v{version}"):
-            if promotion in ("alias", "both"):
-                self.client.set_registered_model_alias(name, alias, version)
-            if promotion in ("stage", "both"):
-                self.client.transition_model_version_stage(
-                    name, version, "Production", archive_existing_versions=True
-                )
+        """Move the alias (and/or the Production stage, archiving the others) to `version`.
+
+        Two runs creating the same alias at once can make the server's insert collide (a UNIQUE
+        constraint error answered as BAD_REQUEST); the alias exists after that, so setting it again
+        succeeds. Such conflicts are retried a few times; anything else is not."""
+        for attempt in range(4):
+            try:
+                with self._call(f"promoting {name!r} v{version}"):
+                    if promotion in ("alias", "both"):
+                        self.client.set_registered_model_alias(name, alias, version)
+                    if promotion in ("stage", "both"):
+                        self.client.transition_model_version_stage(
+                            name, version, "Production", archive_existing_versions=True
+                        )
+                return
+            except RegistryError as exc:
+                conflict = "UNIQUE constraint" in str(exc) or "IntegrityError" in str(exc) or "database is locked" in str(exc)
+                if not conflict or attempt == 3:
+                    raise
+                log.info("promoting %s v%s collided with a concurrent run; trying again", name, version)
+                time.sleep(0.2 * (attempt + 1))
 
     def append_history(self, name: str, entry: Mapping[str, Any], *, attempts: int = 5) -> None:
         """Add a promotion to the history tag. The tag is read-modify-write; a concurrent writer can
