@@ -305,19 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
     # plumbing
 
     def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            return b"".join(chunks)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        return read_request_body(self)
 
     def _auth(self) -> tuple[_Token | None, str | None]:
         header = self.headers.get("Authorization", "")
@@ -810,3 +798,20 @@ def iter_repo_files(server: HubServer, repo_id: str, revision: str = "main") -> 
     for path, content in sorted(items):
         assert content is not None
         yield path, content
+
+
+def read_request_body(handler: BaseHTTPRequestHandler) -> bytes:
+    """The request body, whether sent with Content-Length or chunked (the Hub client does both)."""
+    if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        chunks = []
+        while True:
+            size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                break
+            chunks.append(handler.rfile.read(size))
+            handler.rfile.readline()
+        return b"".join(chunks)
+    length = int(handler.headers.get("Content-Length") or 0)
+    return handler.rfile.read(length) if length else b""
