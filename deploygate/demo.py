@@ -9,11 +9,13 @@ folder (weights, tokenizer, model card) exported instead of pushed. Everything l
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
 from deploygate.errors import EXIT_OK
 
+DEMO_OUTPUTS = ("mlflow.db", "mlartifacts", "results", "hub-export", "candidates", "base-model")
 CANDIDATES = (
     ("1-first", {"bleu1": 0.412, "bleu2": 0.281, "bleu3": 0.198, "bleu4": 0.141, "rougeL_precision": 0.452}),
     ("2-worse", {"bleu1": 0.405, "bleu2": 0.270, "bleu3": 0.190, "bleu4": 0.133, "rougeL_precision": 0.447}),
@@ -118,6 +120,13 @@ def run_demo(folder: Path | None) -> int:
 
     root = (folder or Path(tempfile.mkdtemp(prefix="deploygate-demo-"))).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    # A second demo in the same folder starts over: only what a demo itself wrote is removed.
+    for name in DEMO_OUTPUTS:
+        target = root / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
     store = f"sqlite:///{root / 'mlflow.db'}"
     print(f"deploygate demo in {root} (MLflow store {store})\n")
     rows = []
