@@ -1,0 +1,40 @@
+"""`deploygate demo`, the README's main-job command: no accounts, no servers, a local store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from deploygate.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_deploys_rejects_and_replaces(tmp_path, capsys):
+    # a second demo in the same folder starts over (in a new process, as a user would run it:
+    # MLflow caches its store per URI inside a process, and the demo deletes that store)
+    second = [sys.executable, "-m", "deploygate", "demo", "--dir", str(tmp_path)]
+    for run in (lambda: main(["demo", "--dir", str(tmp_path)]),
+                lambda: subprocess.run(second, capture_output=True, timeout=600, check=False).returncode):
+        assert run() == 0
+        decisions = [json.loads((tmp_path / "results" / n / "deployment_info.json").read_text())
+                     for n in ("1-first", "2-worse", "3-better")]
+        assert [(d["decision"], d["registry"]["version"]) for d in decisions] == [("deploy", "1"), ("skip", None),
+                                                                                  ("deploy", "2")]
+    out = capsys.readouterr().out  # the first, in-process run's
+    assert "browse the runs: mlflow ui --backend-store-uri sqlite:///" in out
+    exported = sorted(p.name for p in (tmp_path / "hub-export").iterdir())
+    assert exported == ["1-first", "3-better"]
+    folder = tmp_path / "hub-export" / "3-better"
+    assert {"README.md", "config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+    assert "Champion (version 1)" in (folder / "README.md").read_text()
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    import torch
+
+    assert model.generate(torch.tensor([[1, 6, 7]]), max_new_tokens=2, do_sample=False).shape[1] == 5
