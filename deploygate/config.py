@@ -107,7 +107,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("fail-on-reject", "bool", False,
        "Exit 3 when the gate decides not to deploy (a red step instead of a green one)."),
     _s("skip-hf-push", "bool", False,
-       "Do not build or push anything to the Hugging Face Hub.",),
+       "Do not build or push anything to the Hugging Face Hub (params.yaml deployment.huggingface.push_to_hub: "
+       "false does the same).",),
     _s("hf-model-id", "str", None,
        "Hugging Face Hub repo id (owner/name) to push the merged model to.",
        "deployment.huggingface.model_id"),
