@@ -304,8 +304,12 @@ def _run(
         history = registry.history(cfg.registry_name) if cfg.baseline == "champion" or result.deployed else []
         result = replace(result, history=_history_points(history, result))
         result = replace(result, finished_at=clock().isoformat())
-        registry.set_tags(run_id, {"deploygate.status": result.status, "deploygate.deployed": str(result.deployed).lower()})
-        registry.log_run(run_id, params={}, metrics={"deployed": 1.0 if result.deployed else 0.0}, tags={})
+        registry.log_run(
+            run_id,
+            params={},
+            metrics={"deployed": 1.0 if result.deployed else 0.0},
+            tags={"deploygate.status": result.status, "deploygate.deployed": str(result.deployed).lower()},
+        )
         log.info("status: %s", result.status)
         files = write_outputs(result, buffer.getvalue())
         registry.log_artifacts(run_id, cfg.output_dir, "deployment")
