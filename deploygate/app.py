@@ -214,21 +214,23 @@ def load_candidate(cfg: GateConfig) -> Candidate:
     return Candidate(metrics=metrics, source=source, signature=signature, location=record, stats=stats)
 
 
-def hub_token(env: Mapping[str, str]) -> str | None:
-    return env.get("HF_TOKEN") or env.get("HUGGINGFACE_HUB_TOKEN") or None
+def hub_client(env: Mapping[str, str]) -> HubPublisher:
+    """The Hub adapter with the token and endpoint of the environment (cheap: nothing is imported
+    or requested until it is used)."""
+    from deploygate.hub import HubPublisher
+
+    token = env.get("HF_TOKEN") or env.get("HUGGINGFACE_HUB_TOKEN") or None
+    return HubPublisher(token, env.get("HF_ENDPOINT") or None)
 
 
 def hub_publisher(cfg: GateConfig, env: Mapping[str, str]) -> HubPublisher | None:
-    """The Hub adapter for this run, or None when nothing goes to the Hub."""
+    """The Hub adapter for a rollback, or None when nothing goes to the Hub."""
     if cfg.skip_hf_push or not cfg.hf_model_id:
         return None
-    from deploygate.hub import HubPublisher, validate_repo_id
+    from deploygate.hub import validate_hf_model_id
 
-    try:
-        validate_repo_id(cfg.hf_model_id)
-    except ConfigError as exc:
-        raise ConfigError(f"hf-model-id: {exc.message}", hint=exc.hint) from None
-    return HubPublisher(hub_token(env), env.get("HF_ENDPOINT") or None)
+    validate_hf_model_id(cfg.hf_model_id)
+    return hub_client(env)
 
 
 def execute_rollback(cfg: GateConfig, ctx: RunContext, env: Mapping[str, str], to: str | None) -> RollbackResult:
@@ -246,7 +248,7 @@ def build_shipper(cfg: GateConfig, env: Mapping[str, str], registry: MlflowRegis
         return None
     from deploygate.shipping import HubShipper  # imports merge/card lazily; skip runs never get here
 
-    return HubShipper.from_env(cfg, env, registry)
+    return HubShipper.create(cfg, registry, hub_client(env))
 
 
 def utc_now() -> datetime:

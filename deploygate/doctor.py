@@ -30,7 +30,7 @@ def _tracking_uri(ns: argparse.Namespace, env: Mapping[str, str], params: dict[s
 
 
 def run_doctor(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from deploygate.app import apply_connection_env
+    from deploygate.app import apply_connection_env, hub_client
     from deploygate.registry import MlflowRegistry
 
     ok = True
@@ -68,22 +68,16 @@ def run_doctor(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
             report(False, f"model registry at {registry.display_uri} does not answer: {str(exc).splitlines()[0]}")
 
     repo = ns.hf_model_id or ((params.get("deployment") or {}).get("huggingface") or {}).get("model_id")
-    token = env.get("HF_TOKEN") or env.get("HUGGINGFACE_HUB_TOKEN")
-    if repo or token:
-        try:
-            from deploygate.hub import HubPublisher
-        except ImportError:
-            print("info Hub checks unavailable in this install")
+    hub = hub_client(env)
+    if repo or hub.token:
+        if not hub.token:
+            report(False, "Hub: no token; set HF_TOKEN (a write token from your Hub account settings)")
         else:
-            if not token:
-                report(False, "Hub: no token; set HF_TOKEN (a write token from your Hub account settings)")
-            else:
-                try:
-                    hub = HubPublisher(token, env.get("HF_ENDPOINT") or None)
-                    report(True, f"Hub token belongs to {hub.whoami()}")
-                    if repo:
-                        report(True, hub.check_repo_access(str(repo)))
-                except DeployGateError as exc:
-                    report(False, str(exc))
+            try:
+                report(True, f"Hub token belongs to {hub.whoami()}")
+                if repo:
+                    report(True, hub.check_repo_access(str(repo)))
+            except DeployGateError as exc:
+                report(False, str(exc))
     print("all checks passed" if ok else "some checks failed: see the FAIL lines above")
     return EXIT_OK if ok else EXIT_FAILURE

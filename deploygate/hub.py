@@ -79,6 +79,14 @@ def validate_repo_id(repo_id: str, *, allow_canonical: bool = False) -> str:
     return value
 
 
+def validate_hf_model_id(repo_id: str) -> str:
+    """`validate_repo_id` for the `hf-model-id` setting: the error names the input."""
+    try:
+        return validate_repo_id(repo_id)
+    except ConfigError as exc:
+        raise ConfigError(f"hf-model-id: {exc.message}", hint=exc.hint) from None
+
+
 def validate_tag(tag: str) -> str:
     """A git tag name the Hub accepts: letters, digits, `._-/`, no `..`; raises ConfigError."""
     if not isinstance(tag, str) or len(tag) > _MAX_TAG or not _TAG.match(tag) or ".." in tag or "//" in tag \

@@ -13,13 +13,12 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 
 from deploygate.card import AdapterFacts, CardBaseline, CardDecision, CardInputs, check_template, render_card
 from deploygate.config import GateConfig
-from deploygate.errors import AdapterError, ConfigError, ModelSourceError
-from deploygate.hub import HubPublisher, validate_repo_id
+from deploygate.errors import AdapterError, ModelSourceError
+from deploygate.hub import HubPublisher, validate_hf_model_id
 from deploygate.merge import inspect_adapter
 from deploygate.pipeline import Candidate, ShipRequest
 from deploygate.registry import MlflowRegistry, ModelSource
@@ -86,17 +85,11 @@ class HubShipper:
         self._fetched: dict[ModelSource, Path] = {}
 
     @classmethod
-    def from_env(cls, cfg: GateConfig, env: Mapping[str, str], registry: MlflowRegistry) -> HubShipper:
+    def create(cls, cfg: GateConfig, registry: MlflowRegistry, hub: HubPublisher) -> HubShipper:
+        """Check the Hub settings (repo id, card template) before any write, then build the stage."""
         push = bool(cfg.hf_model_id) and not cfg.skip_hf_push
-        hub = None
-        if push or (cfg.base_model and not Path(cfg.base_model).exists()):
-            token = env.get("HF_TOKEN") or env.get("HUGGINGFACE_HUB_TOKEN") or None
-            hub = HubPublisher(token, env.get("HF_ENDPOINT") or None)
         if push:
-            try:
-                validate_repo_id(str(cfg.hf_model_id))
-            except ConfigError as exc:
-                raise ConfigError(f"hf-model-id: {exc.message}", hint=exc.hint) from None
+            validate_hf_model_id(str(cfg.hf_model_id))
         if cfg.create_model_card and cfg.card_template is not None:
             check_template(Path(cfg.card_template))  # before any write, not after the merge
         return cls(hub, registry, push=push)
