@@ -85,6 +85,19 @@ def _pick_field(names: Iterable[str], wanted: tuple[str, ...]) -> str | None:
     return next((by_folded[w] for w in wanted if w in by_folded), None)
 
 
+def _pick_fields(names: Iterable[str], missing: str) -> tuple[str, str]:
+    """(prediction field, reference field) among `names`; else MetricsError with `missing`, its
+    `<kind>` and `<fix>` filled in."""
+    names = list(names)
+    found = []
+    for kind, wanted in (("prediction", PREDICTION_FIELDS), ("reference", REFERENCE_FIELDS)):
+        key = _pick_field(names, wanted)
+        if key is None:
+            raise MetricsError(missing.replace("<kind>", kind).replace("<fix>", _field_fix(kind, wanted)))
+        found.append(key)
+    return found[0], found[1]
+
+
 def _field_fix(kind: str, wanted: tuple[str, ...]) -> str:
     return f"name the {kind} column/field one of: {', '.join(wanted)}"
 
@@ -122,15 +135,7 @@ def _parse_jsonl(text: str, source: str) -> PredictionsFile:
             raise MetricsError(f"{where}: expected a JSON object, got {type(record).__name__} "
                                f"{_shown(record)}; write {{\"prediction\": ..., \"reference\": ...}}")
         if keys is None:
-            pred_key = _pick_field(record, PREDICTION_FIELDS)
-            ref_key = _pick_field(record, REFERENCE_FIELDS)
-            for kind, key, wanted in (("prediction", pred_key, PREDICTION_FIELDS),
-                                      ("reference", ref_key, REFERENCE_FIELDS)):
-                if key is None:
-                    raise MetricsError(f"{where}: no {kind} field among {_shown(sorted(record))}; "
-                                       f"{_field_fix(kind, wanted)}")
-            assert pred_key is not None and ref_key is not None
-            keys = (pred_key, ref_key)
+            keys = _pick_fields(record, f"{where}: no <kind> field among {_shown(sorted(record))}; <fix>")
         values = []
         for kind, first_key in zip(("prediction", "reference"), keys, strict=True):
             key = _pick_field(record, (first_key.strip().lower(),))
@@ -163,14 +168,8 @@ def _parse_csv(text: str, source: str) -> PredictionsFile:
                 continue
             if header is None:
                 header = row
-                pred_key = _pick_field(row, PREDICTION_FIELDS)
-                ref_key = _pick_field(row, REFERENCE_FIELDS)
-                for kind, key, wanted in (("prediction", pred_key, PREDICTION_FIELDS),
-                                          ("reference", ref_key, REFERENCE_FIELDS)):
-                    if key is None:
-                        raise MetricsError(f"{where}: the CSV header {_shown(row)} has no {kind} column; "
-                                           f"{_field_fix(kind, wanted)} in the first line")
-                assert pred_key is not None and ref_key is not None
+                pred_key, ref_key = _pick_fields(
+                    row, f"{where}: the CSV header {_shown(row)} has no <kind> column; <fix> in the first line")
                 columns = (row.index(pred_key), row.index(ref_key))
                 continue
             if len(row) != len(header):
