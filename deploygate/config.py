@@ -242,6 +242,8 @@ def parse_value(setting: Setting, raw: object, where: str) -> Any:
     if isinstance(raw, dict | list):
         raise ConfigError(f"{where}: {raw!r} is not a single value")
     text = str(raw).strip()
+    if "\x00" in text:
+        raise ConfigError(f"{where}: {text!r} contains a NUL byte")
     if setting.kind == "choice":
         if setting.name == "metrics-scale":
             return str(int(parse_scale(text, source=where)))

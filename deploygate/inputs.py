@@ -107,6 +107,8 @@ def load_model_source(
     for key, value in (("mlflow_run_id", run_id), ("model_uri", uri), ("local_path", local), ("artifact_path", art)):
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise ModelSourceError(f"model-artifact-path: {path} key {key!r} is {value!r}; it must be a non-empty string")
+        if isinstance(value, str) and "\x00" in value:
+            raise ModelSourceError(f"model-artifact-path: {path} key {key!r} is {value!r}; it contains a NUL byte")
     if run_id is not None and not all(c.isalnum() or c in "-_" for c in run_id):
         raise ModelSourceError(f"model-artifact-path: {path} mlflow_run_id {run_id!r} is not an MLflow run id")
     if uri:
