@@ -50,7 +50,8 @@ def find_adapter_dir(root: Path) -> Path:
 
 def find_tokenizer_dir(*roots: Path) -> Path | None:
     for root in roots:
-        for candidate in (root, root / "tokenizer", root.parent / "tokenizer"):
+        # the run's `tokenizer` folder (the seed), or the MLflow transformers flavor's components/tokenizer
+        for candidate in (root, root / "tokenizer", root / "components" / "tokenizer", root.parent / "tokenizer"):
             if (candidate / "tokenizer_config.json").is_file() or (candidate / "tokenizer.json").is_file():
                 return candidate
     return None
