@@ -301,6 +301,7 @@ class GateConfig:
     hf_language: tuple[str, ...]
     hf_tags: tuple[str, ...]
     explicit: frozenset[str] = field(default=frozenset())  # settings given by flag / input
+    configured: frozenset[str] = field(default=frozenset())  # given by flag / input or params.yaml
     warnings: tuple[str, ...] = ()
 
     def public_params(self) -> dict[str, str]:
@@ -358,6 +359,7 @@ def build_config(
     names = source_names or {}
     values: dict[str, Any] = {}
     explicit: set[str] = set()
+    from_params: set[str] = set()
     for setting in SETTINGS:
         raw = given.get(setting.name)
         if raw is not None:
@@ -368,6 +370,7 @@ def build_config(
             found, raw = _lookup(params, path)
             if found and raw is not None:
                 values[setting.attr] = parse_value(setting, raw, "params.yaml " + ".".join(path))
+                from_params.add(setting.name)
                 break
         else:
             values[setting.attr] = parse_value(setting, setting.default, f"default {setting.name}")
@@ -394,7 +397,8 @@ def build_config(
     if "mlflow-tracking-uri" not in explicit and env_tracking_uri:
         uri = env_tracking_uri
     values["mlflow_tracking_uri"] = uri or DEFAULT_LOCAL_TRACKING_URI
-    return GateConfig(**values, explicit=frozenset(explicit), warnings=values["weights"].warnings)
+    return GateConfig(**values, explicit=frozenset(explicit), configured=frozenset(explicit | from_params),
+                      warnings=values["weights"].warnings)
 
 
 def settings_help() -> list[tuple[str, str, str]]:
