@@ -95,7 +95,7 @@ def seed_deployment_info(result: GateResult) -> dict[str, Any]:
         "force_deploy": result.config.force_deploy,
         "min_improvement_threshold": result.config.min_improvement_threshold,
         "mlflow_registered": result.registered_version is not None,
-        "huggingface_deployed": result.hub is not None,
+        "huggingface_deployed": result.hub is not None and result.status != "failed",
         "mlflow_model_version": result.registered_version,
         "deployment_timestamp": result.started_at,
         "deployment_run_id": result.mlflow_run_id,

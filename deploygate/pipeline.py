@@ -312,7 +312,12 @@ def _run(
         if decision.deploy:
             assert cand.source is not None
             assert resolved is not None
-            result = _deploy(cfg, ctx, cand, registry, shipper, clock, sleep, result, resolved)
+
+            def progress(done: GateResult) -> None:  # a later failure still reports the version and push
+                nonlocal result
+                result = done
+
+            result = _deploy(cfg, ctx, cand, registry, shipper, clock, sleep, result, resolved, progress)
         elif decision.verdict != "skip":
             result = replace(result, status="verdict-only")
         history = registry.history(cfg.registry_name) if cfg.baseline == "champion" or result.deployed else []
@@ -347,6 +352,7 @@ def _deploy(
     sleep: Callable[[float], None],
     result: GateResult,
     resolved: ResolvedSource,
+    progress: Callable[[GateResult], None],
 ) -> GateResult:
     source = cand.source
     assert source is not None and result.mlflow_run_id is not None
@@ -390,6 +396,7 @@ def _deploy(
         log.info("registered %s v%s from %s", cfg.registry_name, version, source_uri)
     version_url = registry.version_url(cfg.registry_name, version)
     result = replace(result, registered_version=version, model_version_url=version_url)
+    progress(result)
     registry.set_tags(run_id, {"deploygate.registered_version": version})
 
     hub: HubPush | None = None
@@ -409,6 +416,9 @@ def _deploy(
                 created_at=clock().isoformat(),
             )
         )
+        if hub is not None:
+            result = replace(result, hub=hub)
+            progress(result)
     elif cfg.skip_hf_push:
         log.info("Hugging Face push skipped (skip-hf-push): nothing built or pushed")
 
@@ -419,7 +429,6 @@ def _deploy(
         if hub is not None:
             registry.set_version_tags(cfg.registry_name, version, {TAG_HUB_COMMIT: hub.sha, TAG_HUB_URL: hub.url})
             registry.set_tags(run_id, {TAG_HUB_COMMIT: hub.sha, TAG_HUB_URL: hub.url})
-            result = replace(result, hub=hub)
         if me.forced:
             registry.set_version_tags(cfg.registry_name, version, {TAG_OVERRIDE: "forced"})
         promoting = True
