@@ -168,7 +168,8 @@ def cmd_rollback(ns: argparse.Namespace) -> int:
         "hf-model-id", "output-dir", "skip-hf-push") if getattr(ns, k.replace("-", "_")) is not None}
     config_path = Path(given.get("config", "params.yaml"))
     params = load_params(config_path, explicit="config" in given)
-    cfg = build_config(given, params, env_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+    cfg = build_config(given, params, env_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
+                       env_experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME"))
     if ns.to is not None and not ns.to.isdigit():
         from deploygate.errors import ConfigError
 
@@ -200,7 +201,8 @@ def cmd_adopt(ns: argparse.Namespace) -> int:
         "config", "registry-name", "champion-alias", "promotion", "mlflow-tracking-uri")
         if getattr(ns, k.replace("-", "_")) is not None}
     params = load_params(Path(given.get("config", "params.yaml")), explicit="config" in given)
-    cfg = build_config(given, params, env_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+    cfg = build_config(given, params, env_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
+                       env_experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME"))
     score = parse_score(ns.score)
     apply_connection_env(os.environ)
     ctx = replace(context_from_env(os.environ), reason=ns.reason)

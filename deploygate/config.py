@@ -343,6 +343,7 @@ def build_config(
     params: Mapping[str, Any] | None = None,
     *,
     env_tracking_uri: str | None = None,
+    env_experiment_name: str | None = None,
     source_names: Mapping[str, str] | None = None,
 ) -> GateConfig:
     """Merge given values (already typed or raw text), params.yaml and defaults into a GateConfig.
@@ -393,6 +394,8 @@ def build_config(
             f"{names.get('champion-alias', '--champion-alias')}: {alias!r} is not a valid MLflow alias; "
             "use letters, digits, - and _, not starting with a digit, and not 'latest'"
         )
+    if "experiment-name" not in explicit and env_experiment_name and env_experiment_name.strip():
+        values["experiment_name"] = env_experiment_name.strip()  # MLflow's own variable, as the seed honoured it
     uri = values["mlflow_tracking_uri"]
     if "mlflow-tracking-uri" not in explicit and env_tracking_uri:
         uri = env_tracking_uri
