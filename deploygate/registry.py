@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import logging
 import re
@@ -22,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, urlparse
 
+from deploygate.config import DEFAULT_LOCAL_TRACKING_URI
 from deploygate.decision import Baseline
 from deploygate.errors import ConfigError, ModelSourceError, RegistryError
 from deploygate.metrics import Weights
@@ -82,6 +84,8 @@ def _tree_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
+# Tracking URIs served by MLflow's SQL store, which mlflow-skinny does not have (the `local` extra does).
+_DATABASE_SCHEMES = frozenset({"sqlite", "postgresql", "mysql", "mssql"})
 # A folder holds a model when it (or a folder right below it, like the seed's `model/peft`) has one of these.
 MODEL_MARKERS = ("MLmodel", "adapter_config.json")
 _LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]{8,64})/?$")
@@ -131,6 +135,14 @@ class MlflowRegistry:
         self.tracking_uri = tracking_uri
         self._mlflow = mlflow
         self._resolved: dict[ModelSource, ResolvedSource] = {}
+        scheme = urlparse(tracking_uri).scheme.split("+")[0]
+        if scheme in _DATABASE_SCHEMES and importlib.util.find_spec("sqlalchemy") is None:
+            raise ConfigError(
+                f"mlflow-tracking-uri: {_display(tracking_uri)} is a database store"
+                f"{' (the default when MLFLOW_TRACKING_URI is not set)' if tracking_uri == DEFAULT_LOCAL_TRACKING_URI else ''}"
+                ", which needs the full mlflow package, and this install has only mlflow-skinny: "
+                "pip install 'deploygate[local]', or set MLFLOW_TRACKING_URI to your MLflow server"
+            )
         try:
             self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         except Exception as exc:  # bad scheme, missing sqlalchemy for sqlite:// ...
