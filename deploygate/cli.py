@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deploygate",
         description="Decide whether a fine-tuned model replaces the production one in MLflow, and ship it.",
-        epilog="Commands: run (the default), rollback, doctor, demo. Exit codes: 0 decided, 1 failure, 2 bad input, "
+        epilog="Commands: run (the default), rollback, adopt, doctor, demo. Exit codes: 0 decided, 1 failure, 2 bad input, "
                "3 rejected with --fail-on-reject.",
     )
     parser.add_argument("--version", action="version", version=f"deploygate {__version__}")
