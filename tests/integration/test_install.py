@@ -124,8 +124,8 @@ def test_the_base_install_tests_significance_from_predictions(base_venv, tmp_pat
 def test_the_base_install_stops_a_hub_deploy_naming_the_extra(base_venv, tmp_path, mlflow_server, hub_server,
                                                               registry_name, experiment_name):
     gate = gate_in(base_venv, tmp_path, mlflow_server.uri)
-    base = make_tiny_llama(tmp_path / "base", shards=1)
-    adapter = make_lora_adapter(base, tmp_path / "adapter", r=4, alpha=8, with_tokenizer=True)
+    # the extra is checked before the adapter is even read: a config file is all the source needs to hold
+    adapter = write_json(tmp_path / "adapter" / "adapter_config.json", {"peft_type": "LORA", "r": 4}).parent
     loc = write_json(tmp_path / "loc.json", {"local_path": str(adapter)})
     res = gate("--evaluation-results", str(write_json(tmp_path / "m.json", SEED_METRICS)),
                "--model-artifact-path", str(loc), "--hf-model-id", hub_server.new_repo_id("base"),
@@ -149,6 +149,9 @@ def test_the_base_install_names_the_local_extra_for_sqlite(base_venv, tmp_path):
     assert len(errors) == 1 and "pip install 'deploygate[local]'" in errors[0] and "sqlite:///mlflow.db" in errors[0]
     assert "give an http(s):// server URL or sqlite" not in errors[0]  # not the URI that just failed
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["results"]  # no mlflow.db, no results/deployment
+    demo = gate("demo", "--dir", str(tmp_path / "demo"))
+    assert demo.returncode == 2 and "install 'deploygate[merge,local]'" in demo.stderr, demo.stderr
+    assert not (tmp_path / "demo").exists()
 
 
 def test_the_merge_install_deploys_to_the_hub(merge_venv, tmp_path, mlflow_server, hub_server, registry_name,
