@@ -129,7 +129,8 @@ def prepare_config(
     config_path = Path(str(config_given)) if config_given else Path("params.yaml")
     params = load_params(config_path, explicit=config_given is not None)
     return build_config(
-        given, params, env_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None, source_names=source_names
+        given, params, env_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
+        env_experiment_name=env.get("MLFLOW_EXPERIMENT_NAME") or None, source_names=source_names,
     )
 
 

@@ -24,7 +24,7 @@ from deploygate.github import InertFormatter, inert
 from deploygate.result import GateResult
 
 log = logging.getLogger("deploygate.cli")
-COMMANDS = ("run", "doctor", "demo", "rollback")
+COMMANDS = ("run", "doctor", "demo", "rollback", "adopt")
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deploygate",
         description="Decide whether a fine-tuned model replaces the production one in MLflow, and ship it.",
-        epilog="Commands: run (the default), rollback, doctor, demo. Exit codes: 0 decided, 1 failure, 2 bad input, "
+        epilog="Commands: run (the default), rollback, adopt, doctor, demo. Exit codes: 0 decided, 1 failure, 2 bad input, "
                "3 rejected with --fail-on-reject.",
     )
     parser.add_argument("--version", action="version", version=f"deploygate {__version__}")
@@ -65,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     rb_p.add_argument("--to", default=None, metavar="VERSION", help="Roll back to this version (default: the previous champion).")
     rb_p.add_argument("--reason", default=None, help="Why (recorded in MLflow with the actor).")
     rb_p.add_argument("-v", "--verbose", action="store_true")
+    ad_p = sub.add_parser("adopt", help="Record the score of a production version deploygate did not promote, "
+                                         "and give it the champion alias (a registry from before deploygate).")
+    for flag in ("--config", "--registry-name", "--champion-alias", "--promotion", "--mlflow-tracking-uri"):
+        ad_p.add_argument(flag, default=None)
+    ad_p.add_argument("--version", required=True, dest="adopt_version", metavar="VERSION",
+                      help="The registry version that is in production.")
+    ad_p.add_argument("--score", required=True, help="Its weighted score (0-1), as the gate would compute it.")
+    ad_p.add_argument("--reason", default=None, help="Why (recorded on the version).")
+    ad_p.add_argument("-v", "--verbose", action="store_true")
     demo_p = sub.add_parser("demo", help="Run the gate three times against a local MLflow store; no accounts needed.")
     demo_p.add_argument("--dir", default=None, help="Folder for the demo (default: a new temporary folder).")
     demo_p.add_argument("-v", "--verbose", action="store_true")
@@ -159,7 +168,8 @@ def cmd_rollback(ns: argparse.Namespace) -> int:
         "hf-model-id", "output-dir", "skip-hf-push") if getattr(ns, k.replace("-", "_")) is not None}
     config_path = Path(given.get("config", "params.yaml"))
     params = load_params(config_path, explicit="config" in given)
-    cfg = build_config(given, params, env_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+    cfg = build_config(given, params, env_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
+                       env_experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME"))
     if ns.to is not None and not ns.to.isdigit():
         from deploygate.errors import ConfigError
 
@@ -175,6 +185,32 @@ def cmd_rollback(ns: argparse.Namespace) -> int:
     record = {k: v for k, v in result.__dict__.items() if k not in ("log_text", "hub")}
     record["hub"] = None if result.hub is None else result.hub.__dict__
     write_atomic(cfg.output_dir / "rollback_info.json", json.dumps(record, indent=2) + "\n")
+    return EXIT_OK
+
+
+def cmd_adopt(ns: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from deploygate.adopt import adopt, parse_score
+    from deploygate.app import apply_connection_env, context_from_env, utc_now
+    from deploygate.config import build_config
+    from deploygate.inputs import load_params
+    from deploygate.registry import MlflowRegistry
+
+    given = {k: getattr(ns, k.replace("-", "_")) for k in (
+        "config", "registry-name", "champion-alias", "promotion", "mlflow-tracking-uri")
+        if getattr(ns, k.replace("-", "_")) is not None}
+    params = load_params(Path(given.get("config", "params.yaml")), explicit="config" in given)
+    cfg = build_config(given, params, env_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
+                       env_experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME"))
+    score = parse_score(ns.score)
+    apply_connection_env(os.environ)
+    ctx = replace(context_from_env(os.environ), reason=ns.reason)
+    registry = MlflowRegistry(cfg.mlflow_tracking_uri)
+    registry.check()
+    result = adopt(cfg, ctx, registry=registry, version=ns.adopt_version, score=score, clock=utc_now)
+    before = f" (its own weighted_score tag said {result.previous_score})" if result.previous_score else ""
+    print(f"adopted {cfg.registry_name} v{result.version} as {cfg.champion_alias} with score {result.score:.4f}{before}")
     return EXIT_OK
 
 
@@ -210,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_dotenv(Path.cwd() / ".env", override=False)  # local use, as in the seed; never overrides
     codes = {"exit": EXIT_OK}
     with error_funnel(verbose, codes):
-        handler = {"run": cmd_run, "doctor": cmd_doctor, "demo": cmd_demo, "rollback": cmd_rollback}[ns.command]
+        handler = {"run": cmd_run, "doctor": cmd_doctor, "demo": cmd_demo, "rollback": cmd_rollback,
+                   "adopt": cmd_adopt}[ns.command]
         codes["exit"] = handler(ns)
     return codes["exit"]
 

@@ -301,6 +301,7 @@ class GateConfig:
     hf_language: tuple[str, ...]
     hf_tags: tuple[str, ...]
     explicit: frozenset[str] = field(default=frozenset())  # settings given by flag / input
+    configured: frozenset[str] = field(default=frozenset())  # given by flag / input or params.yaml
     warnings: tuple[str, ...] = ()
 
     def public_params(self) -> dict[str, str]:
@@ -342,6 +343,7 @@ def build_config(
     params: Mapping[str, Any] | None = None,
     *,
     env_tracking_uri: str | None = None,
+    env_experiment_name: str | None = None,
     source_names: Mapping[str, str] | None = None,
 ) -> GateConfig:
     """Merge given values (already typed or raw text), params.yaml and defaults into a GateConfig.
@@ -358,6 +360,7 @@ def build_config(
     names = source_names or {}
     values: dict[str, Any] = {}
     explicit: set[str] = set()
+    from_params: set[str] = set()
     for setting in SETTINGS:
         raw = given.get(setting.name)
         if raw is not None:
@@ -368,6 +371,7 @@ def build_config(
             found, raw = _lookup(params, path)
             if found and raw is not None:
                 values[setting.attr] = parse_value(setting, raw, "params.yaml " + ".".join(path))
+                from_params.add(setting.name)
                 break
         else:
             values[setting.attr] = parse_value(setting, setting.default, f"default {setting.name}")
@@ -390,11 +394,14 @@ def build_config(
             f"{names.get('champion-alias', '--champion-alias')}: {alias!r} is not a valid MLflow alias; "
             "use letters, digits, - and _, not starting with a digit, and not 'latest'"
         )
+    if "experiment-name" not in explicit and env_experiment_name and env_experiment_name.strip():
+        values["experiment_name"] = env_experiment_name.strip()  # MLflow's own variable, as the seed honoured it
     uri = values["mlflow_tracking_uri"]
     if "mlflow-tracking-uri" not in explicit and env_tracking_uri:
         uri = env_tracking_uri
     values["mlflow_tracking_uri"] = uri or DEFAULT_LOCAL_TRACKING_URI
-    return GateConfig(**values, explicit=frozenset(explicit), warnings=values["weights"].warnings)
+    return GateConfig(**values, explicit=frozenset(explicit), configured=frozenset(explicit | from_params),
+                      warnings=values["weights"].warnings)
 
 
 def settings_help() -> list[tuple[str, str, str]]:

@@ -37,6 +37,8 @@ class Baseline:
     run_id: str | None = None  # the gate run that recorded this score
     metrics: Mapping[str, float] = field(default_factory=dict)
     signature: str | None = None  # how its score was measured (signature JSON), when recorded
+    origin: str | None = None  # where it came from when not deploygate's own record (an adopted registry)
+    stage_only: bool = False  # the Production stage holder of a registry without the champion alias
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,8 @@ def decide(
             f"; significant at {significance.confidence:.0%} (lower bound {significance.lower_bound:+.4f}, "
             f"p = {significance.p_value:.3f})"
         )
+    if baseline is not None and baseline.origin:
+        reason += f" [baseline: {baseline.origin}]"
     skipped: list[str] = []
     if policy.force:
         skipped = [f"{c.describe()}" for c in breached]

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from deploygate.errors import EXIT_OK
+from deploygate.errors import EXIT_OK, ConfigError
 
 DEMO_OUTPUTS = ("mlflow.db", "mlartifacts", "results", "hub-export", "candidates", "base-model")
 CANDIDATES = (
@@ -117,7 +117,12 @@ def run_demo(folder: Path | None) -> int:
     from deploygate.app import context_from_env, execute, prepare
     from deploygate.cli import print_result
     from deploygate.result import RunContext
+    from deploygate.shipping import MERGE_MODULES, TORCH_CPU, missing_modules
 
+    # the demo builds models (the merge extra) and keeps a local sqlite store (the local extra)
+    if missing := missing_modules((*MERGE_MODULES, "tokenizers", "sqlalchemy")):
+        raise ConfigError(f"demo: needs {', '.join(missing)}, not installed here; install "
+                          f"'deploygate[merge,local]' (torch's CPU build first: {TORCH_CPU})")
     root = (folder or Path(tempfile.mkdtemp(prefix="deploygate-demo-"))).resolve()
     root.mkdir(parents=True, exist_ok=True)
     # A second demo in the same folder starts over: only what a demo itself wrote is removed.

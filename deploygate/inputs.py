@@ -102,6 +102,8 @@ def load_model_source(
 
     run_id = record.get("mlflow_run_id")
     uri = record.get("model_uri")
+    # the server the run was logged to (the seed writes it): read when the run is not on the gate's server
+    logged_at = record.get("tracking_uri") if isinstance(record.get("tracking_uri"), str) else None
     local = record.get("local_path")
     art = record.get("artifact_path", artifact_path)
     for key, value in (("mlflow_run_id", run_id), ("model_uri", uri), ("local_path", local), ("artifact_path", art)):
@@ -112,9 +114,9 @@ def load_model_source(
     if run_id is not None and not all(c.isalnum() or c in "-_" for c in run_id):
         raise ModelSourceError(f"model-artifact-path: {path} mlflow_run_id {run_id!r} is not an MLflow run id")
     if uri:
-        return ModelSource(model_uri=uri, run_id=run_id, artifact_path=art), record
+        return ModelSource(model_uri=uri, run_id=run_id, artifact_path=art, tracking_uri=logged_at), record
     if run_id:
-        return ModelSource(run_id=run_id, artifact_path=art.strip("/")), record
+        return ModelSource(run_id=run_id, artifact_path=art.strip("/"), tracking_uri=logged_at), record
     if local:
         local_path = Path(local)
         if not local_path.is_absolute():

@@ -82,7 +82,65 @@ def deployment_info(result: GateResult) -> dict[str, Any]:
         "started_at": result.started_at,
         "finished_at": result.finished_at,
         "warnings": list(result.warnings),
+        "rerun": rerun_note(result),
+        **seed_deployment_info(result),
     }
+
+
+# The keys the seed's deployment script wrote, with its meanings, beside deploygate's own: its
+# workflow's summary step reads should_deploy, mlflow_registered and huggingface_deployed with jq.
+def seed_deployment_info(result: GateResult) -> dict[str, Any]:
+    return {
+        "should_deploy": result.decision.wants_deploy,  # the verdict (forced included), carried out or not
+        "force_deploy": result.config.force_deploy,
+        "min_improvement_threshold": result.config.min_improvement_threshold,
+        "mlflow_registered": result.registered_version is not None,
+        "huggingface_deployed": result.hub is not None and result.status != "failed",
+        "mlflow_model_version": result.registered_version,
+        "deployment_timestamp": result.started_at,
+        "deployment_run_id": result.mlflow_run_id,
+    }
+
+
+def seed_comparison(result: GateResult) -> dict[str, Any]:
+    """The seed's model_comparison.json keys; its "historical best" is deploygate's baseline (the
+    champion by default). `improvement` is the seed's number (0.0 without a baseline)."""
+    score, base = result.candidate.score, result.baseline
+    improvement = 0.0 if base is None else score - base.score
+    return {
+        "current_score": score,
+        "current_contributions": dict(result.candidate.contributions),
+        "historical_best_score": None if base is None else base.score,
+        "best_run_id": None if base is None else base.run_id,
+        "is_best": base is None or score > base.score,
+        "improvement": improvement,
+        "improvement_percentage": improvement / base.score * 100 if base is not None and base.score else 0.0,
+        "timestamp": result.started_at,
+    }
+
+
+def rerun_note(result: GateResult) -> str | None:
+    """For a run that failed after registering its version: what running the same command again does."""
+    version = result.registered_version
+    if result.status != "failed" or version is None:
+        return None
+    cfg = result.config
+    hub = (f" finds the Hub tag v{version} on {result.hub.repo_id} and pushes nothing again," if result.hub
+           else f" pushes it to {cfg.hf_model_id}," if cfg.hf_model_id and not cfg.skip_hf_push else "")
+    return (f"{cfg.registry_name} v{version} was registered before the run failed; re-running the same command "
+            f"(same source and git sha) reuses v{version} instead of registering another version,{hub} and moves "
+            f"the {cfg.champion_alias!r} alias to it if it still wins")
+
+
+def _tidy(value: Any) -> Any:
+    """Floats without summation noise (0.2264, not 0.22640000000000002), for the people who read the files."""
+    if isinstance(value, float):
+        return round(value, 12)
+    if isinstance(value, dict):
+        return {k: _tidy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_tidy(v) for v in value]
+    return value
 
 
 def _checks(result: GateResult) -> dict[str, Any]:
@@ -144,7 +202,7 @@ def model_comparison(result: GateResult) -> dict[str, Any]:
             "weighted_score": base.score,
             "metrics": dict(base.metrics),
         },
-        "improvement": {
+        "improvement_detail": {  # deploygate's; `improvement` is the seed's number (seed_comparison)
             "absolute": dec.improvement,
             "relative_pct": dec.improvement_pct,
             "threshold": result.config.min_improvement_threshold,
@@ -152,6 +210,7 @@ def model_comparison(result: GateResult) -> dict[str, Any]:
         },
         "per_metric": per_metric,
         "checks": _checks(result),
+        **seed_comparison(result),
     }
 
 
@@ -159,7 +218,7 @@ def write_outputs(result: GateResult, log_text: str) -> dict[str, Path]:
     """Write the three files into the configured output folder; return their paths."""
     out = result.config.output_dir
     paths = {"info": out / INFO_FILE, "comparison": out / COMPARISON_FILE, "log": out / LOG_FILE}
-    write_atomic(paths["comparison"], json.dumps(model_comparison(result), indent=2, allow_nan=False) + "\n")
+    write_atomic(paths["comparison"], json.dumps(_tidy(model_comparison(result)), indent=2, allow_nan=False) + "\n")
     write_atomic(paths["log"], log_text)
-    write_atomic(paths["info"], json.dumps(deployment_info(result), indent=2, allow_nan=False) + "\n")
+    write_atomic(paths["info"], json.dumps(_tidy(deployment_info(result)), indent=2, allow_nan=False) + "\n")
     return paths

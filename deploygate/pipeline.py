@@ -42,6 +42,7 @@ from deploygate.registry import (
     TAG_SIGNATURE,
     MlflowRegistry,
     ModelSource,
+    ResolvedSource,
 )
 from deploygate.result import GateResult, HistoryPoint, HubPush, RunContext
 from deploygate.signature import MetricSignature, check_comparable
@@ -198,10 +199,24 @@ def _run(
              ", ".join(f"{k} {v:.4f} x {cfg.weights.values[k]:.3f}" for k, v in cand.metrics.values.items()))
 
     # Baseline and decision: reads only.
+    by_stage = cfg.promotion == "stage"
     if cfg.baseline == "champion":
-        baseline = registry.champion_baseline(cfg.registry_name, cfg.champion_alias, by_stage=cfg.promotion == "stage")
+        baseline = registry.champion_baseline(cfg.registry_name, cfg.champion_alias, by_stage=by_stage,
+                                              weights=cfg.weights, scale=cfg.metrics_scale)
     else:
         baseline = registry.best_ever_baseline(cfg.experiment_name)
+        if baseline is None:  # never "first model" while the registry has a production model
+            baseline = registry.champion_baseline(cfg.registry_name, cfg.champion_alias, by_stage=by_stage,
+                                                  weights=cfg.weights, scale=cfg.metrics_scale)
+            if baseline is not None:
+                baseline = replace(baseline, origin=f"no past gate run in {cfg.experiment_name!r}; "
+                                                    f"{baseline.origin or f'the champion v{baseline.version}'}")
+    if baseline is not None and baseline.stage_only and cfg.promotion == "alias" and "promotion" not in cfg.configured:
+        # a registry from before deploygate: the first deploy keeps the Production stage in step
+        # with the alias, for whatever still reads the stage (set promotion to choose otherwise)
+        cfg = replace(cfg, promotion="both")
+        log.info("the production model v%s has no %r alias: this deploy moves the alias and the Production stage "
+                 "(promotion: both)", baseline.version, cfg.champion_alias)
     if baseline is None:
         log.info("no baseline: %s has no %s yet", cfg.registry_name,
                  f"alias {cfg.champion_alias!r}" if cfg.baseline == "champion" else "past gate runs")
@@ -228,16 +243,14 @@ def _run(
     for note in decision.notes:
         log.info("%s", note)
 
-    source_uri: str | None = None
-    source_run: str | None = None
+    resolved: ResolvedSource | None = None
     if decision.deploy:
         if cand.source is None:
             raise ModelSourceError(
                 f"model-artifact-path: {cfg.model_artifact_path} does not exist and no model-uri was given, "
                 "so there is nothing to register; point --model-artifact-path at the model location file"
             )
-        if cand.source.local_path is None:
-            source_uri, source_run = registry.resolve_source(cand.source)  # read: checks the run exists
+        resolved = registry.resolve_source(cand.source)  # reads: the files are there, not an empty folder
         if shipper is not None:
             shipper.preflight(cand, cfg)  # the adapter and base model: InputError before the first write
 
@@ -298,7 +311,13 @@ def _run(
             _log_stats(registry, run_id, cand.stats)
         if decision.deploy:
             assert cand.source is not None
-            result = _deploy(cfg, ctx, cand, registry, shipper, clock, sleep, result, source_uri, source_run)
+            assert resolved is not None
+
+            def progress(done: GateResult) -> None:  # a later failure still reports the version and push
+                nonlocal result
+                result = done
+
+            result = _deploy(cfg, ctx, cand, registry, shipper, clock, sleep, result, resolved, progress)
         elif decision.verdict != "skip":
             result = replace(result, status="verdict-only")
         history = registry.history(cfg.registry_name) if cfg.baseline == "champion" or result.deployed else []
@@ -332,8 +351,8 @@ def _deploy(
     clock: Clock,
     sleep: Callable[[float], None],
     result: GateResult,
-    source_uri: str | None,
-    source_run: str | None,
+    resolved: ResolvedSource,
+    progress: Callable[[GateResult], None],
 ) -> GateResult:
     source = cand.source
     assert source is not None and result.mlflow_run_id is not None
@@ -343,11 +362,12 @@ def _deploy(
     if version is not None:
         log.info("candidate already registered as v%s (same source and git sha): reusing it", version)
     else:
-        if source.local_path is not None:
+        source_uri, source_run, model_id = resolved.uri, resolved.run_id, resolved.model_id
+        if source_uri is None:
+            assert source.local_path is not None
             log.info("logging %s to the gate run as the candidate model", source.local_path)
             registry.log_artifacts(run_id, source.local_path, "candidate_model")
             source_uri, source_run = f"{registry.artifact_uri(run_id).rstrip('/')}/candidate_model", run_id
-        assert source_uri is not None
         tags = {
             TAG_SCORE: repr(result.candidate.score),
             TAG_CANDIDATE: key,
@@ -363,16 +383,20 @@ def _deploy(
             tags[TAG_GIT_SHA] = ctx.git_sha
         if source.run_id:
             tags["deploygate.source_run_id"] = source.run_id
+        if model_id:
+            tags["deploygate.source_model_id"] = model_id
         description = (
             f"Weighted score {result.candidate.score:.4f}. {result.decision.reason}. "
             f"Registered by deploygate {__version__} (gate run {run_id})."
         )
         version = registry.register(
-            cfg.registry_name, source_uri=source_uri, run_id=source_run, tags=tags, description=description
+            cfg.registry_name, source_uri=source_uri, run_id=source_run, tags=tags, description=description,
+            model_id=model_id,
         )
         log.info("registered %s v%s from %s", cfg.registry_name, version, source_uri)
     version_url = registry.version_url(cfg.registry_name, version)
     result = replace(result, registered_version=version, model_version_url=version_url)
+    progress(result)
     registry.set_tags(run_id, {"deploygate.registered_version": version})
 
     hub: HubPush | None = None
@@ -392,6 +416,9 @@ def _deploy(
                 created_at=clock().isoformat(),
             )
         )
+        if hub is not None:
+            result = replace(result, hub=hub)
+            progress(result)
     elif cfg.skip_hf_push:
         log.info("Hugging Face push skipped (skip-hf-push): nothing built or pushed")
 
@@ -402,7 +429,6 @@ def _deploy(
         if hub is not None:
             registry.set_version_tags(cfg.registry_name, version, {TAG_HUB_COMMIT: hub.sha, TAG_HUB_URL: hub.url})
             registry.set_tags(run_id, {TAG_HUB_COMMIT: hub.sha, TAG_HUB_URL: hub.url})
-            result = replace(result, hub=hub)
         if me.forced:
             registry.set_version_tags(cfg.registry_name, version, {TAG_OVERRIDE: "forced"})
         promoting = True
@@ -421,6 +447,12 @@ def _deploy(
         log.warning("%s", note)
         registry.set_tags(run_id, {"deploygate.superseded_by": winner})
         return replace(result, status="superseded", warnings=(*result.warnings, note))
+    if result.baseline is not None and result.baseline.stage_only and result.baseline.version != version:
+        # the adopted production model enters the history first, so a rollback can go back to it
+        registry.append_history(cfg.registry_name, {
+            "version": result.baseline.version, "score": result.baseline.score, "at": clock().isoformat(),
+            "adopted": True, "origin": result.baseline.origin,
+        })
     registry.append_history(
         cfg.registry_name,
         {

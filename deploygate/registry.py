@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import logging
+import re
 import time
 import warnings
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, urlparse
 
+from deploygate.config import DEFAULT_LOCAL_TRACKING_URI
 from deploygate.decision import Baseline
 from deploygate.errors import ConfigError, ModelSourceError, RegistryError
+from deploygate.metrics import Weights
 from deploygate.promotion import Holder
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,7 @@ class ModelSource:
     artifact_path: str = "model"
     model_uri: str | None = None
     local_path: Path | None = None
+    tracking_uri: str | None = None  # the location file's: the server the run was logged to
 
     def describe(self) -> str:
         if self.model_uri:
@@ -79,6 +84,27 @@ def _tree_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
+# Tracking URIs served by MLflow's SQL store, which mlflow-skinny does not have (the `local` extra does).
+_DATABASE_SCHEMES = frozenset({"sqlite", "postgresql", "mysql", "mssql"})
+# A folder holds a model when it (or a folder right below it, like the seed's `model/peft`) has one of these.
+MODEL_MARKERS = ("MLmodel", "adapter_config.json")
+_LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]{8,64})/?$")
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """What holds the candidate's files, as the registry records it: a LoggedModel (MLflow 3,
+    `models:/m-<id>` with its model_id), a run's artifact folder (MLflow 2), a given URI, or a
+    local folder (uri None: logged to the gate run first)."""
+
+    uri: str | None
+    run_id: str | None
+    model_id: str | None = None
+    where: str = ""  # one phrase for the log: what was found where
+    fetch_uri: str | None = None  # where the files are read from (no models:/ URI: MLflow resolves those
+    # against its global registry URI, not the client's)
+
+
 @dataclass(frozen=True)
 class Champion:
     version: str
@@ -89,6 +115,8 @@ class Champion:
     hf_commit: str | None = None
     signature: str | None = None
     override: bool = False  # promoted by a forced deploy or a rollback
+    run_id: str | None = None  # the version's source run (the training run)
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 def _is_not_found(exc: BaseException) -> bool:
@@ -106,6 +134,15 @@ class MlflowRegistry:
 
         self.tracking_uri = tracking_uri
         self._mlflow = mlflow
+        self._resolved: dict[ModelSource, ResolvedSource] = {}
+        scheme = urlparse(tracking_uri).scheme.split("+")[0]
+        if scheme in _DATABASE_SCHEMES and importlib.util.find_spec("sqlalchemy") is None:
+            raise ConfigError(
+                f"mlflow-tracking-uri: {_display(tracking_uri)} is a database store"
+                f"{' (the default when MLFLOW_TRACKING_URI is not set)' if tracking_uri == DEFAULT_LOCAL_TRACKING_URI else ''}"
+                ", which needs the full mlflow package, and this install has only mlflow-skinny: "
+                "pip install 'deploygate[local]', or set MLFLOW_TRACKING_URI to your MLflow server"
+            )
         try:
             self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         except Exception as exc:  # bad scheme, missing sqlalchemy for sqlite:// ...
@@ -131,11 +168,7 @@ class MlflowRegistry:
 
     @property
     def display_uri(self) -> str:
-        parsed = urlparse(self.tracking_uri)
-        if parsed.password or parsed.username:  # never print credentials embedded in the URI
-            host = parsed.hostname or ""
-            return parsed._replace(netloc=f"{host}:{parsed.port}" if parsed.port else host).geturl()
-        return self.tracking_uri
+        return _display(self.tracking_uri)
 
     def check(self) -> str:
         """Fail fast and clearly when the server is down or the credentials are refused."""
@@ -244,26 +277,88 @@ class MlflowRegistry:
             hf_commit=tags.get(TAG_HUB_COMMIT),
             signature=tags.get(TAG_SIGNATURE),
             override=tags.get(TAG_OVERRIDE) in ("forced", "rollback"),
+            run_id=mv.run_id or _run_of_source(mv.source),
+            tags=tags,
         )
 
-    def champion_baseline(self, name: str, alias: str, *, by_stage: bool = False) -> Baseline | None:
+    def champion_baseline(self, name: str, alias: str, *, by_stage: bool = False,
+                          weights: Weights | None = None, scale: float = 1.0) -> Baseline | None:
+        """The production model to beat and its score; None only when the registry has none.
+
+        The alias holder (or with `by_stage` the Production stage holder). A registry from before
+        deploygate (the seed's deployment script promoted to the Production stage, set no alias) is
+        adopted: its Production version is the baseline, never "no champion". A score deploygate did
+        not record is looked up, in order: its source run's `weighted_score` metric, the score
+        recomputed from that run's metrics with `weights`, the `weighted_score` tag the seed's script
+        set on the version. None found: ConfigError with the command that records it."""
         champ = self.champion(name, alias, by_stage=by_stage)
+        stage_only = False
+        if champ is None and not by_stage:
+            champ = self.champion(name, alias, by_stage=True)
+            stage_only = champ is not None
         if champ is None:
             return None
-        if champ.score is None:
+        held = (f"v{champ.version} holds the Production stage and no {alias!r} alias" if stage_only
+                else f"v{champ.version} holds {'the Production stage' if by_stage else f'alias {alias!r}'}")
+        score, metrics, found = champ.score, dict(champ.metrics), None
+        if score is None:
+            score, run_metrics, found = self._score_elsewhere(champ, weights, scale)
+            metrics = metrics or run_metrics
+        if score is None:
             raise ConfigError(
-                f"registry: model {name!r} version {champ.version} holds alias {alias!r} but carries no "
-                f"{TAG_SCORE} tag (it was not promoted by deploygate); set that tag on the version, "
-                "or use baseline: best-ever, or deploy once with --force-deploy"
+                f"registry: model {name!r} {held} but its score cannot be found (no {TAG_SCORE} tag; "
+                f"{found}; no weighted_score tag on the version); record it with `deploygate adopt "
+                f"--registry-name {name} --version {champ.version} --score S` (S: its weighted score), "
+                "or use --baseline best-ever"
             )
+        origin = None
+        if stage_only or found:
+            origin = held + (f", score {found}" if found else f", score from its {TAG_SCORE} tag")
         return Baseline(
-            score=champ.score,
+            score=score,
             source="champion",
             version=champ.version,
             run_id=champ.gate_run_id,
-            metrics=champ.metrics,
+            metrics=metrics,
             signature=champ.signature,
+            origin=origin,
+            stage_only=stage_only,
         )
+
+    def _score_elsewhere(self, champ: Champion, weights: Weights | None,
+                         scale: float) -> tuple[float | None, dict[str, float], str]:
+        """(score, metrics, where it came from) for a version deploygate did not score; (None, {},
+        what was looked at) when nothing holds it."""
+        looked = "no source run"
+        run_metrics: dict[str, float] = {}
+        if champ.run_id:
+            try:
+                run = self.client.get_run(champ.run_id)
+            except Exception as exc:
+                if not _is_not_found(exc):
+                    raise RegistryError(f"MLflow: reading run {champ.run_id} failed: {_first_line(exc)}") from exc
+                looked = f"its source run {champ.run_id} does not exist"
+            else:
+                run_metrics = {str(k): float(v) for k, v in run.data.metrics.items()}
+                if (value := _float_or_none(run_metrics.get("weighted_score"))) is not None:
+                    return value, run_metrics, f"from its run {champ.run_id}'s weighted_score metric"
+                if weights is not None:
+                    from deploygate.errors import MetricsError
+                    from deploygate.metrics import parse_metrics, weighted_score
+
+                    try:
+                        parsed = parse_metrics(run_metrics, weights, scale=scale, source=f"run {champ.run_id}")
+                    except MetricsError:
+                        pass
+                    else:
+                        return (weighted_score(parsed, weights).score, dict(parsed.values),
+                                f"recomputed from its run {champ.run_id}'s metrics with the configured weights")
+                looked = (f"its source run {champ.run_id} has no weighted_score metric nor "
+                          f"{', '.join(weights.values) if weights else 'the weighted metrics'}")
+        seed_tag = _float_or_none(champ.tags.get("weighted_score"))
+        if seed_tag is not None:
+            return seed_tag, run_metrics, "from its weighted_score tag (set by the seed's deployment script)"
+        return None, {}, looked
 
     def best_ever_baseline(self, experiment_name: str) -> Baseline | None:
         """The seed's literal rule: the highest weighted score of any finished past gate run."""
@@ -313,40 +408,206 @@ class MlflowRegistry:
 
     # --- the source ----------------------------------------------------------------------------
 
-    def resolve_source(self, source: ModelSource) -> tuple[str, str | None]:
-        """(artifact URI to register, run id) for the source; checks a source run exists."""
-        if source.model_uri:
-            return source.model_uri, source.run_id
-        if source.run_id:
-            try:
-                run = self.client.get_run(source.run_id)
-            except Exception as exc:
-                if _is_not_found(exc):
-                    raise ModelSourceError(
-                        f"model location: mlflow_run_id {source.run_id!r} is not a run on {self.display_uri}; "
-                        "point MLFLOW_TRACKING_URI at the server the model was logged to, or fix the run id"
-                    ) from exc
-                raise RegistryError(f"MLflow: reading run {source.run_id} failed: {_first_line(exc)}") from exc
-            return f"{run.info.artifact_uri.rstrip('/')}/{source.artifact_path.strip('/')}", source.run_id
-        raise ModelSourceError("model location: no source to register")
+    def resolve_source(self, source: ModelSource) -> ResolvedSource:
+        """Where the candidate's files are, checked not to be empty (reads only; ModelSourceError, exit
+        2, naming what was found where). MLflow 3 keeps a model logged in a run as a LoggedModel
+        (`models:/m-<id>`) and leaves the run's own `artifacts/<path>` empty; MLflow 2 put the files
+        there. Registering the empty folder would make a version that holds nothing."""
+        cached = self._resolved.get(source)
+        if cached is None:
+            if source.local_path is not None:
+                cached = _resolve_local(source.local_path)
+            elif source.model_uri:
+                cached = self._resolve_uri(source)
+            elif source.run_id:
+                cached = self._resolve_run(source.run_id, source.artifact_path.strip("/") or "model",
+                                           location_uri=source.tracking_uri)
+            else:
+                raise ModelSourceError("model location: no source to register")
+            log.info("candidate model: %s", cached.where)
+            self._resolved[source] = cached
+        return cached
+
+    def _resolve_uri(self, source: ModelSource) -> ResolvedSource:
+        uri = str(source.model_uri)
+        if uri.startswith("runs:/"):
+            run_id, _, path = uri[len("runs:/"):].partition("/")
+            return self._resolve_run(run_id, path.strip("/") or "model", location_uri=source.tracking_uri)
+        logged = _LOGGED_MODEL_URI.match(uri)
+        if logged:
+            model = self._logged_model(logged.group(1), f"model-uri {uri}")
+            found = self._marker(lambda p: self._list_logged(model.model_id, p))
+            if found is None:
+                raise ModelSourceError(
+                    f"model-uri: LoggedModel {model.model_id} ({uri}) holds no model: no "
+                    f"{' or '.join(MODEL_MARKERS)} among {self._names(lambda p: self._list_logged(model.model_id, p))}; "
+                    "give the URI of the model that holds the adapter"
+                )
+            return ResolvedSource(uri, source.run_id or model.source_run_id, model.model_id,
+                                  where=f"LoggedModel {model.model_id} ({found})", fetch_uri=model.artifact_location)
+        fetch = self._underlying(uri)
+        found = self._marker(lambda p: self._list_uri(fetch, p))
+        if found is None:
+            raise ModelSourceError(
+                f"model-uri: {uri} holds no model: no {' or '.join(MODEL_MARKERS)} among "
+                f"{self._names(lambda p: self._list_uri(fetch, p))}; give the URI of the folder that holds the model"
+            )
+        return ResolvedSource(uri, source.run_id, None, where=f"{uri} ({found})", fetch_uri=fetch)
+
+    def _underlying(self, uri: str) -> str:
+        """A registered model URI (models:/name/version, models:/name@alias) as the URI of its files."""
+        if not uri.startswith("models:/"):
+            return uri
+        ref = uri[len("models:/"):].strip("/")
+        name, at, alias = ref.partition("@")
+        with self._call(f"resolving {uri}"):
+            if at:
+                version = str(self.client.get_model_version_by_alias(name, alias).version)
+            else:
+                name, _, version = ref.rpartition("/")
+                if not name or not version:
+                    raise ModelSourceError(f"model-uri: {uri!r} is not models:/<name>/<version> or models:/<name>@<alias>")
+            return str(self.client.get_model_version_download_uri(name, version))
+
+    def _resolve_run(self, run_id: str, path: str, *, location_uri: str | None) -> ResolvedSource:
+        run = self._source_run(run_id, location_uri)
+        models = self._logged_models_of(run)
+        named = [m for m in models if m.name == path]
+        if named:
+            steps = {o.model_id: o.step for o in (getattr(run.outputs, "model_outputs", None) or [])}
+            model = max(named, key=lambda m: (steps.get(m.model_id, -1), m.creation_timestamp or 0))
+            status = str(getattr(model.status, "name", model.status))
+            found = self._marker(lambda p: self._list_logged(model.model_id, p))
+            if "READY" not in status:
+                raise ModelSourceError(
+                    f"model location: run {run_id} logged model {path!r} as LoggedModel {model.model_id}, which is "
+                    f"{status}, not READY (its upload did not finish); log the model again"
+                )
+            if found is not None:
+                return ResolvedSource(f"models:/{model.model_id}", run_id, model.model_id,
+                                      where=f"LoggedModel {model.model_id} {path!r} of run {run_id} ({found})",
+                                      fetch_uri=model.artifact_location)
+        artifact_root = f"{run.info.artifact_uri.rstrip('/')}/{path}"
+        found = self._marker(lambda p: self._list_uri(artifact_root, p))
+        if found is not None:
+            return ResolvedSource(artifact_root, run_id, None,
+                                  where=f"run {run_id} artifacts under {path!r} ({found})", fetch_uri=artifact_root)
+        logged = ", ".join(f"{m.model_id} {m.name!r}" for m in models) or "none"
+        raise ModelSourceError(
+            f"model location: run {run_id} holds no model under {path!r}: its artifacts under {path!r} are "
+            f"{self._names(lambda p: self._list_uri(artifact_root, p))}, its run artifacts are "
+            f"{self._names(lambda p: self._list_uri(run.info.artifact_uri, p))}, its LoggedModels: {logged}; "
+            f"log the model in that run (mlflow.transformers.log_model(..., name={path!r})) or set "
+            "source-artifact-path to where it is"
+        )
+
+    def _source_run(self, run_id: str, location_uri: str | None) -> Any:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                return self.client.get_run(run_id)
+        except Exception as exc:
+            if not _is_not_found(exc) and "INVALID_PARAMETER_VALUE" not in str(getattr(exc, "error_code", "")):
+                raise RegistryError(f"MLflow: reading run {run_id} failed: {_first_line(exc)}") from exc
+            elsewhere = location_uri and not _same_server(location_uri, self.tracking_uri)
+            if elsewhere and _run_exists_at(str(location_uri), run_id):
+                raise ModelSourceError(
+                    f"model location: run {run_id} is on {_display(str(location_uri))} (the location file's "
+                    f"tracking_uri), not on the gate's MLflow {self.display_uri}; the gate registers models on its "
+                    f"own server only: run it with MLFLOW_TRACKING_URI={_display(str(location_uri))}, or give the "
+                    "model as local_path or model_uri"
+                ) from exc
+            also = (f" (the location file's tracking_uri {_display(str(location_uri))} does not have it either)"
+                    if elsewhere else "")
+            raise ModelSourceError(
+                f"model location: mlflow_run_id {run_id!r} is not a run on {self.display_uri}{also}; "
+                "point MLFLOW_TRACKING_URI at the server the model was logged to, or fix the run id"
+            ) from exc
+
+    def _logged_models_of(self, run: Any) -> list[Any]:
+        """The LoggedModels linked to a run (its outputs, else those naming it as source run); [] on
+        servers without LoggedModels (MLflow 2, older hosted servers)."""
+        ids = [o.model_id for o in (getattr(run.outputs, "model_outputs", None) or [])]
+        models = []
+        for model_id in dict.fromkeys(ids):
+            with contextlib.suppress(Exception):
+                models.append(self.client.get_logged_model(model_id))
+        if models:
+            return models
+        try:
+            found = self.client.search_logged_models(
+                [run.info.experiment_id], filter_string=f"source_run_id = '{_q(run.info.run_id)}'", max_results=50
+            )
+        except Exception as exc:  # no LoggedModel API on this server: the MLflow 2 layout is all there is
+            log.debug("searching LoggedModels of run %s: %s", run.info.run_id, _first_line(exc))
+            return []
+        return [m for m in found if m.source_run_id == run.info.run_id]
+
+    def _logged_model(self, model_id: str, what: str) -> Any:
+        try:
+            return self.client.get_logged_model(model_id)
+        except Exception as exc:
+            if _is_not_found(exc):
+                raise ModelSourceError(f"{what}: no LoggedModel {model_id} on {self.display_uri}; check the id") from exc
+            raise RegistryError(f"MLflow: reading LoggedModel {model_id} failed: {_first_line(exc)}") from exc
+
+    def _list_logged(self, model_id: str, path: str) -> list[tuple[str, bool]]:
+        with self._call(f"listing LoggedModel {model_id}"):
+            infos = self.client.list_logged_model_artifacts(model_id, path or None)
+        return [(PurePosixPath(i.path).name, bool(i.is_dir)) for i in infos]
+
+    def _list_uri(self, uri: str, path: str) -> list[tuple[str, bool]]:
+        from mlflow.artifacts import list_artifacts
+
+        target = f"{uri.rstrip('/')}/{path}" if path else uri
+        try:
+            infos = list_artifacts(artifact_uri=target, tracking_uri=self.tracking_uri)
+        except Exception as exc:
+            if _is_not_found(exc) or "No such file" in str(exc):
+                return []
+            raise RegistryError(f"MLflow: listing {target} failed at {self.display_uri}: {_first_line(exc)}") from exc
+        return [(PurePosixPath(i.path).name, bool(i.is_dir)) for i in infos or []]
+
+    @staticmethod
+    def _marker(listing: Callable[[str], list[tuple[str, bool]]]) -> str | None:
+        """'MLmodel' / 'peft/adapter_config.json' when the folder (or a folder right below) holds a model."""
+        top = listing("")
+        for name in MODEL_MARKERS:
+            if any(n == name and not d for n, d in top):
+                return name
+        for sub in [n for n, d in top if d][:20]:
+            below = listing(sub)
+            for name in MODEL_MARKERS:
+                if any(n == name and not d for n, d in below):
+                    return f"{sub}/{name}"
+        return None
+
+    @staticmethod
+    def _names(listing: Callable[[str], list[tuple[str, bool]]]) -> str:
+        names = [n + ("/" if d else "") for n, d in listing("")]
+        if not names:
+            return "empty"
+        return "[" + ", ".join(sorted(names)[:12]) + (", ..." if len(names) > 12 else "") + "]"
 
     def download(self, source: ModelSource, dst: Path) -> Path:
-        """Fetch the candidate's files: the run artifact (and the run's `tokenizer`, as the seed logs
-        it) or the model URI, into `dst`. Returns the folder holding the model artifact."""
+        """Fetch the candidate's files from where `resolve_source` found them (the source the version
+        records), and the source run's `tokenizer` folder (the seed logs it beside the model), into
+        `dst`. Returns the folder holding the model."""
         from mlflow.artifacts import download_artifacts
 
+        resolved = self.resolve_source(source)
+        if resolved.uri is None:
+            assert source.local_path is not None
+            return source.local_path
         dst.mkdir(parents=True, exist_ok=True)
-        with self._call(f"downloading the candidate {source.describe()}"):
-            if source.model_uri:
-                return Path(download_artifacts(artifact_uri=source.model_uri, dst_path=str(dst / "model"),
-                                               tracking_uri=self.tracking_uri))
-            assert source.run_id is not None
-            model = download_artifacts(run_id=source.run_id, artifact_path=source.artifact_path,
-                                       dst_path=str(dst), tracking_uri=self.tracking_uri)
-            with contextlib.suppress(Exception):  # the tokenizer is optional beside the model
-                download_artifacts(run_id=source.run_id, artifact_path="tokenizer", dst_path=str(dst),
-                                   tracking_uri=self.tracking_uri)
-            return Path(model)
+        with self._call(f"downloading the candidate {resolved.uri}"):
+            model = Path(download_artifacts(artifact_uri=resolved.fetch_uri or resolved.uri, dst_path=str(dst / "model"),
+                                            tracking_uri=self.tracking_uri))
+            if resolved.run_id:
+                with contextlib.suppress(Exception):  # the tokenizer is optional beside the model
+                    download_artifacts(run_id=resolved.run_id, artifact_path="tokenizer", dst_path=str(dst),
+                                       tracking_uri=self.tracking_uri)
+            return model
 
     # --- gate runs -----------------------------------------------------------------------------
 
@@ -461,8 +722,10 @@ class MlflowRegistry:
         tags: Mapping[str, str],
         description: str,
         await_seconds: int = 300,
+        model_id: str | None = None,
     ) -> str:
-        """Create the registered model if missing, then a version; wait until it is READY."""
+        """Create the registered model if missing, then a version; wait until it is READY. `model_id`
+        links the version to the LoggedModel that holds its files (MLflow 3)."""
         with self._call(f"creating registered model {name!r}"):
             try:
                 self.client.create_registered_model(
@@ -481,6 +744,7 @@ class MlflowRegistry:
                 tags=dict(tags),
                 description=description,
                 await_creation_for=await_seconds,
+                **({"model_id": model_id} if model_id else {}),
             )
             if mv.status != "READY":
                 mv = self.client.get_model_version(name, mv.version)
@@ -541,6 +805,54 @@ class MlflowRegistry:
                 return
             time.sleep(0.05)
         log.warning("promotion history of %s: entry of run %s may have been overwritten by a concurrent run", name, marker)
+
+
+def _run_of_source(source: str | None) -> str | None:
+    """The run id in a `runs:/<id>/...` source (versions registered without run_id, as the seed did)."""
+    if source and source.startswith("runs:/"):
+        return source[len("runs:/"):].split("/", 1)[0] or None
+    return None
+
+
+def _display(uri: str) -> str:
+    """A tracking URI without the credentials it may embed."""
+    parsed = urlparse(uri)
+    if parsed.password or parsed.username:  # never print credentials embedded in the URI
+        host = parsed.hostname or ""
+        return parsed._replace(netloc=f"{host}:{parsed.port}" if parsed.port else host).geturl()
+    return uri
+
+
+def _same_server(a: str, b: str) -> bool:
+    return _display(a).rstrip("/").lower() == _display(b).rstrip("/").lower()
+
+
+def _run_exists_at(uri: str, run_id: str) -> bool:
+    """Whether `run_id` is a run on the server at `uri`. Only http(s) servers are asked: opening a
+    sqlite or file store named in someone else's file could create it here."""
+    if urlparse(uri).scheme not in ("http", "https"):
+        return False
+    from mlflow import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=uri).get_run(run_id)
+    except Exception:
+        return False
+    return True
+
+
+def _resolve_local(folder: Path) -> ResolvedSource:
+    def listing(sub: str) -> list[tuple[str, bool]]:
+        root = folder / sub if sub else folder
+        return [(p.name, p.is_dir()) for p in root.iterdir()] if root.is_dir() else []
+
+    found = MlflowRegistry._marker(listing)
+    if found is None:
+        raise ModelSourceError(
+            f"model location: local_path {folder} holds no model: no {' or '.join(MODEL_MARKERS)} among "
+            f"{MlflowRegistry._names(listing)}; point local_path at the folder save_pretrained (or mlflow) wrote"
+        )
+    return ResolvedSource(None, None, None, where=f"local folder {folder} ({found})")
 
 
 def _fix_for(exc: BaseException) -> str | None:

@@ -8,6 +8,7 @@ finds the tag reuses that commit instead of building and pushing again.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import re
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from deploygate.card import AdapterFacts, CardBaseline, CardDecision, CardInputs, check_template, render_card
 from deploygate.config import GateConfig
-from deploygate.errors import AdapterError, ModelSourceError
+from deploygate.errors import AdapterError, ConfigError, ModelSourceError
 from deploygate.hub import HubPublisher, validate_hf_model_id
 from deploygate.merge import inspect_adapter
 from deploygate.pipeline import Candidate, ShipRequest
@@ -30,6 +31,9 @@ TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
     "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
 )
+# What the merge imports (the `merge` extra); checked before the first write, not when the merge starts.
+MERGE_MODULES = ("torch", "safetensors", "transformers", "peft")
+TORCH_CPU = "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 _HUB_LIKE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
@@ -50,7 +54,8 @@ def find_adapter_dir(root: Path) -> Path:
 
 def find_tokenizer_dir(*roots: Path) -> Path | None:
     for root in roots:
-        for candidate in (root, root / "tokenizer", root.parent / "tokenizer"):
+        # the run's `tokenizer` folder (the seed), or the MLflow transformers flavor's components/tokenizer
+        for candidate in (root, root / "tokenizer", root / "components" / "tokenizer", root.parent / "tokenizer"):
             if (candidate / "tokenizer_config.json").is_file() or (candidate / "tokenizer.json").is_file():
                 return candidate
     return None
@@ -68,6 +73,10 @@ def chat_template_of(folder: Path) -> str | None:
             return None
         return value if isinstance(value, str) else None
     return None
+
+
+def missing_modules(names: tuple[str, ...]) -> list[str]:
+    return [name for name in names if importlib.util.find_spec(name) is None]
 
 
 def hub_like(name: str | None) -> bool:
@@ -102,6 +111,20 @@ class HubShipper:
         source = candidate.source
         if source is None:
             return
+        if config.merge and (missing := missing_modules(MERGE_MODULES)):
+            raise ConfigError(
+                f"merge: merging the LoRA adapter needs {', '.join(missing)}, not installed here; install "
+                f"'deploygate[merge]' (pip install 'deploygate[merge]', with torch's CPU build first: {TORCH_CPU}), "
+                "or set merge: false to push the adapter alone"
+            )
+        if self.push:
+            assert self.hub is not None and config.hf_model_id
+            if not self.hub.token:
+                raise ConfigError(
+                    f"hf-token: pushing to {config.hf_model_id} needs a Hugging Face write token and none is set; set "
+                    "HF_TOKEN (or HUGGINGFACE_HUB_TOKEN, or the action's hf-token input), or pass --skip-hf-push"
+                )
+            log.info("%s", self.hub.check_repo_access(config.hf_model_id))  # HubError when it cannot write
         fetched = self._fetch(source, self._prefetch_dir())
         info = inspect_adapter(find_adapter_dir(fetched))
         base_name = config.base_model or info.base_model_name_or_path
@@ -110,10 +133,19 @@ class HubShipper:
                 f"base-model: {find_adapter_dir(fetched) / 'adapter_config.json'} names no "
                 "base_model_name_or_path; set base-model"
             )
-        if not Path(base_name).is_dir() and (not hub_like(base_name) or self.hub is None):
+        if Path(base_name).is_dir():
+            if not (Path(base_name) / "config.json").is_file():
+                raise AdapterError(f"base-model: the folder {base_name} has no config.json, so it is not a saved model; "
+                                   "set base-model to the folder save_pretrained wrote (or a Hub id)")
+        elif not hub_like(base_name) or self.hub is None:
             raise AdapterError(
                 f"base-model: {base_name!r} is neither a local folder nor a Hub model id; set base-model "
                 "(or the adapter's base_model_name_or_path) to one"
+            )
+        elif self.hub.head(base_name) is None:
+            raise AdapterError(
+                f"base-model: {base_name!r} is not a model on {self.hub.endpoint} (or not visible to this token); "
+                "set base-model (or the adapter's base_model_name_or_path) to a local folder or a Hub id you can read"
             )
 
     def _prefetch_dir(self) -> Path:

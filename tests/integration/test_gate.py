@@ -57,7 +57,8 @@ def test_first_worse_better(gate, client, registry_name, experiment_name, monkey
     comparison = better.comparison()
     assert comparison["baseline"]["version"] == "1"
     assert comparison["per_metric"]["bleu4"]["delta"] == pytest.approx(0.01)
-    assert comparison["improvement"]["absolute"] == pytest.approx(0.01)
+    assert comparison["improvement_detail"]["absolute"] == pytest.approx(0.01)
+    assert comparison["improvement"] == pytest.approx(0.01)  # the seed's key: a number
 
     # every run is recorded, deployed or not, with the files as artifacts
     exp = client.get_experiment_by_name(experiment_name)
