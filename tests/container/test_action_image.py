@@ -18,6 +18,7 @@ it; DEPLOYGATE_SMOKE=0 skips it there). SMOKE_SKIP_BUILD=1 reuses an image built
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -171,9 +172,10 @@ def torch_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]
 
 
 def say(request: pytest.FixtureRequest, text: str) -> None:
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"container: {text}")
+    """A line on the terminal even under output capture (the figures the README quotes)."""
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        print(f"\ncontainer: {text}", flush=True)
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +197,7 @@ class ContainerRun:
     log: str
     outputs: dict[str, str]
     summary: str
+    seconds: float
 
 
 def run_action(engine: Engine, image: str, tmp: Path, workspace: Path, event_name: str, payload: dict[str, Any],
@@ -227,11 +230,13 @@ def run_action(engine: Engine, image: str, tmp: Path, workspace: Path, event_nam
     mounts = [f"{temp}:/github/runner_temp", f"{temp / '_github_home'}:/github/home",
               f"{temp / '_github_workflow'}:/github/workflow", f"{commands}:/github/file_commands",
               f"{workspace}:/github/workspace"]
+    start = time.monotonic()
     done = engine("run", "--rm", *engine.flags, "--network", "host", "--workdir", "/github/workspace", *args,
                   *(f"--volume={m}" for m in mounts), image, timeout=900)
+    seconds = time.monotonic() - start
     output = (commands / f"set_output_{token}").read_text()
     return ContainerRun(done.returncode, done.stdout + done.stderr, parse_github_output(output),
-                        (commands / f"step_summary_{token}").read_text())
+                        (commands / f"step_summary_{token}").read_text(), seconds)
 
 
 def test_the_image_deploys_on_push_and_only_decides_on_a_pull_request(engine, image, tmp_path, request):
@@ -261,3 +266,4 @@ def test_the_image_deploys_on_push_and_only_decides_on_a_pull_request(engine, im
     assert pr.rc == 0, pr.log[-4000:]
     assert pr.outputs["deployed"] == "false", pr.outputs
     assert "Would not deploy (verdict only)" in pr.summary
+    say(request, f"runs that decide: push {push.seconds:.1f} s, pull request {pr.seconds:.1f} s")
