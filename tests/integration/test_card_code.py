@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gatekit import SEED_METRICS, run_gate, write_json
+from tests.gatekit import SEED_METRICS, run_gate
 from tests.modelfactory import make_lora_adapter, make_tiny_llama
 
 pytestmark = pytest.mark.slow
@@ -31,14 +31,19 @@ def run_code(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           timeout=600, check=False)
 
 
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real LoRA adapter (with the tokenizer and its chat template) over a tiny local base model."""
+    root = tmp_path_factory.mktemp("card-code")
+    base = make_tiny_llama(root / "base", shards=1)
+    return make_lora_adapter(base, root / "candidate" / "peft", r=4, alpha=8, with_tokenizer=True)
+
+
 @pytest.mark.parametrize("repo_id", [None, "acme/tiny-chat"])
-def test_the_cards_usage_code_runs_against_the_merged_model(tmp_path, capsys, repo_id):
-    base = make_tiny_llama(tmp_path / "base", shards=1)
-    adapter = make_lora_adapter(base, tmp_path / "candidate" / "peft", r=4, alpha=8, with_tokenizer=True)
-    location = write_json(tmp_path / "location.json", {"local_path": str(adapter.parent)})
+def test_the_cards_usage_code_runs_against_the_merged_model(tmp_path, capsys, adapter, repo_id):
     export = tmp_path / "hub-export"
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    extra = ["--model-artifact-path", str(location), "--hf-export-dir", str(export)]
+    extra = ["--hf-export-dir", str(export)]
     if repo_id:
         extra += ["--hf-model-id", repo_id]
     res = run_gate(tmp_path, capsys, uri=store, registry="tiny-chat", experiment="card-code",
