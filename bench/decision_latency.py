@@ -86,7 +86,7 @@ def time_interleaved(uris: dict[int, str], repeat: int) -> dict[int, dict[str, f
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(allow_abbrev=False)
     ap.add_argument("--runs", type=int, default=10_000)
     ap.add_argument("--small-runs", type=int, default=10)
     ap.add_argument("--versions", type=int, default=100)

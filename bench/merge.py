@@ -205,7 +205,7 @@ def identical(a: Path, b: Path) -> tuple[bool, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--small", action="store_true", help="a ~45 MB model instead of TinyLlama's 2.2 GB")
     parser.add_argument("--workdir", type=Path, default=None, help="where to build (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")

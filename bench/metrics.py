@@ -107,7 +107,7 @@ def timed(fn, repeat: int = 1):  # type: ignore[no-untyped-def]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--examples", type=int, default=10_000)
     parser.add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args()

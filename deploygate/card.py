@@ -95,6 +95,12 @@ class CardInputs:
     git_sha: str | None = None
     dataset_name: str = "held-out evaluation split"
     dataset_type: str = "custom"
+    # Not on the Hub: the folder the usage code loads from (an exported folder, when no repo id was given).
+    model_path: str | None = None
+    base_model_on_hub: bool = True  # False for a local base folder: named, not linked
+    # A local MLflow store has no web page: the card names the run and the command that shows it.
+    mlflow_run_id: str | None = None
+    mlflow_ui_command: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "language", tuple(self.language))
@@ -258,10 +264,13 @@ def body_values(inputs: CardInputs) -> dict[str, Any]:
             "delta": _delta(improvement),
             "delta_pct": f"{improvement / baseline.weighted_score * 100:+.2f}%" if baseline.weighted_score else "n/a",
         }
+    base = inputs.base_model  # validated: safe inside code, text and links
     return {
         "model_name": md(inputs.repo_id.split("/")[-1]),
         "repo_id": inputs.repo_id,  # validated: safe inside code and text
-        "base_model": inputs.base_model,
+        "base_model": base,
+        "base_model_link": f"[`{base}`](https://huggingface.co/{base})" if inputs.base_model_on_hub
+        else f"`{base}` (a local base model)",
         "registry_name": code(inputs.registry_name),
         "registry_version": md(inputs.registry_version) if inputs.registry_version else "not registered",
         "weighted_score": _num(inputs.weighted_score),
@@ -279,45 +288,65 @@ def body_values(inputs: CardInputs) -> dict[str, Any]:
             "merged": adapter.merged,
         },
         "usage_code": usage_code(inputs),
-        "mlflow_run_link": _link("MLflow run", inputs.mlflow_run_url),
-        "mlflow_model_link": _link(f"{inputs.registry_name} version {inputs.registry_version or ''}".strip(),
-                                   inputs.mlflow_model_url),
+        **_tracking_links(inputs),
         "license": f"the {md(inputs.license)} license" if inputs.license else "the base model's license",
         "created_at": md(inputs.created_at),
         "git_sha": code(inputs.git_sha) if inputs.git_sha else None,
     }
 
 
+def _tracking_links(inputs: CardInputs) -> dict[str, str]:
+    """The MLflow lines: links to a server's pages, or for a local store the run id and `mlflow ui`."""
+    model = f"{inputs.registry_name} version {inputs.registry_version or ''}".strip()
+    if inputs.mlflow_ui_command and not inputs.mlflow_run_url:
+        run = (f"run {code(inputs.mlflow_run_id)}" if inputs.mlflow_run_id else "not recorded") + (
+            f" in a local MLflow store (browse it with {code(inputs.mlflow_ui_command)})")
+        version = f"{code(inputs.registry_name)} version {md(inputs.registry_version)} in the same store" \
+            if inputs.registry_version else "not registered"
+        return {"mlflow_run_link": run, "mlflow_model_link": version}
+    return {"mlflow_run_link": _link("MLflow run", inputs.mlflow_run_url),
+            "mlflow_model_link": _link(model, inputs.mlflow_model_url)}
+
+
+LOCAL_PLACEHOLDER = "path/to/this/folder"
+
+
 def usage_code(inputs: CardInputs) -> str:
-    """Python that loads this repo and generates, matching how the tokenizer expects prompts."""
-    model_id = json.dumps(inputs.repo_id)  # validated id: a plain double-quoted Python string
+    """Python that loads this repo (or the exported folder) and generates, matching how the tokenizer
+    expects prompts. Written for the pinned transformers (5.x: `dtype`, `apply_chat_template` returns a
+    BatchEncoding); tests/integration/test_card_code.py runs it against a merged tiny model."""
+    path = inputs.model_path
+    if path is not None and ("`" in path or not path.isprintable()):
+        path = LOCAL_PLACEHOLDER  # would break the code block: the reader fills in the folder
+    # a validated repo id, or a path as a JSON string: both are plain double-quoted Python strings
+    model_id = json.dumps(path if path is not None else inputs.repo_id)
+    where = ("# this folder was exported, not pushed: load it from here (or from the Hub repo you push it to)\n"
+             if path is not None else "")
     if inputs.adapter.merged:
         load = ("from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-                f"model_id = {model_id}\n"
+                f"{where}model_id = {model_id}\n"
                 "tokenizer = AutoTokenizer.from_pretrained(model_id)\n"
-                'model = AutoModelForCausalLM.from_pretrained(model_id, torch_dtype="auto", device_map="auto")\n')
+                'model = AutoModelForCausalLM.from_pretrained(model_id, dtype="auto", device_map="auto")\n')
     else:
         load = ("from peft import AutoPeftModelForCausalLM\n"
                 "from transformers import AutoTokenizer\n\n"
-                f"model_id = {model_id}\n"
+                f"{where}model_id = {model_id}\n"
                 "tokenizer = AutoTokenizer.from_pretrained(model_id)\n"
-                'model = AutoPeftModelForCausalLM.from_pretrained(model_id, torch_dtype="auto", device_map="auto")\n')
+                'model = AutoPeftModelForCausalLM.from_pretrained(model_id, dtype="auto", device_map="auto")\n')
     if inputs.chat_template:
         system = ('    {"role": "system", "content": "You are a helpful assistant."},\n'
                   if "system" in inputs.chat_template else "")
-        generate = ("\nmessages = [\n"
-                    f"{system}"
-                    '    {"role": "user", "content": "Your question here"},\n'
-                    "]\n"
-                    "inputs = tokenizer.apply_chat_template(\n"
-                    '    messages, add_generation_prompt=True, return_tensors="pt"\n'
-                    ").to(model.device)\n"
-                    "outputs = model.generate(inputs, max_new_tokens=256)\n"
-                    "print(tokenizer.decode(outputs[0][inputs.shape[-1]:], skip_special_tokens=True))\n")
+        prompt = ("\nmessages = [\n"
+                  f"{system}"
+                  '    {"role": "user", "content": "Your question here"},\n'
+                  "]\n"
+                  "inputs = tokenizer.apply_chat_template(\n"
+                  '    messages, add_generation_prompt=True, return_tensors="pt", return_dict=True\n'
+                  ").to(model.device)\n")
     else:
-        generate = ('\nprompt = "Your prompt here"\n'
-                    'inputs = tokenizer(prompt, return_tensors="pt").to(model.device)\n'
-                    "outputs = model.generate(**inputs, max_new_tokens=256)\n"
-                    'print(tokenizer.decode(outputs[0][inputs["input_ids"].shape[-1]:], skip_special_tokens=True))\n')
-    return load + generate
+        prompt = ('\nprompt = "Your prompt here"\n'
+                  'inputs = tokenizer(prompt, return_tensors="pt").to(model.device)\n')
+    generate = ("outputs = model.generate(**inputs, max_new_tokens=256)\n"
+                'print(tokenizer.decode(outputs[0][inputs["input_ids"].shape[-1]:], skip_special_tokens=True))\n')
+    return load + prompt + generate
 

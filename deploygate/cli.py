@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import logging
 import os
+import re
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from deploygate import __version__
-from deploygate.config import SETTINGS
-from deploygate.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, EXIT_REJECTED, DeployGateError
+from deploygate.config import SETTINGS, SETTINGS_BY_NAME, GateConfig, Setting
+from deploygate.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_REJECTED,
+    ConfigError,
+    DeployGateError,
+)
 from deploygate.github import InertFormatter, inert
 from deploygate.result import GateResult
 
@@ -27,56 +36,80 @@ log = logging.getLogger("deploygate.cli")
 COMMANDS = ("run", "doctor", "demo", "rollback", "adopt")
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    for s in SETTINGS:
-        flag = f"--{s.name}"
-        default_text = "" if s.default in (None, ()) else f" (default: {s.default if not isinstance(s.default, tuple) else ','.join(s.default)})"
-        if s.kind == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                help=s.help + f" (default: {str(s.default).lower()})")
-        else:
-            metavar = s.name.upper().replace("-", "_")
-            parser.add_argument(flag, default=None, metavar=metavar, help=s.help + default_text)
+def _add_setting_flag(parser: argparse.ArgumentParser, s: Setting) -> None:
+    flag = f"--{s.name}"
+    if s.kind == "bool":
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                            help=s.help + f" (default: {str(s.default).lower()})")
+        return
+    default = s.default if not isinstance(s.default, tuple) else ",".join(s.default)
+    default_text = "" if s.default in (None, ()) else f" (default: {default})"
+    parser.add_argument(flag, default=None, metavar=s.name.upper().replace("-", "_"), help=s.help + default_text)
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
+    """The SETTINGS flags (all, or those named), each with the help text of its setting."""
+    for s in SETTINGS if names is None else [SETTINGS_BY_NAME[n] for n in names]:
+        _add_setting_flag(parser, s)
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="Debug logging, and a traceback for unexpected errors.")
+
+
+EXIT_CODES = "Exit codes: 0 decided, 1 failure, 2 bad input, 3 rejected with --fail-on-reject."
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deploygate",
         description="Decide whether a fine-tuned model replaces the production one in MLflow, and ship it.",
-        epilog="Commands: run (the default), rollback, adopt, doctor, demo. Exit codes: 0 decided, 1 failure, 2 bad input, "
-               "3 rejected with --fail-on-reject.",
+        epilog="Commands: run (the default), rollback, adopt, doctor, demo. " + EXIT_CODES,
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"deploygate {__version__}")
-    sub = parser.add_subparsers(dest="command")
-    run_p = sub.add_parser("run", help="Score, compare, decide, and deploy when the candidate wins (default).")
+    sub = parser.add_subparsers(dest="command", title="commands")
+    run_p = sub.add_parser(
+        "run", help="Score, compare, decide, and deploy when the candidate wins (the default command).",
+        prog="deploygate [run]", usage="%(prog)s [options]", allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Score the candidate's evaluation results, compare them with the champion in MLflow, decide,\n"
+                    "and when it wins register, promote and push it. Flags beat params.yaml, which beats the defaults.",
+    )
     _add_setting_flags(run_p)
-    run_p.add_argument("-v", "--verbose", action="store_true", help="Debug logging and tracebacks.")
+    _add_verbose(run_p)
     run_p.add_argument("--reason", default=None, help="Why this run was started (recorded; useful with --force-deploy).")
-    doc_p = sub.add_parser("doctor", help="Check the MLflow connection and credentials (and the Hub token).")
-    doc_p.add_argument("--config", default=None, help="params.yaml to read mlflow/deployment settings from.")
-    doc_p.add_argument("--mlflow-tracking-uri", default=None)
-    doc_p.add_argument("--hf-model-id", default=None)
-    doc_p.add_argument("-v", "--verbose", action="store_true")
-    rb_p = sub.add_parser("rollback", help="Move the champion (and the Hub repo) back to the previous champion.")
-    for flag in ("--config", "--registry-name", "--experiment-name", "--champion-alias", "--promotion",
-                 "--mlflow-tracking-uri", "--hf-model-id", "--output-dir"):
-        rb_p.add_argument(flag, default=None)
-    rb_p.add_argument("--skip-hf-push", action=argparse.BooleanOptionalAction, default=None)
+    doc_p = sub.add_parser("doctor", allow_abbrev=False,
+                           help="Check the configuration, the MLflow connection and credentials, and the Hub token; "
+                                "writes nothing.")
+    _add_setting_flags(doc_p, ("config", "mlflow-tracking-uri", "hf-model-id"))
+    _add_verbose(doc_p)
+    rb_p = sub.add_parser("rollback", allow_abbrev=False,
+                          help="Move the champion (and the Hub repo) back to the previous champion.")
+    _add_setting_flags(rb_p, ("config", "registry-name", "experiment-name", "champion-alias", "promotion",
+                              "mlflow-tracking-uri", "hf-model-id", "output-dir", "skip-hf-push"))
     rb_p.add_argument("--to", default=None, metavar="VERSION", help="Roll back to this version (default: the previous champion).")
     rb_p.add_argument("--reason", default=None, help="Why (recorded in MLflow with the actor).")
-    rb_p.add_argument("-v", "--verbose", action="store_true")
-    ad_p = sub.add_parser("adopt", help="Record the score of a production version deploygate did not promote, "
-                                         "and give it the champion alias (a registry from before deploygate).")
-    for flag in ("--config", "--registry-name", "--champion-alias", "--promotion", "--mlflow-tracking-uri"):
-        ad_p.add_argument(flag, default=None)
+    _add_verbose(rb_p)
+    ad_p = sub.add_parser("adopt", allow_abbrev=False,
+                          help="Record the score of a production version deploygate did not promote, "
+                               "and give it the champion alias (a registry from before deploygate).")
+    _add_setting_flags(ad_p, ("config", "registry-name", "champion-alias", "promotion", "mlflow-tracking-uri"))
     ad_p.add_argument("--version", required=True, dest="adopt_version", metavar="VERSION",
                       help="The registry version that is in production.")
     ad_p.add_argument("--score", required=True, help="Its weighted score (0-1), as the gate would compute it.")
     ad_p.add_argument("--reason", default=None, help="Why (recorded on the version).")
-    ad_p.add_argument("-v", "--verbose", action="store_true")
-    demo_p = sub.add_parser("demo", help="Run the gate three times against a local MLflow store; no accounts needed.")
+    _add_verbose(ad_p)
+    demo_p = sub.add_parser("demo", allow_abbrev=False,
+                            help="Run the gate three times against a local MLflow store; no accounts needed.")
     demo_p.add_argument("--dir", default=None, help="Folder for the demo (default: a new temporary folder).")
-    demo_p.add_argument("-v", "--verbose", action="store_true")
+    _add_verbose(demo_p)
+    # `deploygate --help` shows the gate's own usage (the command line of the E-commerce-Chatbot deployment
+    # script has no subcommand), then every command: the list is made from the subparsers themselves.
+    commands = "\n".join(f"  {a.dest:<10} {a.help}" for a in sub._choices_actions)
+    run_p.epilog = (f"commands (deploygate COMMAND --help for each):\n{commands}\n\n{EXIT_CODES}\n"
+                    "deploygate doctor checks the setup; deploygate demo shows a whole round on a local store.")
     return parser
 
 
@@ -115,7 +148,7 @@ def error_funnel(verbose: bool, codes: dict[str, int]) -> Iterator[None]:
         codes["exit"] = EXIT_FAILURE
 
 
-def print_result(result: GateResult) -> None:
+def print_result(result: GateResult, env_file_keys: Sequence[str] = ()) -> None:
     d = result.decision
     base = f"{result.baseline.score:.4f}" if result.baseline else "none"
     print(f"decision: {d.verdict}  deployed: {str(result.deployed).lower()}  status: {result.status}")
@@ -127,9 +160,26 @@ def print_result(result: GateResult) -> None:
         print(f"model version: {result.config.registry_name} v{result.registered_version} (alias {result.config.champion_alias})")
     if result.hub:
         print(f"hub commit: {result.hub.url}")
-    if result.mlflow_run_url:
-        print(f"mlflow run: {result.mlflow_run_url}")
+    if result.hub_export_dir:
+        print(f"hub folder: {result.hub_export_dir}")
+    print_tracking(result.config, result.mlflow_run_id, result.mlflow_run_url, env_file_keys)
     print(f"results: {result.config.output_dir}")
+
+
+def print_tracking(cfg: GateConfig, run_id: str | None, run_url: str | None, env_file_keys: Sequence[str] = ()) -> None:
+    """Which MLflow was used and why, the run, and for a local store the command that shows it."""
+    from deploygate.action import display_url
+    from deploygate.registry import local_ui_command
+
+    source = cfg.tracking_uri_source
+    if source == "MLFLOW_TRACKING_URI" and "MLFLOW_TRACKING_URI" in env_file_keys:
+        source = "MLFLOW_TRACKING_URI in .env"
+    print(inert(f"mlflow: {display_url(cfg.mlflow_tracking_uri)} (from {source})"))
+    if run_id:
+        print(f"mlflow run: {run_id}" + (f"  {run_url}" if run_url else ""))
+    ui = local_ui_command(cfg.mlflow_tracking_uri)
+    if ui:
+        print(inert(f"browse it: {ui}  (then open http://127.0.0.1:5000)"))
 
 
 def _given(ns: argparse.Namespace) -> dict[str, Any]:
@@ -147,7 +197,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
         ctx = replace(ctx, reason=ns.reason)
     result = execute(cfg, ctx, os.environ, cand)
-    print_result(result)
+    print_result(result, ns.env_file_keys)
     if cfg.fail_on_reject and result.decision.verdict == "skip":
         print("deploygate: rejected (--fail-on-reject)", file=sys.stderr)
         return EXIT_REJECTED
@@ -180,8 +230,7 @@ def cmd_rollback(ns: argparse.Namespace) -> int:
     print(f"rolled back {cfg.registry_name}: v{result.from_version} -> v{result.to_version} (alias {cfg.champion_alias})")
     if result.hub:
         print(f"hub commit: {result.hub.url}")
-    if result.mlflow_run_url:
-        print(f"mlflow run: {result.mlflow_run_url}")
+    print_tracking(cfg, result.mlflow_run_id, result.mlflow_run_url, ns.env_file_keys)
     record = {k: v for k, v in result.__dict__.items() if k not in ("log_text", "hub")}
     record["hub"] = None if result.hub is None else result.hub.__dict__
     write_atomic(cfg.output_dir / "rollback_info.json", json.dumps(record, indent=2) + "\n")
@@ -228,11 +277,16 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in (*COMMANDS, "-h", "--help", "--version"):
-        args.insert(0, "run")  # the seed's command line has no subcommand
+    if args[:1] in (["-h"], ["--help"]):
+        args = ["run", "--help"]  # the gate's flags, and the list of commands
+    if not args or args[0] not in (*COMMANDS, "--version"):
+        args.insert(0, "run")  # the deployment script's command line has no subcommand
     parser = build_parser()
     try:
-        ns = parser.parse_args(args)
+        ns, extra = parser.parse_known_args(args)
+        if extra:  # said by the command's own parser, so that its usage line is the one shown
+            commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            commands.choices[ns.command].error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
         return int(exc.code or 0)
     if ns.command is None:
@@ -240,16 +294,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     verbose = bool(getattr(ns, "verbose", False))
     _configure_logging(verbose)
-    with contextlib.suppress(Exception):
-        from dotenv import load_dotenv
-
-        load_dotenv(Path.cwd() / ".env", override=False)  # local use, as in the seed; never overrides
     codes = {"exit": EXIT_OK}
     with error_funnel(verbose, codes):
+        # local use, as in the deployment script: .env never overrides the environment
+        ns.env_file_keys, ns.env_file_error = (), None
+        try:
+            ns.env_file_keys = load_env_file(Path.cwd() / ".env", os.environ)
+        except ConfigError as exc:
+            if ns.command != "doctor":
+                raise
+            ns.env_file_error = exc  # doctor lists it with the other checks
         handler = {"run": cmd_run, "doctor": cmd_doctor, "demo": cmd_demo, "rollback": cmd_rollback,
                    "adopt": cmd_adopt}[ns.command]
         codes["exit"] = handler(ns)
     return codes["exit"]
+
+
+def load_env_file(path: Path, env: MutableMapping[str, str]) -> tuple[str, ...]:
+    """Set the variables of a `.env` file that the environment does not already have (as python-dotenv's
+    load_dotenv does); return their names. A line python-dotenv cannot parse is a ConfigError naming
+    the line (python-dotenv itself would only log it and go on without the variable)."""
+    if not path.is_file():
+        return ()
+    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f".env: {path} cannot be read ({exc}); fix or remove the file") from None
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            # the line may hold a secret: name the variable, never show the value
+            statement = binding.original.string
+            name = re.match(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=", statement)
+            what = f" (the {name.group(1)} line)" if name else ""
+            # python-dotenv counts from the blank lines before the statement; name the line it is on
+            line = binding.original.line + statement[: len(statement) - len(statement.lstrip())].count("\n")
+            raise ConfigError(
+                f".env: {path} line {line}{what} cannot be parsed; write it as NAME=value, "
+                "with quotes around a value holding spaces, # or quotes, or remove the line"
+            )
+    added = []
+    for key, value in dotenv_values(stream=io.StringIO(text)).items():
+        if value is not None and key not in env:
+            env[key] = value
+            added.append(key)
+    return tuple(added)
 
 
 def entrypoint() -> None:

@@ -8,6 +8,7 @@ the environment as in the seed, which the shells pass in; this module reads no e
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -56,7 +57,8 @@ SETTINGS: tuple[Setting, ...] = (
        "deployment.min_improvement_threshold"),
     _s("predictions", "path", None,
        "Per-example predictions (JSONL with prediction/reference, or CSV): metrics are computed from them "
-       "exactly as the seed's evaluation did, and enable the significance test.",
+       "exactly as the E-commerce-Chatbot evaluation did (nltk BLEU, rouge_score ROUGE-L), and enable the "
+       "significance test.",
        "deployment.predictions"),
     _s("weights", "weights", None,
        "Metric weights, e.g. 'bleu1=0.1,bleu2=0.15,bleu3=0.25,bleu4=0.4,rougeL_precision=0.1'; normalised to sum to 1.",
@@ -98,7 +100,8 @@ SETTINGS: tuple[Setting, ...] = (
        "Register this MLflow model URI (runs:/..., models:/..., mlflow-artifacts:/...) instead of the model location file.",
        "deployment.model_uri"),
     _s("source-artifact-path", "str", "model",
-       "Artifact path of the model inside the candidate's MLflow run (the seed logs it under 'model').",
+       "Artifact path of the model inside the candidate's MLflow run (the E-commerce-Chatbot training logs it "
+       "under 'model').",
        "deployment.source_artifact_path"),
     _s("force-deploy", "bool", False,
        "Deploy whatever the scores say (recorded as forced)."),
@@ -303,6 +306,7 @@ class GateConfig:
     explicit: frozenset[str] = field(default=frozenset())  # settings given by flag / input
     configured: frozenset[str] = field(default=frozenset())  # given by flag / input or params.yaml
     warnings: tuple[str, ...] = ()
+    tracking_uri_source: str = "default"  # where mlflow_tracking_uri came from, for the summary
 
     def public_params(self) -> dict[str, str]:
         """The settings worth recording as MLflow params (no secrets live in the config)."""
@@ -324,6 +328,76 @@ class GateConfig:
             "bootstrap_resamples": str(self.bootstrap_resamples),
             "allow_incomparable": str(self.allow_incomparable).lower(),
         }
+
+
+# --- params.yaml keys --------------------------------------------------------------------------------
+
+# params.yaml is shared with the other stages (the E-commerce-Chatbot project keeps `model:`, `lora:`,
+# `training:`, `data:`, `evaluation:` ... there): those sections are theirs and never checked. Inside
+# `deployment:` every key must be one deploygate reads, because a typo there would silently run with a
+# default. `mlflow:` is shared too (the training stage reads its tracking_uri and experiment_name), so
+# there only a key close to a known one is refused as a typo; any other key is left to its stage.
+OWN_SECTION = "deployment"
+SHARED_SECTION = "mlflow"
+EXTRA_PARAMS = (("deployment", "huggingface", "push_to_hub"),)
+NEAR_MISS = 0.8  # difflib ratio from which an unknown name counts as a misspelling of a known one
+
+
+def known_params() -> dict[str, Any]:
+    """The params.yaml keys deploygate reads, as a tree: {section: {key: None | {subkey: ...}}}."""
+    tree: dict[str, Any] = {}
+    for path in [*(p for s in SETTINGS for p in s.params), *EXTRA_PARAMS]:
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node.setdefault(path[-1], None)
+    return tree
+
+
+def _shown(key: object) -> str:
+    return repr(key) if not isinstance(key, str) or not key.isprintable() else key
+
+
+def _closest(key: object, known: list[str], cutoff: float) -> str | None:
+    if not isinstance(key, str):
+        return None
+    lowered = {k.lower(): k for k in known}
+    if key.lower() in lowered:
+        return lowered[key.lower()]
+    match = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=cutoff)
+    return lowered[match[0]] if match else None
+
+
+def check_params_keys(params: Mapping[Any, Any], source: str = "params.yaml") -> None:
+    """Refuse misspelled keys in the sections deploygate reads (exit 2), suggesting the known key."""
+    tree = known_params()
+    for key in params:
+        if key in tree:
+            continue
+        near = _closest(key, list(tree), NEAR_MISS)
+        if near is not None:
+            raise ConfigError(f"{source}: section {_shown(key)!r} is not one deploygate reads; did you mean "
+                              f"{near!r}? (its keys would otherwise be ignored)")
+    for section, strict in ((OWN_SECTION, True), (SHARED_SECTION, False)):
+        if params.get(section) is not None:
+            _check_keys(params[section], tree[section], (section,), source, strict=strict)
+
+
+def _check_keys(node: object, known: Mapping[str, Any], path: tuple[str, ...], source: str, *, strict: bool) -> None:
+    where = f"{source} {'.'.join(path)}"
+    if not isinstance(node, Mapping):
+        shown = repr(node) if len(repr(node)) <= 60 else repr(node)[:57] + "..."
+        raise ConfigError(f"{where}: {shown} is a {type(node).__name__}, not a mapping of {', '.join(known)}")
+    for key, value in node.items():
+        if key not in known:
+            near = _closest(key, list(known), 0.6 if strict else NEAR_MISS)
+            if near is None and not strict:
+                continue  # another stage's key
+            fix = f"did you mean {near!r}? (known keys: " if near else "deploygate reads only: "
+            raise ConfigError(f"{where}.{_shown(key)}: unknown key; {fix}{', '.join(known)}{')' if near else ''}")
+        sub = known[key]
+        if isinstance(sub, dict) and value is not None:
+            _check_keys(value, sub, (*path, key), source, strict=strict)
 
 
 def _lookup(params: Mapping[str, Any], path: tuple[str, ...]) -> tuple[bool, Any]:
@@ -354,6 +428,7 @@ def build_config(
     params = params or {}
     if not isinstance(params, Mapping):
         raise ConfigError(f"params.yaml: the top level is a {type(params).__name__}, not a mapping")
+    check_params_keys(params, str(given.get("config") or "params.yaml"))
     unknown = set(given) - set(SETTINGS_BY_NAME)
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
@@ -396,12 +471,26 @@ def build_config(
         )
     if "experiment-name" not in explicit and env_experiment_name and env_experiment_name.strip():
         values["experiment_name"] = env_experiment_name.strip()  # MLflow's own variable, as the seed honoured it
-    uri = values["mlflow_tracking_uri"]
-    if "mlflow-tracking-uri" not in explicit and env_tracking_uri:
-        uri = env_tracking_uri
-    values["mlflow_tracking_uri"] = uri or DEFAULT_LOCAL_TRACKING_URI
+    given_uri = values["mlflow_tracking_uri"] if "mlflow-tracking-uri" in explicit else None
+    params_uri = None if given_uri else values["mlflow_tracking_uri"]
+    values["mlflow_tracking_uri"], uri_source = tracking_uri_and_source(
+        given_uri, env_tracking_uri, params_uri, flag=names.get("mlflow-tracking-uri", "--mlflow-tracking-uri"))
     return GateConfig(**values, explicit=frozenset(explicit), configured=frozenset(explicit | from_params),
-                      warnings=values["weights"].warnings)
+                      warnings=values["weights"].warnings, tracking_uri_source=uri_source)
+
+
+def tracking_uri_and_source(
+    given: str | None, env_uri: str | None, params_uri: object, *, flag: str = "--mlflow-tracking-uri"
+) -> tuple[str, str]:
+    """The tracking URI and where it came from: the flag / input, MLFLOW_TRACKING_URI, params.yaml
+    mlflow.tracking_uri, else the local sqlite store."""
+    if given:
+        return given, flag
+    if env_uri:
+        return env_uri, "MLFLOW_TRACKING_URI"
+    if isinstance(params_uri, str) and params_uri.strip():
+        return params_uri.strip(), "params.yaml mlflow.tracking_uri"
+    return DEFAULT_LOCAL_TRACKING_URI, "default: no MLFLOW_TRACKING_URI, no params.yaml mlflow.tracking_uri"
 
 
 def settings_help() -> list[tuple[str, str, str]]:

@@ -1,83 +1,156 @@
-"""`deploygate doctor`: the seed's troubleshooting section as one command.
+"""`deploygate doctor`: the troubleshooting checklist as one command. It writes nothing.
 
-Checks, in order, and says exactly what is wrong with each: which tracking URI is used and where
-it came from, whether the MLflow server answers, whether the credentials are accepted, whether the
-registry answers, and (when a Hub repo is configured or a token is set) the Hub token and repo.
+Checks, in order, each printed as one `OK` / `FAIL` line with the fix under a FAIL: the `.env` file,
+params.yaml (values and key spellings), which tracking URI is used and where it came from, the local
+store (without creating it) or the MLflow server, the credentials, the model registry, and the Hub
+token (whenever one is set) and repo. A local store that does not exist yet is reported, not
+created: opening it with MLflow would create the database.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from deploygate.config import DEFAULT_LOCAL_TRACKING_URI
+from deploygate.config import GateConfig, build_config, tracking_uri_and_source
 from deploygate.errors import EXIT_FAILURE, EXIT_OK, DeployGateError
 from deploygate.inputs import load_params
 
+CREDENTIAL_VARS = "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or DAGSHUB_USERNAME / DAGSHUB_USER_TOKEN)"
 
-def _tracking_uri(ns: argparse.Namespace, env: Mapping[str, str], params: dict[str, Any]) -> tuple[str, str]:
-    if ns.mlflow_tracking_uri:
-        return ns.mlflow_tracking_uri, "--mlflow-tracking-uri"
-    if env.get("MLFLOW_TRACKING_URI"):
-        return env["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI"
-    uri = (params.get("mlflow") or {}).get("tracking_uri")
-    if uri:
-        return str(uri), "params.yaml mlflow.tracking_uri"
-    return DEFAULT_LOCAL_TRACKING_URI, "default (local store)"
+
+class Checklist:
+    """Prints each check as it is made; remembers whether any failed."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+
+    def ok(self, name: str, detail: str) -> None:
+        print(f"OK   {name}: {detail}")
+
+    def fail(self, name: str, detail: str, fix: str | None = None) -> None:
+        self.failed += 1
+        print(f"FAIL {name}: {detail}")
+        if fix:
+            print(f"     fix: {fix}")
+
+    def error(self, name: str, exc: DeployGateError) -> None:
+        """A deploygate error: its message says what failed, then the fix (its hint, or the part after ';')."""
+        message, fix = exc.message.removeprefix(f"{name}: "), exc.hint
+        if fix is None and "; " in message:
+            message, fix = message.split("; ", 1)
+        self.fail(name, message, fix.removeprefix("Fix: ") if fix else None)
+
+    def attempt(self, name: str, check: Callable[[], str]) -> bool:
+        try:
+            detail = check()
+        except DeployGateError as exc:
+            self.error(name, exc)
+            return False
+        except Exception as exc:  # an SDK failing in a way deploygate did not translate
+            self.fail(name, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                      "run again with -v, and report it if it persists")
+            return False
+        self.ok(name, detail)
+        return True
+
+
+def _config(ns: argparse.Namespace, env: Mapping[str, str], checks: Checklist) -> tuple[dict[str, Any], GateConfig | None]:
+    path = Path(ns.config) if ns.config else Path("params.yaml")
+    try:
+        params = load_params(path, explicit=ns.config is not None)
+    except DeployGateError as exc:
+        checks.error("config", exc)
+        return {}, None
+    given = {k: v for k, v in (("config", ns.config), ("mlflow-tracking-uri", ns.mlflow_tracking_uri),
+                               ("hf-model-id", ns.hf_model_id)) if v is not None}
+    try:
+        cfg = build_config(given, params, env_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None)
+    except DeployGateError as exc:
+        checks.error("config", exc)
+        return params, None
+    if path.exists():
+        checks.ok("config", f"{path}: every deployment: and mlflow: key is known and valid")
+    else:
+        checks.ok("config", f"no {path}: the defaults are used (optional)")
+    return params, cfg
 
 
 def run_doctor(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
     from deploygate.app import apply_connection_env, hub_client
+    from deploygate.registry import local_store, local_ui_command
+
+    checks = Checklist()
+    env_error = getattr(ns, "env_file_error", None)
+    env_keys = tuple(getattr(ns, "env_file_keys", ()) or ())
+    if env_error is not None:
+        checks.error(".env", env_error)
+    elif Path(".env").is_file():
+        checks.ok(".env", f"read: {', '.join(env_keys) or 'nothing new'} (the environment wins over it)")
+
+    params, cfg = _config(ns, env, checks)
+    if cfg is not None:
+        uri, origin = cfg.mlflow_tracking_uri, cfg.tracking_uri_source
+    else:  # the config is broken: still check the connection it would most likely use
+        section = params.get("mlflow")
+        uri, origin = tracking_uri_and_source(ns.mlflow_tracking_uri, env.get("MLFLOW_TRACKING_URI") or None,
+                                              section.get("tracking_uri") if isinstance(section, dict) else None)
+    if origin == "MLFLOW_TRACKING_URI" and "MLFLOW_TRACKING_URI" in env_keys:
+        origin = "MLFLOW_TRACKING_URI in .env"
+
+    apply_connection_env(os.environ)
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    has_password = bool(os.environ.get("MLFLOW_TRACKING_PASSWORD") or os.environ.get("MLFLOW_TRACKING_TOKEN"))
+    store = local_store(uri)
+    from deploygate.action import display_url
+
+    checks.ok("tracking URI", f"{display_url(uri)} (from {origin})")
     from deploygate.registry import MlflowRegistry
 
-    ok = True
-
-    def report(good: bool, text: str) -> None:
-        nonlocal ok
-        ok &= good
-        print(f"{'ok ' if good else 'FAIL'} {text}")
-
-    config = Path(ns.config) if ns.config else Path("params.yaml")
-    try:
-        params = load_params(config, explicit=ns.config is not None)
-        report(True, f"config: {config if config.exists() else 'none (defaults)'}")
-    except DeployGateError as exc:
-        report(False, str(exc))
-        params = {}
-    apply_connection_env(os.environ)
-    uri, origin = _tracking_uri(ns, env, params)
-    registry = None
-    try:
-        registry = MlflowRegistry(uri)
-        report(True, f"tracking URI {registry.display_uri} (from {origin})")
-    except DeployGateError as exc:
-        report(False, str(exc))
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    print(f"info credentials: {'user ' + user if user else 'none set (MLFLOW_TRACKING_USERNAME / DAGSHUB_USERNAME)'}")
-    if registry is not None:
-        try:
-            report(True, registry.check())
-            registry.client.search_registered_models(max_results=1)
-            report(True, "model registry answers")
-        except DeployGateError as exc:
-            report(False, str(exc))
-        except Exception as exc:
-            report(False, f"model registry at {registry.display_uri} does not answer: {str(exc).splitlines()[0]}")
-
-    repo = ns.hf_model_id or ((params.get("deployment") or {}).get("huggingface") or {}).get("model_id")
-    hub = hub_client(env)
-    if repo or hub.token:
-        if not hub.token:
-            report(False, "Hub: no token; set HF_TOKEN (a write token from your Hub account settings)")
+    registry: MlflowRegistry | None = None
+    if store is not None:
+        checks.ok("credentials", (f"user {user} is set, unused" if user else "no credentials set")
+                  + ": none are needed for a local store")
+        if not store.exists():
+            checks.ok("local store", f"{store} does not exist yet: the first gate run creates it (not created now)")
         else:
             try:
-                report(True, f"Hub token belongs to {hub.whoami()}")
-                if repo:
-                    report(True, hub.check_repo_access(str(repo)))
+                registry = MlflowRegistry(uri)
+                registry.check()
+                checks.ok("local store", f"{store} opens; browse it with {local_ui_command(uri)}")
             except DeployGateError as exc:
-                report(False, str(exc))
-    print("all checks passed" if ok else "some checks failed: see the FAIL lines above")
-    return EXIT_OK if ok else EXIT_FAILURE
+                checks.error("local store", exc)
+                registry = None
+    else:
+        if user or has_password:
+            checks.ok("credentials", f"user {user or '(none)'}, password {'set' if has_password else 'not set'}")
+        else:
+            checks.ok("credentials", f"no credentials set (set {CREDENTIAL_VARS} if the server needs them)")
+        try:
+            registry = MlflowRegistry(uri)
+            registry.check()
+            checks.ok("MLflow server", f"{registry.display_uri} answers"
+                      + (" and accepts the credentials" if user or has_password else " without credentials"))
+        except DeployGateError as exc:
+            checks.error("MLflow server", exc)
+            registry = None
+    if registry is not None:
+        client = registry.client
+        checks.attempt("model registry", lambda: (client.search_registered_models(max_results=1), "answers")[1])
+
+    repo = ns.hf_model_id or (cfg.hf_model_id if cfg is not None else None)
+    hub = hub_client(env)
+    if hub.token:
+        if checks.attempt("Hub token", lambda: f"belongs to {hub.whoami()}") and repo:
+            checks.attempt("Hub repo", lambda: hub.check_repo_access(str(repo)))
+    elif repo:
+        checks.fail("Hub token", f"no token set, and hf-model-id is {repo}",
+                    "set HF_TOKEN (or HUGGINGFACE_HUB_TOKEN) to a write token from your Hub account settings")
+    else:
+        checks.ok("Hub", "no token set and no hf-model-id: nothing is pushed (set both to push)")
+    print("all checks passed" if not checks.failed else
+          f"{checks.failed} check{'s' if checks.failed > 1 else ''} failed: see the FAIL lines above")
+    return EXIT_OK if not checks.failed else EXIT_FAILURE

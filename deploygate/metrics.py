@@ -108,9 +108,9 @@ def resolve_weights(raw: Mapping[str, object] | None, *, source: str = "weights"
         name = canonical_name(key.strip())
         if name in values:
             raise ConfigError(f"{source}: metric {name!r} has two weights (spelled {key!r} too); keep one")
-        weight = _number(value, f"{source}.{key}", "give a number such as 0.25")
+        weight = _number(value, f"{source}.{_shown(key)}", "give a number such as 0.25")
         if weight < 0:
-            raise ConfigError(f"{source}.{key}: {weight:g} is negative; weights must be >= 0")
+            raise ConfigError(f"{source}.{_shown(key)}: {weight:g} is negative; weights must be >= 0")
         values[name] = weight
     total = math.fsum(values.values())
     if total <= 0:
@@ -162,20 +162,13 @@ def parse_metrics(
     values: dict[str, float] = {}
     keys_used: dict[str, str] = {}
     wanted = list(weights.values) + [n for n in also if n not in weights.values]
+    matches = {name: found.get(name) or found.get(folded_found.get(fold(name), "")) for name in wanted}
+    missing = [name for name, match in matches.items() if match is None]
+    if missing:
+        raise MetricsError(_missing_message(data, missing, matches, weights, source))
     for name in wanted:
-        match = found.get(name) or found.get(folded_found.get(fold(name), ""))
-        if match is None:
-            role = f"weight {weights.values[name]:.3g}" if name in weights.values else "guardrail"
-            hint = "add it to the evaluation results"
-            if name not in STANDARD_METRICS:
-                hint = f"check the spelling of the {role.split()[0]}, or add the metric to the evaluation results"
-            # keys are the file's: shown as typed unless they hold newlines or other unprintables
-            present = ", ".join(k if k.isprintable() else repr(k)
-                                for k in sorted(k for k in data if isinstance(k, str))[:12]) or "none"
-            raise MetricsError(
-                f"{source}: metric {name!r} ({role}) is missing; {hint} "
-                f"(keys present: {present})"
-            )
+        match = matches[name]
+        assert match is not None
         raw = data[match]
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             raise MetricsError(f"{source}: {match!r} is {raw!r}, not a number; write it as a number from 0 to 1")
@@ -198,6 +191,39 @@ def parse_metrics(
         f"{name}: read from key {key!r}" for name, key in keys_used.items() if key != name
     )
     return EvaluationMetrics(values=values, keys_used=keys_used, source=source, notes=notes)
+
+
+def _missing_message(data: Mapping[object, object], missing: list[str], matches: Mapping[str, str | None],
+                     weights: Weights, source: str) -> str:
+    """Every missing metric in one line, and the --weights that would score the keys present instead."""
+    def role(name: str) -> str:
+        return f"weight {weights.values[name]:.3g}" if name in weights.values else "guardrail"
+
+    listed = ", ".join(f"{name!r} ({role(name)})" for name in missing)
+    if len(missing) == 1:
+        what, fix = f"metric {listed} is missing", "add it to the evaluation results"
+    else:
+        what, fix = f"{len(missing)} metrics are missing: {listed}", "add them to the evaluation results"
+    unusual = [name for name in missing if name not in STANDARD_METRICS]
+    if unusual:
+        fix = f"check the spelling of {', '.join(map(repr, unusual))}, or {fix}"
+    if any(name in weights.values for name in missing):
+        # the weighted metrics present keep their weights; with none present, the numeric keys share equally
+        present = {name: weights.values[name] for name, match in matches.items()
+                   if match is not None and name in weights.values}
+        if not present:
+            numeric = [k for k, v in data.items() if isinstance(k, str) and k.isprintable() and not set(k) & set(",=:'")
+                       and isinstance(v, int | float) and not isinstance(v, bool)][:8]
+            present = {k: 1 / len(numeric) for k in numeric}
+        if present:
+            fix += ", or score only the keys present: --weights '" + ",".join(f"{k}={v:.3g}" for k, v in present.items()) + "'"
+    # keys are the file's: shown as typed unless they hold newlines or other unprintables
+    keys = ", ".join(_shown(k) for k in sorted(k for k in data if isinstance(k, str))[:12]) or "none"
+    return f"{source}: {what}; {fix} (keys present: {keys})"
+
+
+def _shown(key: str) -> str:
+    return key if key.isprintable() else repr(key)
 
 
 def weighted_score(metrics: EvaluationMetrics, weights: Weights) -> WeightedScore:

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from deploygate import __version__
+from deploygate.decision import THRESHOLD_TOLERANCE
+from deploygate.registry import LOCAL_UI, local_ui_command, run_page, version_page
 from deploygate.result import GateResult
 
 INFO_FILE = "deployment_info.json"
@@ -37,6 +39,15 @@ def write_atomic(path: Path, text: str) -> None:
 
 def deployment_info(result: GateResult) -> dict[str, Any]:
     cfg, ctx, dec = result.config, result.context, result.decision
+    # A local store has no server to link to: the command that shows it, and where it will show the run.
+    ui = local_ui_command(cfg.mlflow_tracking_uri)
+    run_url, version_url = result.mlflow_run_url, result.model_version_url
+    if ui and run_url is None and result.mlflow_run_id and result.mlflow_experiment_id:
+        run_url = run_page(LOCAL_UI, result.mlflow_experiment_id, result.mlflow_run_id)
+    if ui and version_url is None and result.registered_version:
+        version_url = version_page(LOCAL_UI, cfg.registry_name, result.registered_version)
+    # the champion this run replaced: only a deployed run replaced one
+    replaced = result.baseline.version if result.deployed and result.baseline and result.baseline.source == "champion" else None
     return {
         "deploygate_version": __version__,
         "status": result.status,
@@ -58,17 +69,16 @@ def deployment_info(result: GateResult) -> dict[str, Any]:
             "alias": cfg.champion_alias,
             "promotion": cfg.promotion,
             "version": result.registered_version,
-            "previous_version": result.baseline.version if result.baseline else None,
-            "url": result.model_version_url,
+            "previous_version": replaced,
+            "url": version_url,
         },
         "mlflow": {
             "experiment": cfg.experiment_name,
             "run_id": result.mlflow_run_id,
-            "run_url": result.mlflow_run_url,
+            "run_url": run_url,
+            "ui_command": ui,  # for a local store: serves run_url / registry.url; null for a server
         },
-        "hub": None
-        if result.hub is None
-        else {"repo_id": result.hub.repo_id, "commit": result.hub.sha, "url": result.hub.url, "tag": result.hub.tag},
+        "hub": _hub(result),
         "context": {
             "event": ctx.event_name,
             "git_sha": ctx.git_sha,
@@ -143,6 +153,20 @@ def _tidy(value: Any) -> Any:
     return value
 
 
+def _hub(result: GateResult) -> dict[str, Any] | None:
+    """The Hub push, and the folder exported for it; null when nothing was built."""
+    hub, export = result.hub, result.hub_export_dir
+    if hub is None and export is None:
+        return None
+    return {
+        "repo_id": hub.repo_id if hub else None,
+        "commit": hub.sha if hub else None,
+        "url": hub.url if hub else None,
+        "tag": hub.tag if hub else None,
+        "export_dir": str(export) if export is not None else None,
+    }
+
+
 def _checks(result: GateResult) -> dict[str, Any]:
     dec = result.decision
     sig = dec.significance
@@ -206,7 +230,9 @@ def model_comparison(result: GateResult) -> dict[str, Any]:
             "absolute": dec.improvement,
             "relative_pct": dec.improvement_pct,
             "threshold": result.config.min_improvement_threshold,
-            "meets_threshold": dec.rule in ("improved", "first-model"),
+            # null for a first model: there is nothing to improve on
+            "meets_threshold": None if dec.improvement is None
+            else dec.improvement + THRESHOLD_TOLERANCE >= result.config.min_improvement_threshold,
         },
         "per_metric": per_metric,
         "checks": _checks(result),

@@ -79,6 +79,7 @@ class ShipRequest:
     mlflow_run_url: str | None
     model_version_url: str | None
     created_at: str
+    mlflow_run_id: str | None = None
 
 
 class Shipper(Protocol):
@@ -285,6 +286,7 @@ def _run(
         finished_at=started,
         mlflow_run_id=run_id,
         mlflow_run_url=run_url,
+        mlflow_experiment_id=experiment_id,
         warnings=tuple(warnings),
         signature=cand.signature,
         comparability=comparability,
@@ -414,8 +416,11 @@ def _deploy(
                 mlflow_run_url=result.mlflow_run_url,
                 model_version_url=version_url,
                 created_at=clock().isoformat(),
+                mlflow_run_id=run_id,
             )
         )
+        if cfg.hf_export_dir is not None:
+            result = replace(result, hub_export_dir=Path(cfg.hf_export_dir).resolve())
         if hub is not None:
             result = replace(result, hub=hub)
             progress(result)

@@ -210,11 +210,11 @@ class MlflowRegistry:
 
     def run_url(self, experiment_id: str, run_id: str) -> str | None:
         base = self._ui_base()
-        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}" if base else None
+        return run_page(base, experiment_id, run_id) if base else None
 
     def version_url(self, name: str, version: str) -> str | None:
         base = self._ui_base()
-        return f"{base}/#/models/{quote(name, safe='')}/versions/{version}" if base else None
+        return version_page(base, name, version) if base else None
 
     # --- the baseline --------------------------------------------------------------------------
 
@@ -853,6 +853,43 @@ def _resolve_local(folder: Path) -> ResolvedSource:
             f"{MlflowRegistry._names(listing)}; point local_path at the folder save_pretrained (or mlflow) wrote"
         )
     return ResolvedSource(None, None, None, where=f"local folder {folder} ({found})")
+# --- a local store (sqlite file or folder): no server, so no links, but `mlflow ui` shows it ----------
+
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def run_page(base: str, experiment_id: str, run_id: str) -> str:
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def version_page(base: str, name: str, version: str) -> str:
+    return f"{base}/#/models/{quote(name, safe='')}/versions/{version}"
+
+
+def local_store(tracking_uri: str) -> Path | None:
+    """The file or folder of a local tracking store (sqlite:///..., file:..., a plain path), made
+    absolute; None for a server (http(s), databases, databricks)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri[len("sqlite:///"):]).resolve()
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "file":
+        return Path(parsed.path).resolve()
+    if tracking_uri.split(":", 1)[0] in ("databricks", "databricks-uc", "uc"):
+        return None
+    if not parsed.scheme or len(parsed.scheme) == 1:  # a plain path (or a Windows drive letter)
+        return Path(tracking_uri).resolve()
+    return None
+
+
+def local_ui_command(tracking_uri: str) -> str | None:
+    """The command that shows a local store in the MLflow UI (at LOCAL_UI); None for a server."""
+    import shlex
+
+    path = local_store(tracking_uri)
+    if path is None:
+        return None
+    uri = f"sqlite:///{path}" if tracking_uri.startswith("sqlite:") else path.as_uri()
+    return f"mlflow ui --backend-store-uri {shlex.quote(uri)}"
 
 
 def _fix_for(exc: BaseException) -> str | None:

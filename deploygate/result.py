@@ -72,6 +72,8 @@ class GateResult:
     mlflow_run_url: str | None = None
     model_version_url: str | None = None
     hub: HubPush | None = None
+    mlflow_experiment_id: str | None = None
+    hub_export_dir: Path | None = None  # where the Hub folder was written (--hf-export-dir), pushed or not
     history: tuple[HistoryPoint, ...] = ()
     error: str | None = None
     warnings: tuple[str, ...] = ()

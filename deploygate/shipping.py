@@ -22,7 +22,7 @@ from deploygate.errors import AdapterError, ConfigError, ModelSourceError
 from deploygate.hub import HubPublisher, validate_hf_model_id
 from deploygate.merge import inspect_adapter
 from deploygate.pipeline import Candidate, ShipRequest
-from deploygate.registry import MlflowRegistry, ModelSource
+from deploygate.registry import MlflowRegistry, ModelSource, local_ui_command
 from deploygate.result import HubPush
 
 log = logging.getLogger("deploygate.shipping")
@@ -47,7 +47,7 @@ def find_adapter_dir(root: Path) -> Path:
     if not found:
         raise ModelSourceError(
             f"model: no adapter_config.json under {root}; the candidate must be a peft LoRA adapter "
-            "(the seed logs it under model/peft)"
+            "(the E-commerce-Chatbot training logs it under model/peft)"
         )
     return found[0].parent
 
@@ -280,7 +280,8 @@ class HubShipper:
 
         assert isinstance(info, AdapterInfo)
         cfg = request.config
-        card_base = base_name if hub_like(base_name) and not Path(base_name).is_dir() else _declared_name(base_dir)
+        on_hub = hub_like(base_name) and not Path(base_name).is_dir()
+        card_base = base_name if on_hub else _declared_name(base_dir)
         targets = info.target_modules
         target_list = (targets,) if isinstance(targets, str) else tuple(targets or ())
         baseline = request.baseline
@@ -305,6 +306,11 @@ class HubShipper:
             language=cfg.hf_language,
             tags=cfg.hf_tags,
             git_sha=request.context.git_sha,
+            # without a repo id the folder is only exported: its usage code loads it from there
+            model_path=str(Path(cfg.hf_export_dir).resolve()) if cfg.hf_export_dir and not cfg.hf_model_id else None,
+            base_model_on_hub=on_hub,
+            mlflow_run_id=request.mlflow_run_id,
+            mlflow_ui_command=local_ui_command(cfg.mlflow_tracking_uri),
         )
         return render_card(inputs, cfg.card_template)
 

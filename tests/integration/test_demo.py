@@ -30,7 +30,13 @@ def test_demo_deploys_rejects_and_replaces(tmp_path, capsys):
     assert exported == ["1-first", "3-better"]
     folder = tmp_path / "hub-export" / "3-better"
     assert {"README.md", "config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
-    assert "Champion (version 1)" in (folder / "README.md").read_text()
+    card = (folder / "README.md").read_text()
+    assert "Champion (version 1)" in card
+    assert f'model_id = "{folder.resolve()}"' in card  # exported, not pushed: the card loads this folder
+    assert "huggingface.co/deploygate-demo" not in card  # the local base is not linked to a Hub page
+    assert "in a local MLflow store (browse it with `mlflow ui --backend-store-uri sqlite:///" in card
+    info = json.loads((tmp_path / "results" / "3-better" / "deployment_info.json").read_text())
+    assert info["hub"]["export_dir"] == str(folder.resolve()) and info["registry"]["previous_version"] == "1"
 
     from transformers import AutoModelForCausalLM
 

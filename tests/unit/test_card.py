@@ -215,3 +215,29 @@ def test_bad_inputs_are_config_errors(change: dict[str, object]) -> None:
 
 def test_packaged_template_is_shipped() -> None:
     assert default_template_path().is_file()
+
+
+def test_base_model_is_linked_only_when_it_is_a_hub_id() -> None:
+    on_hub = body(render_card(INPUTS))
+    assert "[`Qwen/Qwen2.5-0.5B-Instruct`](https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct)" in on_hub
+    local = body(render_card(replace(INPUTS, base_model="demo/tiny-llama", base_model_on_hub=False)))
+    assert "huggingface.co/demo/tiny-llama" not in local
+    assert "fine-tune of `demo/tiny-llama` (a local base model)" in local
+
+
+def test_a_local_store_names_the_run_and_the_mlflow_ui_command() -> None:
+    command = "mlflow ui --backend-store-uri sqlite:////tmp/demo/mlflow.db"
+    text = render_card(replace(INPUTS, mlflow_run_url=None, mlflow_model_url=None, mlflow_run_id="0123abcd",
+                               mlflow_ui_command=command))
+    tracking = body(text).split("## Tracking", 1)[1].split("##", 1)[0]
+    assert f"- MLflow run: run `0123abcd` in a local MLflow store (browse it with `{command}`)" in tracking
+    assert "- Registered model: `qa-model` version 4 in the same store" in tracking
+    assert "not recorded" not in tracking
+    assert {r.source_url for r in metadata(text).eval_results or []} == {None}
+
+
+def test_an_exported_folder_is_loaded_from_its_path() -> None:
+    usage = render_card(replace(INPUTS, model_path="/tmp/export/3-better")).split("```python\n", 1)[1]
+    assert 'model_id = "/tmp/export/3-better"' in usage and "acme/qa-model" not in usage.split("```")[0]
+    odd = render_card(replace(INPUTS, model_path="/tmp/```evil")).split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'model_id = "path/to/this/folder"' in odd

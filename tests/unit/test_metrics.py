@@ -102,3 +102,36 @@ BAD_WEIGHTS = [
 def test_bad_weights(raw, needle):
     with pytest.raises(ConfigError, match=needle):
         resolve_weights(raw)
+
+
+def _suggested_weights(message: str) -> str:
+    assert message.count("--weights '") == 1, message
+    return message.split("--weights '", 1)[1].split("'", 1)[0]
+
+
+@pytest.mark.parametrize(("drop", "expected"), [
+    (("bleu3", "bleu4"), "bleu1=0.1,bleu2=0.15,rougeL_precision=0.1"),
+    (("bleu1", "bleu2", "bleu3", "bleu4", "rougeL_precision"), "rouge1_precision="),  # none weighted: the numeric keys
+])
+def test_every_missing_metric_in_one_message_with_a_weights_line_that_works(drop, expected):
+    from deploygate.config import parse_weights_text
+
+    data = {k: v for k, v in SEED.items() if k not in drop}
+    with pytest.raises(MetricsError) as err:
+        parse_metrics(data, W)
+    message = str(err.value)
+    assert "\n" not in message
+    for name in drop:
+        assert f"'{name}' (weight" in message
+    assert (f"{len(drop)} metrics are missing" if len(drop) > 1 else "is missing") in message
+    suggestion = _suggested_weights(message)
+    assert suggestion.startswith(expected)
+    weights = resolve_weights(parse_weights_text(suggestion, "--weights"))
+    assert parse_metrics(data, weights).values  # the suggested line scores this very file
+
+
+def test_a_missing_guardrail_metric_suggests_no_weights():
+    with pytest.raises(MetricsError) as err:
+        parse_metrics(SEED, W, also=("toxicity",))
+    assert "'toxicity' (guardrail) is missing; check the spelling of 'toxicity'" in str(err.value)
+    assert "--weights" not in str(err.value)
