@@ -21,6 +21,7 @@ from deploygate import __version__
 from deploygate.config import SETTINGS
 from deploygate.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, EXIT_REJECTED, DeployGateError
 from deploygate.github import InertFormatter, inert
+from deploygate.redact import redact, remember, secrets_in
 from deploygate.result import GateResult
 
 log = logging.getLogger("deploygate.cli")
@@ -92,15 +93,15 @@ def error_funnel(verbose: bool, codes: dict[str, int]) -> Iterator[None]:
     except DeployGateError as exc:
         print(inert(f"deploygate: error: {exc}"), file=sys.stderr)
         if verbose:
-            traceback.print_exc()
+            print(redact(traceback.format_exc()), file=sys.stderr, end="")
         codes["exit"] = exc.exit_code
     except KeyboardInterrupt:
         print("deploygate: interrupted", file=sys.stderr)
         codes["exit"] = 130
     except Exception as exc:
-        print(inert(f"deploygate: unexpected error: {type(exc).__name__}: {exc}"), file=sys.stderr)
+        print(inert(redact(f"deploygate: unexpected error: {type(exc).__name__}: {exc}")), file=sys.stderr)
         if verbose:
-            traceback.print_exc()
+            print(redact(traceback.format_exc()), file=sys.stderr, end="")
         else:
             print("deploygate: run again with -v for the traceback", file=sys.stderr)
         codes["exit"] = EXIT_FAILURE
@@ -208,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dotenv import load_dotenv
 
         load_dotenv(Path.cwd() / ".env", override=False)  # local use, as in the seed; never overrides
+    from deploygate.app import SECRET_ENV
+
+    remember(*secrets_in(os.environ, SECRET_ENV, ("MLFLOW_TRACKING_URI",)))  # never printed, never stored
     codes = {"exit": EXIT_OK}
     with error_funnel(verbose, codes):
         handler = {"run": cmd_run, "doctor": cmd_doctor, "demo": cmd_demo, "rollback": cmd_rollback}[ns.command]

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from deploygate.errors import ConfigError, HubError
+from deploygate.redact import remember
 from deploygate.result import (
     HubPush as HubCommit,  # a commit on the Hub: url = {endpoint}/{repo}/commit/{sha}
 )
@@ -112,6 +113,7 @@ class HubPublisher:
         if retries < 0 or backoff < 0:
             raise ConfigError(f"Hub retries/backoff must be >= 0, got retries={retries}, backoff={backoff}.")
         self.token = token or None
+        remember(self.token)
         self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
         self.retries = retries
         self.backoff = backoff

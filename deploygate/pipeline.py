@@ -29,6 +29,7 @@ from deploygate.errors import DeployGateError, ModelSourceError
 from deploygate.metrics import EvaluationMetrics, weighted_score
 from deploygate.outputs import write_outputs
 from deploygate.promotion import Me, after_move, before_move
+from deploygate.redact import RedactingFormatter, redact
 from deploygate.registry import (
     TAG_CANDIDATE,
     TAG_GATE_RUN,
@@ -103,7 +104,7 @@ def capture_log() -> Iterator[io.StringIO]:
     """Everything logged under `deploygate` during the run, for deployment_logs.txt."""
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.setLevel(logging.DEBUG)
     logger = logging.getLogger("deploygate")
     old_level = logger.level
@@ -572,7 +573,7 @@ def _record_failure(
     clock: Clock,
     buffer: io.StringIO,
 ) -> None:
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    message = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     log.error("failed: %s", message)
     failed = replace(result, status="failed", error=message, finished_at=clock().isoformat())
     with contextlib.suppress(Exception):

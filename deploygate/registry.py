@@ -24,6 +24,7 @@ from urllib.parse import quote, urlparse
 from deploygate.decision import Baseline
 from deploygate.errors import ConfigError, ModelSourceError, RegistryError
 from deploygate.promotion import Holder
+from deploygate.redact import remember, url_password
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class MlflowRegistry:
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
+        remember(url_password(tracking_uri))  # a password in the URI: never shown, whatever echoes the URI
         self._mlflow = mlflow
         try:
             self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
