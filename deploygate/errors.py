@@ -42,7 +42,9 @@ def shown(value: object, limit: int = SHOWN_LIMIT) -> str:
 
 
 def _bounded(text: str) -> str:
-    """A message within MESSAGE_LIMIT characters: the head and the tail (where the fix is) kept."""
+    """A message on one line (a key with a newline in it cannot start a second one) and within
+    MESSAGE_LIMIT characters: the head and the tail (where the fix is) kept."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", " \u23ce ")
     if len(text) <= MESSAGE_LIMIT:
         return text
     head, tail = MESSAGE_LIMIT * 2 // 3, MESSAGE_LIMIT // 4
