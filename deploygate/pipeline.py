@@ -29,8 +29,11 @@ from deploygate.errors import DeployGateError, ModelSourceError
 from deploygate.metrics import EvaluationMetrics, weighted_score
 from deploygate.outputs import write_outputs
 from deploygate.promotion import Me, after_move, before_move
+from deploygate.provenance import baseline_json
 from deploygate.redact import RedactingFormatter, redact
 from deploygate.registry import (
+    MAX_VERSION_TAG,
+    TAG_BASELINE,
     TAG_CANDIDATE,
     TAG_GATE_RUN,
     TAG_GIT_SHA,
@@ -39,6 +42,7 @@ from deploygate.registry import (
     TAG_METRIC,
     TAG_METRICS,
     TAG_OVERRIDE,
+    TAG_REASON,
     TAG_SCORE,
     TAG_SIGNATURE,
     MlflowRegistry,
@@ -359,6 +363,11 @@ def _deploy(
             # one tag per metric too, for reading in the MLflow UI.
             TAG_METRICS: json.dumps(dict(cand.metrics.values), sort_keys=True),
             **{f"{TAG_METRIC}{mkey}": repr(cand.metrics.values[name]) for name, mkey in _metric_keys(list(cand.metrics.values)).items()},
+            # what the version's model card states, as decided now: a re-run renders the same card
+            TAG_REASON: result.decision.reason[:1000],
+            TAG_BASELINE: baseline_json(
+                result.baseline.version if result.baseline else None, result.baseline.score if result.baseline else None,
+                result.baseline.metrics if result.baseline else {}, limit=MAX_VERSION_TAG),
         }
         if ctx.git_sha:
             tags[TAG_GIT_SHA] = ctx.git_sha
@@ -378,8 +387,8 @@ def _deploy(
 
     hub: HubPush | None = None
     if shipper is not None:
-        hub = shipper.ship(
-            ShipRequest(
+        try:
+            hub = shipper.ship(ShipRequest(
                 config=cfg,
                 context=ctx,
                 candidate=cand,
@@ -391,8 +400,13 @@ def _deploy(
                 mlflow_run_url=result.mlflow_run_url,
                 model_version_url=version_url,
                 created_at=clock().isoformat(),
-            )
-        )
+            ))
+        except Exception:
+            # The push may have reached main before failing (the tag call refused, say): main goes
+            # back to the champion now, not whenever a later run happens to deploy.
+            _sync_hub(cfg, registry, shipper, fallback=result.baseline.version if result.baseline else None,
+                      why=f"the push of v{version} failed")
+            raise
     elif cfg.skip_hf_push:
         log.info("Hugging Face push skipped (skip-hf-push): nothing built or pushed")
 
