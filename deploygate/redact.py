@@ -82,3 +82,31 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
+
+
+_installed = False
+
+
+def install_log_redaction() -> None:
+    """Redact every log record of the process when it is made, whoever logs it and whichever handler
+    prints it: the SDKs bring their own stderr handlers (mlflow, huggingface_hub) and warnings reach
+    stderr through logging's last-resort handler. Only records a logger lets through are made, so
+    debug noise costs nothing. Idempotent; the shells call it once."""
+    global _installed
+    if _installed:
+        return
+    make = logging.getLogRecordFactory()
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: let the handler report it as it would
+            return record
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True

@@ -42,11 +42,12 @@ def _files(hub_server, repo, revision="main"):
     return dict(iter_repo_files(hub_server, repo, revision))
 
 
-def test_a_recreated_model_does_not_reuse_the_old_models_tags(tmp_path, capsys, monkeypatch, hub_env, hub_server,
-                                                              mlflow_server, registry_name, experiment_name,
-                                                              seed_run):  # noqa: F811
+@pytest.fixture
+def recreated(tmp_path, capsys, monkeypatch, hub_env, hub_server, mlflow_server, registry_name, experiment_name,
+              seed_run):  # noqa: F811
+    """A repo where the registered model pushed v1 and v2 (other files) before it was deleted and
+    recreated; returns the gate (to run this registry against the repo) and the repo."""
     repo = hub_server.new_repo_id("identity")
-    client = MlflowClient(tracking_uri=mlflow_server.uri)
 
     def gate(name, sha, **kw):
         return _gate(tmp_path, capsys, monkeypatch, mlflow_server, registry_name, experiment_name, seed_run,
@@ -54,13 +55,19 @@ def test_a_recreated_model_does_not_reuse_the_old_models_tags(tmp_path, capsys, 
 
     assert gate("old-v1", "1").code == 0
     assert gate("old-v2", "2", delta=0.02, extra=["--no-merge"]).code == 0  # other files than v1
-    old_v2 = _files(hub_server, repo)
+    gate.old_v2 = _files(hub_server, repo)
+    MlflowClient(tracking_uri=mlflow_server.uri).delete_registered_model(registry_name)  # versions restart at 1
+    return gate, repo
+
+
+def test_a_recreated_model_does_not_reuse_the_old_models_tags(recreated, hub_server, mlflow_server, registry_name):
+    gate, repo = recreated
+    client = MlflowClient(tracking_uri=mlflow_server.uri)
+    old_v2 = gate.old_v2
     record = json.loads(old_v2["deploygate.json"])
     assert record["registry"]["name"] == registry_name and record["registry"]["version"] == "2"
     assert set(record["files"]) == set(old_v2) - {"deploygate.json", ".gitattributes"}
     commits = len(hub_server.commits(repo))
-
-    client.delete_registered_model(registry_name)  # deleted and recreated: versions restart at 1
     first = gate("new-v1", "3", repo=None)  # the new v1 deploys without the Hub: it is the champion
     assert first.code == 0 and first.info()["registry"]["version"] == "1"
     refused = gate("new-v2", "4", delta=0.03)  # the new v2 finds the old model's tag v2
@@ -101,19 +108,10 @@ def test_another_registered_model_on_the_same_repo_is_refused(tmp_path, capsys, 
     assert MlflowClient(tracking_uri=mlflow_server.uri).get_registered_model(renamed).aliases == {}
 
 
-def test_rollback_refuses_a_tag_made_for_another_model(tmp_path, capsys, monkeypatch, hub_env, hub_server,
-                                                      mlflow_server, registry_name, experiment_name,
-                                                      seed_run):  # noqa: F811
-    repo = hub_server.new_repo_id("identity")
+def test_rollback_refuses_a_tag_made_for_another_model(recreated, hub_server, mlflow_server, registry_name,
+                                                      experiment_name, tmp_path, capsys):
+    gate, repo = recreated
     client = MlflowClient(tracking_uri=mlflow_server.uri)
-
-    def gate(name, sha, **kw):
-        return _gate(tmp_path, capsys, monkeypatch, mlflow_server, registry_name, experiment_name, seed_run,
-                     kw.pop("repo", repo), name, sha, **kw)
-
-    assert gate("old-v1", "1").code == 0
-    assert gate("old-v2", "2", delta=0.02, extra=["--no-merge"]).code == 0
-    client.delete_registered_model(registry_name)
     assert gate("new-v1", "3", repo=None).code == 0
     assert gate("new-v2", "4", delta=0.01, repo=None).code == 0
     assert gate("new-v3", "5", delta=0.02).code == 0  # no old v3 tag: pushed and promoted
