@@ -199,7 +199,7 @@ class HubPublisher:
                f"{self.endpoint}/{repo_id}/tree/main (the commits stay in the history) and re-run the same command.")
         if found is None:
             if recorded_commit and (recorded_commit == existing.sha
-                                    or self._tree(repo_id, recorded_commit) == self._tree(repo_id, existing.sha)):
+                                    or self._same_tree(repo_id, recorded_commit, existing.sha)):
                 return existing  # an earlier release's push, recorded on this very version
             raise HubError(f"Hub tag {tag} in {repo_id} (commit {existing.sha[:12]}) has no {RECORD_FILE} and "
                            f"{expected.describe()} records no Hub commit for it: it may hold another model.",
@@ -373,6 +373,15 @@ class HubPublisher:
             self._tag(repo_id, tag, commit.commit_id)
             return self._commit(repo_id, commit.commit_id, tag)
         return None
+
+    def _same_tree(self, repo_id: str, a: str, b: str) -> bool:
+        """Whether two commits hold the same files; False when `a` is not a commit of this repo."""
+        try:
+            return self._tree(repo_id, a) == self._tree(repo_id, b)
+        except HubError as exc:
+            if _status(exc) == 404:
+                return False
+            raise
 
     def _tree(self, repo_id: str, revision: str) -> dict[str, str]:
         from huggingface_hub.hf_api import RepoFile

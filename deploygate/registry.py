@@ -444,6 +444,12 @@ class MlflowRegistry:
 
     # --- versions and promotion ----------------------------------------------------------------
 
+    def _server_name(self) -> str:
+        """The tracking server as a Hub repo may show it: a server's URL (no credentials), but only the
+        kind of a local store or database (its path or host is nobody's business on a public repo)."""
+        scheme = urlparse(self.tracking_uri).scheme
+        return self.display_uri if scheme in ("http", "https") else f"a local {scheme.split('+')[0] or 'file'} store"
+
     def version_facts(self, name: str, version: str) -> VersionFacts:
         """What MLflow recorded for one version: the identity its Hub tag is made for and what its
         model card states (score, metrics, weights, decision, the champion it beat, its gate run and
@@ -468,7 +474,7 @@ class MlflowRegistry:
             identity=VersionIdentity(
                 registry_name=name, version=str(mv.version),
                 created_ms=int(created) if isinstance(created, int | float) else None,
-                candidate_key=tags.get(TAG_CANDIDATE), gate_run_id=gate_run, tracking_server=self.display_uri,
+                candidate_key=tags.get(TAG_CANDIDATE), gate_run_id=gate_run, tracking_server=self._server_name(),
             ),
             hub_commit=tags.get(TAG_HUB_COMMIT),
             score=_float_or_none(tags.get(TAG_SCORE)),

@@ -178,12 +178,13 @@ def mlflow_proxy(mlflow_server) -> Any:
 
 
 @pytest.mark.parametrize("fault", ["mlflow 503 on version create", "mlflow 503 on alias move"])
-def test_cli_mlflow_fails_mid_run(fault, tmp_path, capsys, cli_secrets, seed_adapter, mlflow_server, mlflow_proxy,
-                                  hub_server, registry_name, experiment_name) -> None:
+def test_cli_mlflow_fails_mid_run(fault, tmp_path, capsys, monkeypatch, cli_secrets, seed_adapter, mlflow_server,
+                                  mlflow_proxy, hub_server, registry_name, experiment_name) -> None:
     """MLflow's own error text names the request URL, credentials included ("API request to
     http://gate:PW@..."): it must reach no output, file, tag or Hub commit."""
     repo = hub_server.new_repo_id("secrets") if "alias" in fault else None
     mlflow_proxy.fail("POST", VERSION_CREATE if "create" in fault else ALIAS, 503, times=-1)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")  # the retries, without their waits
     uri = mlflow_proxy.url.replace("http://", f"http://gate:{cli_secrets['uri-password']}@")
     res = _cli(tmp_path, capsys, mlflow_server, registry_name, experiment_name, cli_secrets, uri=uri,
                location={"local_path": str(seed_adapter)}, repo=repo, extra=["-v"])
