@@ -31,6 +31,7 @@ def _tracking_uri(ns: argparse.Namespace, env: Mapping[str, str], params: dict[s
 
 def run_doctor(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
     from deploygate.app import apply_connection_env, hub_client
+    from deploygate.redact import redact
     from deploygate.registry import MlflowRegistry
 
     ok = True
@@ -38,7 +39,7 @@ def run_doctor(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
     def report(good: bool, text: str) -> None:
         nonlocal ok
         ok &= good
-        print(f"{'ok ' if good else 'FAIL'} {text}")
+        print(f"{'ok ' if good else 'FAIL'} {redact(text)}")  # SDK texts name URLs, credentials included
 
     config = Path(ns.config) if ns.config else Path("params.yaml")
     try:
