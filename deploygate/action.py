@@ -36,6 +36,7 @@ from deploygate.errors import (
 )
 from deploygate.github import COMMENT_MARKER, InertFormatter, PullRequestComments, Runner
 from deploygate.metrics import DEFAULT_WEIGHTS
+from deploygate.redact import redact, remember, secrets_in
 from deploygate.result import GateResult, RunContext
 
 log = logging.getLogger("deploygate.action")
@@ -190,20 +191,7 @@ def _mode(raw: str | None) -> str:
 
 def secret_values(env: Mapping[str, str]) -> list[str]:
     """Secret values present in `env`, longest first: tokens, and passwords inside URLs."""
-    values = {env[k] for k in SECRET_ENV if env.get(k, "").strip()}
-    for key in URL_ENV:
-        password = _url_password(env.get(key, ""))
-        if password:
-            values.add(password)
-    return sorted(values, key=len, reverse=True)
-
-
-def _url_password(url: str) -> str | None:
-    try:
-        parts = urllib.parse.urlsplit(url.strip())
-        return urllib.parse.unquote(parts.password) if parts.password else None
-    except ValueError:
-        return None
+    return secrets_in(env, SECRET_ENV, URL_ENV)
 
 
 def display_url(url: str) -> str:
@@ -335,7 +323,7 @@ class _Shell:
         """The one error funnel: annotation, summary section, outputs, PR comment, exit code."""
         from deploygate.report import render_failure
 
-        message = exc.message if isinstance(exc, DeployGateError) else f"unexpected error: {type(exc).__name__}: {exc}"
+        message = exc.message if isinstance(exc, DeployGateError) else redact(f"unexpected error: {type(exc).__name__}: {exc}")
         hint = exc.hint if isinstance(exc, DeployGateError) else "this is a bug in deploygate; please report it with the log"
         ctx = self.context or RunContext(event_name=self.env.get("GITHUB_EVENT_NAME") or "cli")
         # A fork PR gets no secrets: a server refusing it is expected. Report, warn, don't fail.
@@ -448,6 +436,7 @@ def main(environ: MutableMapping[str, str], stdout: TextIO | None = None) -> int
     runner = Runner(environ, stdout or sys.stdout)
     for secret in secret_values(environ):  # before anything else is printed
         runner.add_mask(secret)
+    remember(*secret_values(environ))  # and never printed or stored by deploygate itself
     _configure_logging(environ, runner.stream)
     shell = _Shell(environ, runner)
     try:
@@ -458,7 +447,7 @@ def main(environ: MutableMapping[str, str], stdout: TextIO | None = None) -> int
         runner.error("interrupted")
         return 130
     except Exception as exc:
-        traceback.print_exc(file=runner.stream)
+        runner.stream.write(redact(traceback.format_exc()))
         return shell.fail(exc, EXIT_FAILURE)
 
 

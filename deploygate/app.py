@@ -266,6 +266,9 @@ def execute(cfg: GateConfig, ctx: RunContext, env: Mapping[str, str], candidate:
 
 
 def quiet_third_party_logs() -> None:
+    from deploygate.redact import install_log_redaction
+
+    install_log_redaction()  # the SDKs' own log lines name URLs too: no credentials in them either
     for name in ("mlflow", "alembic", "urllib3", "httpx", "huggingface_hub", "filelock", "git"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -1,8 +1,9 @@
 """The model card pushed with each deployed model: values in, README.md text out.
 
 Metadata is data: a `huggingface_hub.ModelCardData` (with `EvalResult`s -> `model-index`) serialised by
-a YAML library, never by string templates. The body is a Jinja2 template rendered with
-`StrictUndefined`, so a missing value fails loudly. Every user-supplied string reaching the body is
+a YAML library, never by string templates. The body is a Jinja2 template rendered in jinja2's
+sandbox (`templating.environment`: a user's template cannot reach the environment or run anything)
+with `StrictUndefined`, so a missing value fails loudly. Every user-supplied string reaching the body is
 escaped here (Markdown tables, HTML, newlines) before the template sees it. No network, no clock, no
 environment: the caller passes everything, including `created_at`.
 """
@@ -158,6 +159,8 @@ def render_card(inputs: CardInputs, template_path: Path | None = None) -> str:
     import jinja2
     from huggingface_hub import ModelCard
 
+    from deploygate.templating import environment
+
     path = template_path or default_template_path()
     try:
         source = Path(path).read_text(encoding="utf-8")
@@ -165,8 +168,7 @@ def render_card(inputs: CardInputs, template_path: Path | None = None) -> str:
         raise ConfigError(f"Cannot read the model card template {str(path)!r}: {exc.strerror or exc}.") from exc
     except UnicodeDecodeError:
         raise ConfigError(f"The model card template {str(path)!r} is not UTF-8 text.") from None
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
-                             trim_blocks=True, lstrip_blocks=True)
+    env = environment()  # sandboxed: the template may come from a pull request
     data = card_data(inputs)
     try:
         text = env.from_string(source).render(card_data=data.to_yaml(), **body_values(inputs))

@@ -30,6 +30,7 @@ from deploygate.errors import (
     DeployGateError,
 )
 from deploygate.github import InertFormatter, inert
+from deploygate.redact import redact, remember, secrets_in
 from deploygate.result import GateResult
 
 log = logging.getLogger("deploygate.cli")
@@ -134,15 +135,15 @@ def error_funnel(verbose: bool, codes: dict[str, int]) -> Iterator[None]:
     except DeployGateError as exc:
         print(inert(f"deploygate: error: {exc}"), file=sys.stderr)
         if verbose:
-            traceback.print_exc()
+            print(redact(traceback.format_exc()), file=sys.stderr, end="")
         codes["exit"] = exc.exit_code
     except KeyboardInterrupt:
         print("deploygate: interrupted", file=sys.stderr)
         codes["exit"] = 130
     except Exception as exc:
-        print(inert(f"deploygate: unexpected error: {type(exc).__name__}: {exc}"), file=sys.stderr)
+        print(inert(redact(f"deploygate: unexpected error: {type(exc).__name__}: {exc}")), file=sys.stderr)
         if verbose:
-            traceback.print_exc()
+            print(redact(traceback.format_exc()), file=sys.stderr, end="")
         else:
             print("deploygate: run again with -v for the traceback", file=sys.stderr)
         codes["exit"] = EXIT_FAILURE
@@ -304,6 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if ns.command != "doctor":
                 raise
             ns.env_file_error = exc  # doctor lists it with the other checks
+        from deploygate.app import SECRET_ENV
+
+        remember(*secrets_in(os.environ, SECRET_ENV, ("MLFLOW_TRACKING_URI",)))  # never printed, never stored
         handler = {"run": cmd_run, "doctor": cmd_doctor, "demo": cmd_demo, "rollback": cmd_rollback,
                    "adopt": cmd_adopt}[ns.command]
         codes["exit"] = handler(ns)

@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from deploygate.decision import Guardrail
-from deploygate.errors import ConfigError
+from deploygate.errors import ConfigError, shown
 from deploygate.metrics import Weights, canonical_name, parse_scale, resolve_weights
 
 Kind = Literal["path", "str", "bool", "float", "int", "choice", "weights", "list", "guardrails"]
+
+# MLflow's own alias rules (mlflow/utils/validation.py), checked here so that a bad alias is refused
+# before anything is registered: [\w-], at most 255 characters, not `latest`, and not a version alias
+# `v<digits>` (Python's \d: any Unicode digit, so `v٣` is reserved too).
+_MLFLOW_ALIAS = re.compile(r"[\w\-]{1,255}")
+_MLFLOW_VERSION_ALIAS = re.compile(r"[vV]\d+")
 
 TRUE_WORDS = frozenset({"true", "yes", "on", "1", "y"})
 FALSE_WORDS = frozenset({"false", "no", "off", "0", "n"})
@@ -151,18 +158,20 @@ def parse_bool(raw: object, where: str) -> bool:
         return True
     if word in FALSE_WORDS:
         return False
-    raise ConfigError(f"{where}: {raw!r} is not a boolean; use true or false")
+    raise ConfigError(f"{where}: {shown(raw)} is not a boolean; use true or false")
 
 
 def parse_float(raw: object, where: str, *, minimum: float = 0.0) -> float:
     if isinstance(raw, bool):
-        raise ConfigError(f"{where}: {raw!r} is not a number; give a number such as 0.001")
+        raise ConfigError(f"{where}: {shown(raw)} is not a number; give a number such as 0.001")
     try:
         value = float(str(raw).strip()) if isinstance(raw, str) else float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: {raw!r} is not a number; give a number such as 0.001") from None
+        raise ConfigError(f"{where}: {shown(raw)} is not a number; give a number such as 0.001") from None
+    except OverflowError:  # an integer of hundreds of digits
+        raise ConfigError(f"{where}: {shown(raw)} is too large to be a number; give a number such as 0.001") from None
     if not math.isfinite(value):
-        raise ConfigError(f"{where}: {raw!r} is not finite; give a number such as 0.001")
+        raise ConfigError(f"{where}: {shown(raw)} is not finite; give a number such as 0.001")
     if value < minimum:
         raise ConfigError(f"{where}: {value:g} is negative; give a number >= {minimum:g} such as 0.001")
     return value
@@ -176,12 +185,12 @@ def parse_weights_text(raw: str, where: str) -> dict[str, object]:
             continue
         sep = "=" if "=" in part else ":" if ":" in part else None
         if sep is None:
-            raise ConfigError(f"{where}: {part!r} is not name=weight; write e.g. 'bleu4=0.4,rougeL_precision=0.1'")
+            raise ConfigError(f"{where}: {shown(part)} is not name=weight; write e.g. 'bleu4=0.4,rougeL_precision=0.1'")
         name, _, value = part.partition(sep)
         try:
             out[name.strip()] = float(value)
         except ValueError:
-            raise ConfigError(f"{where}: weight {value.strip()!r} of {name.strip()!r} is not a number") from None
+            raise ConfigError(f"{where}: weight {shown(value.strip())} of {shown(name.strip())} is not a number") from None
     if not out:
         raise ConfigError(f"{where}: no weights given; write e.g. 'bleu4=0.4,rougeL_precision=0.1'")
     return out
@@ -197,15 +206,15 @@ def parse_guardrails(raw: object, where: str) -> tuple[Guardrail, ...]:
             key, sep, value = part.partition("=")
             metric, dot, kind = key.strip().rpartition(".")
             if not sep or not dot or not metric:
-                raise ConfigError(f"{where}: {part!r} is not metric.min=N or metric.max_drop=N")
+                raise ConfigError(f"{where}: {shown(part)} is not metric.min=N or metric.max_drop=N")
             limits.setdefault(metric, {})[kind] = value  # type: ignore[assignment]
     elif isinstance(raw, Mapping):
         for metric, spec in raw.items():
             if not isinstance(spec, Mapping):
-                raise ConfigError(f"{where}.{metric}: {spec!r} is not a mapping like {{min: 0.1, max_drop: 0.01}}")
+                raise ConfigError(f"{where}.{metric}: {shown(spec)} is not a mapping like {{min: 0.1, max_drop: 0.01}}")
             limits[str(metric)] = dict(spec)
     else:
-        raise ConfigError(f"{where}: {raw!r} is not a guardrail list; write 'rougeL_precision.max_drop=0.01'")
+        raise ConfigError(f"{where}: {shown(raw)} is not a guardrail list; write 'rougeL_precision.max_drop=0.01'")
     out = []
     for metric, spec in limits.items():
         unknown = set(spec) - {"min", "max_drop"}
@@ -230,7 +239,7 @@ def parse_value(setting: Setting, raw: object, where: str) -> Any:
     if setting.kind == "int":
         number = parse_float(raw, where)
         if number != int(number) or number > 1_000_000:
-            raise ConfigError(f"{where}: {raw!r} is not a whole number up to 1000000")
+            raise ConfigError(f"{where}: {shown(raw)} is not a whole number up to 1000000")
         return int(number)
     if setting.kind == "guardrails":
         return parse_guardrails(raw, where)
@@ -241,23 +250,23 @@ def parse_value(setting: Setting, raw: object, where: str) -> Any:
             return tuple(x.strip() for x in raw.split(",") if x.strip())
         if isinstance(raw, list | tuple) and all(isinstance(x, str) for x in raw):
             return tuple(raw)
-        raise ConfigError(f"{where}: {raw!r} is not a list of names; write e.g. 'en,fr'")
+        raise ConfigError(f"{where}: {shown(raw)} is not a list of names; write e.g. 'en,fr'")
     if isinstance(raw, dict | list):
-        raise ConfigError(f"{where}: {raw!r} is not a single value")
+        raise ConfigError(f"{where}: {shown(raw)} is not a single value")
     text = str(raw).strip()
     if "\x00" in text:
-        raise ConfigError(f"{where}: {text!r} contains a NUL byte")
+        raise ConfigError(f"{where}: {shown(text)} contains a NUL byte")
     if setting.kind == "choice":
         if setting.name == "metrics-scale":
             return str(int(parse_scale(text, source=where)))
         if text not in setting.choices:
-            raise ConfigError(f"{where}: {text!r} is not one of {', '.join(setting.choices)}")
+            raise ConfigError(f"{where}: {shown(text)} is not one of {', '.join(setting.choices)}")
         return text
     if setting.kind == "path":
         if not text:
             raise ConfigError(f"{where}: empty path")
         if "\x00" in text:
-            raise ConfigError(f"{where}: {text!r} contains a NUL byte")
+            raise ConfigError(f"{where}: {shown(text)} contains a NUL byte")
         return Path(text)
     if not text:
         return None
@@ -464,10 +473,14 @@ def build_config(
         if not value or not str(value).strip():
             raise ConfigError(f"{names.get(name, '--' + name)}: empty; give a name")
     alias = values["champion_alias"]
-    if not alias.replace("-", "").replace("_", "").isalnum() or alias[0].isdigit() or alias.lower() == "latest":
+    if not alias.replace("-", "").replace("_", "").isalnum() or alias[0].isdigit() or alias.lower() == "latest" \
+            or not _MLFLOW_ALIAS.fullmatch(alias) or _MLFLOW_VERSION_ALIAS.fullmatch(alias):
+        where = names.get("champion-alias", "--champion-alias") if "champion-alias" in explicit \
+            else "params.yaml deployment.champion_alias"
         raise ConfigError(
-            f"{names.get('champion-alias', '--champion-alias')}: {alias!r} is not a valid MLflow alias; "
-            "use letters, digits, - and _, not starting with a digit, and not 'latest'"
+            f"{where}: {shown(alias)} is not a valid MLflow alias; "
+            "use letters, digits, - and _ (at most 255), not starting with a digit, not 'latest' and not "
+            "v<number> (MLflow reserves those for versions)"
         )
     if "experiment-name" not in explicit and env_experiment_name and env_experiment_name.strip():
         values["experiment_name"] = env_experiment_name.strip()  # MLflow's own variable, as the seed honoured it

@@ -18,6 +18,7 @@ from typing import Any
 from deploygate.config import GateConfig, build_config, tracking_uri_and_source
 from deploygate.errors import EXIT_FAILURE, EXIT_OK, DeployGateError
 from deploygate.inputs import load_params
+from deploygate.redact import redact
 
 CREDENTIAL_VARS = "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or DAGSHUB_USERNAME / DAGSHUB_USER_TOKEN)"
 
@@ -29,13 +30,13 @@ class Checklist:
         self.failed = 0
 
     def ok(self, name: str, detail: str) -> None:
-        print(f"OK   {name}: {detail}")
+        print(redact(f"OK   {name}: {detail}"))  # SDK texts name URLs, credentials included
 
     def fail(self, name: str, detail: str, fix: str | None = None) -> None:
         self.failed += 1
-        print(f"FAIL {name}: {detail}")
+        print(redact(f"FAIL {name}: {detail}"))
         if fix:
-            print(f"     fix: {fix}")
+            print(redact(f"     fix: {fix}"))
 
     def error(self, name: str, exc: DeployGateError) -> None:
         """A deploygate error: its message says what failed, then the fix (its hint, or the part after ';')."""

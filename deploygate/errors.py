@@ -1,16 +1,54 @@
 """Every error deploygate raises on purpose, grouped by who has to act, each with its exit code.
 
 Each type is also a builtin (ValueError, RuntimeError, ...) so generic handlers still catch it.
-A message is one line: what failed, the value, and the fix. The shells print it and exit with
-`exit_code`; only unexpected exceptions get a traceback (and only with -v / RUNNER_DEBUG).
+A message is one line: what failed, the value (echoed with `shown`, at most 80 characters), and
+the fix; every message is redacted (no credentials, no secret values) and bounded in length. The
+shells print it and exit with `exit_code`; only unexpected exceptions get a traceback (and only
+with -v / RUNNER_DEBUG).
 """
 
 from __future__ import annotations
+
+import reprlib
+
+from deploygate.redact import redact
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # something outside the user's input failed (server down, push refused, ...)
 EXIT_BAD_INPUT = 2  # the input or configuration is wrong: nothing was written anywhere
 EXIT_REJECTED = 3  # the gate decided not to deploy and `fail-on-reject` asked for a red step
+
+SHOWN_LIMIT = 80  # an echoed value is cut to this many characters
+MESSAGE_LIMIT = 1000  # and a whole message to this many (its start and its fix are kept)
+
+
+class _Brief(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 256:  # repr() of a 5,000-digit int raises ValueError (int-string limit)
+            return f"<an integer of about {int(x.bit_length() * 0.30103) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+def shown(value: object, limit: int = SHOWN_LIMIT) -> str:
+    """A value as a message echoes it: its repr, cut to `limit` characters. The repr itself is
+    bounded (reprlib), so a 300 MB string or a deeply shared YAML structure costs nothing to show."""
+    brief = _Brief()
+    brief.maxlevel, brief.maxstring, brief.maxother, brief.maxlong = 3, limit, limit, limit
+    brief.maxdict = brief.maxlist = brief.maxtuple = brief.maxset = brief.maxfrozenset = 8
+    text = brief.repr(value)
+    if len(text) <= limit:
+        return text
+    return text[: limit - 3] + "..."
+
+
+def _bounded(text: str) -> str:
+    """A message on one line (a key with a newline in it cannot start a second one) and within
+    MESSAGE_LIMIT characters: the head and the tail (where the fix is) kept."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", " \u23ce ")
+    if len(text) <= MESSAGE_LIMIT:
+        return text
+    head, tail = MESSAGE_LIMIT * 2 // 3, MESSAGE_LIMIT // 4
+    return f"{text[:head]} ... ({len(text) - head - tail} characters cut) ... {text[-tail:]}"
 
 
 class DeployGateError(Exception):
@@ -19,8 +57,9 @@ class DeployGateError(Exception):
     exit_code = EXIT_FAILURE
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        self.message = message
-        self.hint = hint
+        # SDK texts end up in messages: no credentials or secret values, and no runaway length
+        self.message = message = _bounded(redact(message))
+        self.hint = hint = _bounded(redact(hint)) if hint else hint
         super().__init__(f"{message} {hint}".strip() if hint else message)
 
 

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
+from deploygate import strictjson
 from deploygate.errors import ConfigError, IncomparableError, MetricsError
+from deploygate.errors import shown as _shown
 
 if TYPE_CHECKING:
     import numpy as np
@@ -70,11 +72,6 @@ class PredictionsFile:
     def notes(self) -> tuple[str, ...]:
         return (f"{self.source}: {len(self.pairs)} examples, prediction from {self.prediction_field!r}, "
                 f"reference from {self.reference_field!r}",)
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _pick_field(names: Iterable[str], wanted: tuple[str, ...]) -> str | None:
@@ -127,10 +124,14 @@ def _parse_jsonl(text: str, source: str) -> PredictionsFile:
             continue
         where = f"{source}:{number}"
         try:
-            record = json.loads(line)
+            record = strictjson.loads(line)
         except json.JSONDecodeError as exc:
             raise MetricsError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}) in "
                                f"{_shown(line)}; write one JSON object per line") from None
+        except (strictjson.DuplicateKeyError, strictjson.NumberTooLongError) as exc:
+            raise MetricsError(f"{where}: {exc}") from None
+        except RecursionError:
+            raise MetricsError(f"{where}: nested too deeply; write one flat JSON object per line") from None
         if not isinstance(record, dict):
             raise MetricsError(f"{where}: expected a JSON object, got {type(record).__name__} "
                                f"{_shown(record)}; write {{\"prediction\": ..., \"reference\": ...}}")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from deploygate.errors import GitHubError
+from deploygate.redact import RedactingFormatter, redact, remember
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,8 @@ def inert(text: str) -> str:
     return "\u203a " + one_line if one_line.lstrip().startswith("::") else one_line
 
 
-class InertFormatter(logging.Formatter):
-    """A logging formatter whose every record is one `inert` line (tracebacks included)."""
+class InertFormatter(RedactingFormatter):
+    """A logging formatter whose every record is one redacted `inert` line (tracebacks included)."""
 
     def format(self, record: logging.LogRecord) -> str:
         return inert(super().format(record))
@@ -115,6 +116,9 @@ class Runner:
         self.masked: set[str] = set()
 
     def emit(self, line: str) -> None:
+        self._write(redact(line))
+
+    def _write(self, line: str) -> None:
         self.stream.write(line + "\n")
         self.stream.flush()
 
@@ -122,7 +126,7 @@ class Runner:
         for value in mask_values(secret):
             if value not in self.masked:
                 self.masked.add(value)
-                self.emit(command("add-mask", value))
+                self._write(command("add-mask", value))  # the one line that must hold the secret
 
     def annotate(self, level: Literal["error", "warning", "notice"], message: str, title: str = "deploygate") -> None:
         self.emit(command(level, message, title=title))
@@ -162,7 +166,7 @@ class Runner:
     def set_outputs(self, outputs: Mapping[str, str]) -> None:
         if self.output_path is None:
             return
-        text = "".join(output_record(name, value) for name, value in outputs.items())
+        text = "".join(output_record(name, redact(value)) for name, value in outputs.items())
         with self.output_path.open("a", encoding="utf-8", newline="\n") as f:
             f.write(text)
 
@@ -178,6 +182,7 @@ class Runner:
         if room <= len(_TRUNCATED.encode("utf-8")):
             log.warning("step summary is full (%d bytes); not adding the deploygate report", used)
             return
+        markdown = redact(markdown)
         body = fit_utf8(markdown if markdown.endswith("\n") else markdown + "\n", room)
         with self.summary_path.open("a", encoding="utf-8", newline="\n") as f:
             f.write(body)
@@ -207,11 +212,13 @@ class PullRequestComments:
             raise GitHubError(f"GITHUB_REPOSITORY {repository!r} is not owner/name")
         self.api_url = api_url.rstrip("/")
         self.token = token
+        remember(token)
         self.repo_path = "/".join(urllib.parse.quote(part, safe="") for part in repository.split("/"))
         self.timeout = timeout
 
     def upsert(self, pr_number: int, body: str, marker: str = COMMENT_MARKER) -> CommentOutcome:
         """Update the comment that starts with `marker`, else create one. Never two."""
+        body = redact(body)
         if not body.startswith(marker):
             body = f"{marker}\n{body}"
         body = fit_utf8(body, COMMENT_LIMIT_CHARS)  # bytes >= characters, so this also fits the char limit

@@ -21,6 +21,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from deploygate.errors import ConfigError, HubError
+from deploygate.provenance import RECORD_FILE, VersionIdentity, mismatch, parse_record
+from deploygate.redact import remember
 from deploygate.result import (
     HubPush as HubCommit,  # a commit on the Hub: url = {endpoint}/{repo}/commit/{sha}
 )
@@ -112,6 +114,7 @@ class HubPublisher:
         if retries < 0 or backoff < 0:
             raise ConfigError(f"Hub retries/backoff must be >= 0, got retries={retries}, backoff={backoff}.")
         self.token = token or None
+        remember(self.token)
         self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
         self.retries = retries
         self.backoff = backoff
@@ -167,6 +170,46 @@ class HubPublisher:
             return None
         sha = next((t.target_commit for t in refs.tags if t.name == tag), None)
         return self._commit(repo_id, sha, tag) if sha else None
+
+    def record_at(self, repo_id: str, revision: str) -> str | None:
+        """The text of deploygate.json at `revision` (what that commit was built for); None when
+        the commit has none (pushed by an earlier release, or by something else)."""
+        api = self._api()
+        with tempfile.TemporaryDirectory(prefix="deploygate-record-") as tmp:
+            try:
+                path = self._call(f"read {RECORD_FILE} at {revision[:12]} of", repo_id, lambda: api.hf_hub_download(
+                    repo_id, RECORD_FILE, revision=revision, cache_dir=Path(tmp) / "cache"))
+            except HubError as exc:
+                if _status(exc) == 404:
+                    return None
+                raise
+            return Path(path).read_text(encoding="utf-8", errors="replace")
+
+    def tag_for(self, repo_id: str, tag: str, expected: VersionIdentity, *, recorded_commit: str | None) -> HubCommit | None:
+        """The commit of `tag` when it was made for the `expected` version; None when there is no
+        such tag. HubError (naming both versions and the fix) when it was made for another one, or
+        when nothing says whose it is: a tag without deploygate.json (an earlier release's push) is
+        this version's only when MLflow recorded its commit on the version (`recorded_commit`)."""
+        existing = self.find_tag(repo_id, tag)
+        if existing is None:
+            return None
+        found = parse_record(self.record_at(repo_id, existing.sha))
+        fix = (f"Fix: if {repo_id} belonged to a registered model that was renamed or deleted and recreated "
+               f"(its versions restart at 1), push to a new repo (hf-model-id), or delete its stale v<N> tags at "
+               f"{self.endpoint}/{repo_id}/tree/main (the commits stay in the history) and re-run the same command.")
+        if found is None:
+            if recorded_commit and (recorded_commit == existing.sha
+                                    or self._same_tree(repo_id, recorded_commit, existing.sha)):
+                return existing  # an earlier release's push, recorded on this very version
+            raise HubError(f"Hub tag {tag} in {repo_id} (commit {existing.sha[:12]}) has no {RECORD_FILE} and "
+                           f"{expected.describe()} records no Hub commit for it: it may hold another model.",
+                           hint=fix)
+        differences = mismatch(expected, found)
+        if differences:
+            raise HubError(f"Hub tag {tag} in {repo_id} was made for {found.describe()}, but this is "
+                           f"{expected.describe()} ({', '.join(differences)} differ); a tag is never trusted by its "
+                           "name.", hint=fix)
+        return existing
 
     def snapshot(self, repo_id: str, local_dir: Path, *, revision: str | None = None) -> Path:
         """Download a repo's files (e.g. the base model) into `local_dir`."""
@@ -307,20 +350,38 @@ class HubPublisher:
         log.info("Hub: main of %s does not hold %s; restoring its files", repo_id, tag)
         return self.restore_tag(repo_id, tag, commit_message=commit_message)
 
-    def adopt_head(self, repo_id: str, tag: str, title_prefix: str) -> HubCommit | None:
-        """Tag main's head with `tag` when its commit title starts with `title_prefix`: the push of
-        a run that died before tagging it. None when main's head is something else."""
+    def adopt_push(self, repo_id: str, tag: str, title_prefix: str, expected: VersionIdentity, *,
+                   depth: int = 20) -> HubCommit | None:
+        """Tag an untagged push of the `expected` version with `tag`: the newest of main's last
+        `depth` commits whose title starts with `title_prefix` and whose deploygate.json names this
+        version (a run that died, or whose tag call failed, after its commit; main may have been put
+        back to the champion since). None when there is none; main is left as it is."""
         validate_tag(tag)
         head = self.head(repo_id)
         if head is None:
             return None
         api = self._api()
         commits = self._call("list the commits of", repo_id, lambda: api.list_repo_commits(repo_id, revision=head))
-        if not commits or not commits[0].title.startswith(title_prefix):
-            return None
-        log.info("Hub: main of %s (%s) is an untagged push of this version; tagging it %s", repo_id, head[:12], tag)
-        self._tag(repo_id, tag, head)
-        return self._commit(repo_id, head, tag)
+        for commit in commits[:depth]:
+            if not commit.title.startswith(title_prefix):
+                continue
+            found = parse_record(self.record_at(repo_id, commit.commit_id))
+            if found is None or mismatch(expected, found):
+                continue
+            log.info("Hub: %s of %s is an untagged push of this version; tagging it %s", commit.commit_id[:12],
+                     repo_id, tag)
+            self._tag(repo_id, tag, commit.commit_id)
+            return self._commit(repo_id, commit.commit_id, tag)
+        return None
+
+    def _same_tree(self, repo_id: str, a: str, b: str) -> bool:
+        """Whether two commits hold the same files; False when `a` is not a commit of this repo."""
+        try:
+            return self._tree(repo_id, a) == self._tree(repo_id, b)
+        except HubError as exc:
+            if _status(exc) == 404:
+                return False
+            raise
 
     def _tree(self, repo_id: str, revision: str) -> dict[str, str]:
         from huggingface_hub.hf_api import RepoFile
@@ -359,7 +420,7 @@ class HubPublisher:
             local = folder / path
             entry = remote[path]
             if entry.lfs is not None:
-                if local.stat().st_size != entry.lfs.size or _sha256(local) != entry.lfs.sha256:
+                if local.stat().st_size != entry.lfs.size or file_sha256(local) != entry.lfs.sha256:
                     return False
             elif _git_blob_sha1(local) != entry.blob_id:
                 return False
@@ -564,7 +625,7 @@ def _local_files(folder: Path) -> list[str]:
     return sorted(files)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

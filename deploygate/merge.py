@@ -26,6 +26,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
+from deploygate import strictjson
 from deploygate.errors import AdapterError, MergeError, ModelSourceError
 
 if TYPE_CHECKING:
@@ -181,8 +182,8 @@ def inspect_adapter(adapter_dir: str | Path) -> AdapterInfo:
             f"(it holds {ADAPTER_CONFIG} and {ADAPTER_SAFETENSORS})."
         )
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = strictjson.loads(path.read_text(encoding="utf-8"))  # a key given twice is an error, not the last one
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise AdapterError(f"{path}: not valid JSON ({exc}); re-save the adapter with peft.") from exc
     if not isinstance(raw, dict):
         raise AdapterError(

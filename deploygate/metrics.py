@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from deploygate.errors import ConfigError, MetricsError
+from deploygate.errors import SHOWN_LIMIT, ConfigError, MetricsError, shown
 
 # The seed's weights: BLEU-4 matters most, ROUGE-L precision guards against hallucination.
 DEFAULT_WEIGHTS: Mapping[str, float] = {
@@ -81,10 +81,13 @@ class WeightedScore:
 
 def _number(value: object, where: str, fix: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{where}: {value!r} is not a number; {fix}")
-    number = float(value)
+        raise ConfigError(f"{where}: {shown(value)} is not a number; {fix}")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        raise ConfigError(f"{where}: {shown(value)} is too large to be a number; {fix}") from None
     if not math.isfinite(number):
-        raise ConfigError(f"{where}: {value!r} is not finite; {fix}")
+        raise ConfigError(f"{where}: {shown(value)} is not finite; {fix}")
     return number
 
 
@@ -98,16 +101,16 @@ def resolve_weights(raw: Mapping[str, object] | None, *, source: str = "weights"
         return Weights(dict(DEFAULT_WEIGHTS))
     if not isinstance(raw, Mapping) or not raw:
         raise ConfigError(
-            f"{source}: {raw!r} is not a mapping of metric name to weight; "
+            f"{source}: {shown(raw)} is not a mapping of metric name to weight; "
             "write e.g. {bleu4: 0.4, rougeL_precision: 0.1}"
         )
     values: dict[str, float] = {}
     for key, value in raw.items():
         if not isinstance(key, str) or not key.strip():
-            raise ConfigError(f"{source}: weight name {key!r} is not a metric name")
+            raise ConfigError(f"{source}: weight name {shown(key)} is not a metric name")
         name = canonical_name(key.strip())
         if name in values:
-            raise ConfigError(f"{source}: metric {name!r} has two weights (spelled {key!r} too); keep one")
+            raise ConfigError(f"{source}: metric {shown(name)} has two weights (spelled {shown(key)} too); keep one")
         weight = _number(value, f"{source}.{_shown(key)}", "give a number such as 0.25")
         if weight < 0:
             raise ConfigError(f"{source}.{_shown(key)}: {weight:g} is negative; weights must be >= 0")
@@ -127,7 +130,7 @@ def parse_scale(raw: object, *, source: str = "metrics-scale") -> float:
     except ValueError:
         scale = math.nan
     if scale not in _SCALES:
-        raise ConfigError(f"{source}: {raw!r} is not a metric scale; use 1 (values 0-1) or 100 (values 0-100)")
+        raise ConfigError(f"{source}: {shown(raw)} is not a metric scale; use 1 (values 0-1) or 100 (values 0-100)")
     return scale
 
 
@@ -154,7 +157,7 @@ def parse_metrics(
         name = canonical_name(key)
         if name in found and found[name] != key and name in weights.values:
             raise MetricsError(
-                f"{source}: {found[name]!r} and {key!r} both spell metric {name!r}; keep one of them"
+                f"{source}: {shown(found[name])} and {shown(key)} both spell metric {shown(name)}; keep one of them"
             )
         found.setdefault(name, key)
     folded_found = {fold(name): name for name in found}
@@ -171,24 +174,28 @@ def parse_metrics(
         assert match is not None
         raw = data[match]
         if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise MetricsError(f"{source}: {match!r} is {raw!r}, not a number; write it as a number from 0 to 1")
-        value = float(raw)
+            raise MetricsError(f"{source}: {shown(match)} is {shown(raw)}, not a number; write it as a number from 0 to 1")
+        try:
+            value = float(raw)
+        except OverflowError:  # an integer of hundreds of digits
+            raise MetricsError(f"{source}: {shown(match)} is {shown(raw)}, too large to be a metric; "
+                               "write it as a number from 0 to 1") from None
         if not math.isfinite(value):
-            raise MetricsError(f"{source}: {match!r} is {raw!r}; the evaluation produced no usable value, re-run it")
+            raise MetricsError(f"{source}: {shown(match)} is {shown(raw)}; the evaluation produced no usable value, re-run it")
         if value < 0:
-            raise MetricsError(f"{source}: {match!r} is {value:g}, below 0; metrics are scores from 0 to 1")
+            raise MetricsError(f"{source}: {shown(match)} is {value:g}, below 0; metrics are scores from 0 to 1")
         value /= scale
         if value > 1:
             if scale == 1.0:
                 raise MetricsError(
-                    f"{source}: {match!r} is {raw!r}, above 1; it looks like a 0-100 scale: "
+                    f"{source}: {shown(match)} is {shown(raw)}, above 1; it looks like a 0-100 scale: "
                     "declare it with --metrics-scale 100 (params.yaml deployment.metrics_scale: 100)"
                 )
-            raise MetricsError(f"{source}: {match!r} is {raw!r}, above 100 on the declared 0-100 scale")
+            raise MetricsError(f"{source}: {shown(match)} is {shown(raw)}, above 100 on the declared 0-100 scale")
         values[name] = value
         keys_used[name] = match
     notes = tuple(
-        f"{name}: read from key {key!r}" for name, key in keys_used.items() if key != name
+        f"{name}: read from key {shown(key)}" for name, key in keys_used.items() if key != name
     )
     return EvaluationMetrics(values=values, keys_used=keys_used, source=source, notes=notes)
 
@@ -223,7 +230,8 @@ def _missing_message(data: Mapping[object, object], missing: list[str], matches:
 
 
 def _shown(key: str) -> str:
-    return key if key.isprintable() else repr(key)
+    """A key as typed when it is printable and short, else as `shown` echoes any value."""
+    return key if key.isprintable() and len(key) <= SHOWN_LIMIT else shown(key)
 
 
 def weighted_score(metrics: EvaluationMetrics, weights: Weights) -> WeightedScore:

@@ -29,7 +29,11 @@ from deploygate.errors import DeployGateError, ModelSourceError
 from deploygate.metrics import EvaluationMetrics, weighted_score
 from deploygate.outputs import write_outputs
 from deploygate.promotion import Me, after_move, before_move
+from deploygate.provenance import baseline_json
+from deploygate.redact import RedactingFormatter, redact
 from deploygate.registry import (
+    MAX_VERSION_TAG,
+    TAG_BASELINE,
     TAG_CANDIDATE,
     TAG_GATE_RUN,
     TAG_GIT_SHA,
@@ -38,6 +42,7 @@ from deploygate.registry import (
     TAG_METRIC,
     TAG_METRICS,
     TAG_OVERRIDE,
+    TAG_REASON,
     TAG_SCORE,
     TAG_SIGNATURE,
     MlflowRegistry,
@@ -105,7 +110,7 @@ def capture_log() -> Iterator[io.StringIO]:
     """Everything logged under `deploygate` during the run, for deployment_logs.txt."""
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.setLevel(logging.DEBUG)
     logger = logging.getLogger("deploygate")
     old_level = logger.level
@@ -380,6 +385,11 @@ def _deploy(
             # one tag per metric too, for reading in the MLflow UI.
             TAG_METRICS: json.dumps(dict(cand.metrics.values), sort_keys=True),
             **{f"{TAG_METRIC}{mkey}": repr(cand.metrics.values[name]) for name, mkey in _metric_keys(list(cand.metrics.values)).items()},
+            # what the version's model card states, as decided now: a re-run renders the same card
+            TAG_REASON: result.decision.reason[:1000],
+            TAG_BASELINE: baseline_json(
+                result.baseline.version if result.baseline else None, result.baseline.score if result.baseline else None,
+                result.baseline.metrics if result.baseline else {}, limit=MAX_VERSION_TAG),
         }
         if ctx.git_sha:
             tags[TAG_GIT_SHA] = ctx.git_sha
@@ -403,8 +413,8 @@ def _deploy(
 
     hub: HubPush | None = None
     if shipper is not None:
-        hub = shipper.ship(
-            ShipRequest(
+        try:
+            hub = shipper.ship(ShipRequest(
                 config=cfg,
                 context=ctx,
                 candidate=cand,
@@ -417,8 +427,13 @@ def _deploy(
                 model_version_url=version_url,
                 created_at=clock().isoformat(),
                 mlflow_run_id=run_id,
-            )
-        )
+            ))
+        except Exception:
+            # The push may have reached main before failing (the tag call refused, say): main goes
+            # back to the champion now, not whenever a later run happens to deploy.
+            _sync_hub(cfg, registry, shipper, fallback=result.baseline.version if result.baseline else None,
+                      why=f"the push of v{version} failed")
+            raise
         if cfg.hf_export_dir is not None:
             result = replace(result, hub_export_dir=Path(cfg.hf_export_dir).resolve())
         if hub is not None:
@@ -609,7 +624,7 @@ def _record_failure(
     clock: Clock,
     buffer: io.StringIO,
 ) -> None:
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    message = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     log.error("failed: %s", message)
     failed = replace(result, status="failed", error=message, finished_at=clock().isoformat())
     with contextlib.suppress(Exception):

@@ -28,6 +28,8 @@ from deploygate.decision import Baseline
 from deploygate.errors import ConfigError, ModelSourceError, RegistryError
 from deploygate.metrics import Weights
 from deploygate.promotion import Holder
+from deploygate.provenance import VersionFacts, VersionIdentity, parse_baseline
+from deploygate.redact import remember, url_password
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,11 @@ TAG_HUB_URL = "deploygate.hf_commit_url"
 TAG_SIGNATURE = "deploygate.signature"
 TAG_OVERRIDE = "deploygate.override"  # on a version: "forced" or "rollback" when a human chose it
 TAG_HISTORY = "deploygate.history"  # on the registered model: the promotion history, newest last
+TAG_DECISION = "deploygate.decision"
+# on a version, at registration: why it was deployed and the champion it was compared with (its card says so)
+TAG_REASON = "deploygate.reason"
+TAG_BASELINE = "deploygate.baseline"
+MAX_VERSION_TAG = 5000  # MLflow's limit on a tag value (enforced by PostgreSQL / MySQL backends)
 HISTORY_KEEP = 30
 # Metrics a gate run logs besides the input metrics (which are logged under their own names).
 RUN_SUMMARY_METRICS = frozenset({"weighted_score", "baseline_score", "improvement", "improvement_pct", "deployed"})
@@ -133,6 +140,7 @@ class MlflowRegistry:
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
+        remember(url_password(tracking_uri))  # a password in the URI: never shown, whatever echoes the URI
         self._mlflow = mlflow
         self._resolved: dict[ModelSource, ResolvedSource] = {}
         scheme = urlparse(tracking_uri).scheme.split("+")[0]
@@ -696,6 +704,51 @@ class MlflowRegistry:
             self.client.set_terminated(run_id, status)
 
     # --- versions and promotion ----------------------------------------------------------------
+
+    def _server_name(self) -> str:
+        """The tracking server as a Hub repo may show it: a server's URL (no credentials), but only the
+        kind of a local store or database (its path or host is nobody's business on a public repo)."""
+        scheme = urlparse(self.tracking_uri).scheme
+        return self.display_uri if scheme in ("http", "https") else f"a local {scheme.split('+')[0] or 'file'} store"
+
+    def version_facts(self, name: str, version: str) -> VersionFacts:
+        """What MLflow recorded for one version: the identity its Hub tag is made for and what its
+        model card states (score, metrics, weights, decision, the champion it beat, its gate run and
+        creation time). Two reads: the version, and the gate run that registered it (for its link)."""
+        from deploygate.signature import MetricSignature
+
+        with self._call(f"reading {name!r} v{version}"):
+            mv = self.client.get_model_version(name, version)
+        tags = dict(mv.tags or {})
+        gate_run = tags.get(TAG_GATE_RUN)
+        run_url = None
+        if gate_run:
+            try:
+                with self._call(f"reading gate run {gate_run}"):
+                    run_url = self.run_url(str(self.client.get_run(gate_run).info.experiment_id), gate_run)
+            except RegistryError as exc:  # a deleted run: the card says "not recorded"
+                log.info("gate run %s of %s v%s cannot be read (%s)", gate_run, name, version, exc.message)
+        signature = MetricSignature.from_json(tags[TAG_SIGNATURE]) if tags.get(TAG_SIGNATURE) else None
+        recorded, baseline = parse_baseline(tags.get(TAG_BASELINE))
+        created = getattr(mv, "creation_timestamp", None)
+        return VersionFacts(
+            identity=VersionIdentity(
+                registry_name=name, version=str(mv.version),
+                created_ms=int(created) if isinstance(created, int | float) else None,
+                candidate_key=tags.get(TAG_CANDIDATE), gate_run_id=gate_run, tracking_server=self._server_name(),
+            ),
+            hub_commit=tags.get(TAG_HUB_COMMIT),
+            score=_float_or_none(tags.get(TAG_SCORE)),
+            metrics=_metrics_from_json(tags.get(TAG_METRICS)),
+            weights=dict(signature.weights) if signature else None,
+            verdict=tags.get(TAG_DECISION),
+            reason=tags.get(TAG_REASON),
+            baseline=baseline,
+            baseline_recorded=recorded,
+            git_sha=tags.get(TAG_GIT_SHA),
+            gate_run_url=run_url,
+            version_url=self.version_url(name, str(mv.version)),
+        )
 
     def find_version(self, name: str, candidate_key: str) -> str | None:
         """The version already registered for this candidate (a re-run), if any."""

@@ -20,6 +20,7 @@ import jinja2
 
 from deploygate import __version__
 from deploygate.result import GateResult, HistoryPoint, RunContext
+from deploygate.templating import environment
 
 if TYPE_CHECKING:
     from deploygate.config import GateConfig
@@ -264,14 +265,8 @@ def _footer(context: RunContext) -> str:
 
 # --- rendering ----------------------------------------------------------------------------------
 
-_ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("deploygate", "templates"),
-    undefined=jinja2.StrictUndefined,
-    autoescape=False,  # Markdown, not HTML: values are escaped explicitly with the filters below
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-)
+# Markdown, not HTML: values are escaped explicitly with the filters below
+_ENV = environment(jinja2.PackageLoader("deploygate", "templates"))
 _ENV.filters.update(md=md, code=code, num=num, signed=signed)
 _ENV.globals.update(link=link)
 

@@ -72,6 +72,9 @@ def _rollback(
 
     pushed: HubPush | None = None
     if hub is not None and cfg.hf_model_id:
+        # the tag must be this model's v<target>, not one a deleted or renamed model left (HubError)
+        facts = registry.version_facts(name, target)
+        hub.tag_for(cfg.hf_model_id, f"v{target}", facts.identity, recorded_commit=facts.hub_commit)
         pushed = hub.restore_tag(
             cfg.hf_model_id,
             f"v{target}",

@@ -3,7 +3,10 @@
 A service over three adapters (registry for the candidate's files, merge, hub), given to the
 pipeline as its `shipper`. It never moves the champion: the pipeline does that after `ship`
 returns. Idempotent per registry version: the Hub commit is tagged `v<version>`, and a re-run that
-finds the tag reuses that commit instead of building and pushing again.
+finds the tag reuses that commit instead of building and pushing again — but only when the tag's
+`deploygate.json` says it was made for this very version (a tag is never trusted by its name). The
+folder is built from what MLflow recorded for the version (its registration, its gate run, its
+creation time), so building it again gives the same bytes.
 """
 
 from __future__ import annotations
@@ -14,14 +17,16 @@ import logging
 import re
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from deploygate.card import AdapterFacts, CardBaseline, CardDecision, CardInputs, check_template, render_card
 from deploygate.config import GateConfig
 from deploygate.errors import AdapterError, ConfigError, ModelSourceError
-from deploygate.hub import HubPublisher, validate_hf_model_id
+from deploygate.hub import HubPublisher, file_sha256, validate_hf_model_id
 from deploygate.merge import inspect_adapter
 from deploygate.pipeline import Candidate, ShipRequest
+from deploygate.provenance import RECORD_FILE, VersionFacts, record_text
 from deploygate.registry import MlflowRegistry, ModelSource, local_ui_command
 from deploygate.result import HubPush
 
@@ -167,21 +172,23 @@ class HubShipper:
     def _ship(self, request: ShipRequest) -> HubPush | None:
         cfg = request.config
         tag = f"v{request.version}"
+        facts = self.registry.version_facts(cfg.registry_name, request.version)
+        existing = None
         if self.push:
             assert self.hub is not None and cfg.hf_model_id
-            existing = self.hub.find_tag(cfg.hf_model_id, tag)
+            # HubError when the tag was made for another version (a recreated or renamed model)
+            existing = self.hub.tag_for(cfg.hf_model_id, tag, facts.identity, recorded_commit=facts.hub_commit)
             if existing is not None and cfg.hf_export_dir is None:
                 log.info("Hub %s already has %s (%s): not building or pushing again", cfg.hf_model_id, tag, existing.url)
-                # a failed run may have put main back to the champion's files: main must hold this version
-                on_main = self.hub.sync_main(cfg.hf_model_id, tag, commit_message=(
-                    f"deploygate: {cfg.registry_name} {tag} again (files of tag {tag}, re-run)"))
-                return on_main or existing
-            if cfg.hf_export_dir is None:  # a run killed between the Hub commit and the tag: adopt its commit
-                adopted = self.hub.adopt_head(cfg.hf_model_id, tag, f"deploygate: {cfg.registry_name} {tag},")
+                return self._main_holds(cfg, tag, existing)
+            if existing is None and cfg.hf_export_dir is None:
+                # a run that died, or whose tag call failed, after its commit: tag that commit
+                adopted = self.hub.adopt_push(cfg.hf_model_id, tag, _title_prefix(cfg, request.version),
+                                              facts.identity)
                 if adopted is not None:
-                    return adopted
+                    return self._main_holds(cfg, tag, adopted)
         with tempfile.TemporaryDirectory(prefix="deploygate-ship-") as tmp:
-            stage = self.build(request, Path(tmp))
+            stage = self.build(request, Path(tmp), facts)
             if cfg.hf_export_dir is not None:
                 export = Path(cfg.hf_export_dir)
                 if export.exists():
@@ -192,30 +199,39 @@ class HubShipper:
                 log.info("no Hub push (%s)", "skip-hf-push" if cfg.skip_hf_push else "no hf-model-id")
                 return None
             assert self.hub is not None and cfg.hf_model_id
-            message = (
-                f"deploygate: {cfg.registry_name} v{request.version}, weighted score {request.score:.4f}"
-                f" ({request.verdict})"
-            )
+            score = facts.score if facts.score is not None else request.score
+            message = f"{_title_prefix(cfg, request.version)} weighted score {score:.4f} ({facts.verdict or request.verdict})"
             size = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
             log.info("pushing %d files (%.1f MB) to %s as %s", sum(1 for p in stage.rglob("*") if p.is_file()),
                      size / 1e6, cfg.hf_model_id, tag)
             commit = self.hub.push(cfg.hf_model_id, stage, commit_message=message, private=cfg.hf_private, tag=tag)
+        if existing is not None:  # the tag held these very files already: main must hold them too
+            commit = self._main_holds(cfg, tag, commit)
         log.info("Hub commit %s", commit.url)
         return commit
+
+    def _main_holds(self, cfg: GateConfig, tag: str, tagged: HubPush) -> HubPush:
+        """A failed run may have put main back to the champion's files: main must hold this version."""
+        assert self.hub is not None and cfg.hf_model_id
+        on_main = self.hub.sync_main(cfg.hf_model_id, tag, commit_message=(
+            f"deploygate: {cfg.registry_name} {tag} again (files of tag {tag}, re-run)"))
+        return on_main or tagged
 
     def sync(self, config: GateConfig, version: str, why: str) -> HubPush | None:
         """Make the Hub's main hold the files pushed for `version` (tag `v<version>`): after a run
         that pushed but could not promote, or when concurrent runs pushed in another order than
-        the champion alias settled. None when nothing is pushed or the version has no tag."""
+        the champion alias settled. None when nothing is pushed or the version has no tag; HubError
+        when the tag was made for another version (it is never restored)."""
         if not self.push:
             return None
         assert self.hub is not None and config.hf_model_id
         tag = f"v{version}"
-        commit = self.hub.sync_main(config.hf_model_id, tag, commit_message=(
-            f"deploygate: restore {config.registry_name} {tag} ({why})"))
-        if commit is None:
+        facts = self.registry.version_facts(config.registry_name, version)
+        if self.hub.tag_for(config.hf_model_id, tag, facts.identity, recorded_commit=facts.hub_commit) is None:
             log.warning("Hub %s has no tag %s: main left as it is", config.hf_model_id, tag)
-        return commit
+            return None
+        return self.hub.sync_main(config.hf_model_id, tag, commit_message=(
+            f"deploygate: restore {config.registry_name} {tag} ({why})"))
 
     # --- building the folder -------------------------------------------------------------------
 
@@ -238,7 +254,9 @@ class HubShipper:
         log.info("downloading the base model %s", name)
         return self.hub.snapshot(name, into)
 
-    def build(self, request: ShipRequest, work: Path) -> Path:
+    def build(self, request: ShipRequest, work: Path, facts: VersionFacts) -> Path:
+        """The folder the Hub gets: merged model (or adapter), tokenizer, card, and deploygate.json
+        (what it was built for, and the SHA-256 of every other file)."""
         from deploygate.merge import copy_adapter_only, inspect_adapter, merge
 
         cfg = request.config
@@ -272,13 +290,23 @@ class HubShipper:
                 if (tokenizer_dir / name).is_file():
                     shutil.copy2(tokenizer_dir / name, stage / name)  # the fine-tune's tokenizer wins
         if cfg.create_model_card:
-            (stage / "README.md").write_text(self.card(request, info, base_name, base_dir, stage), encoding="utf-8")
+            (stage / "README.md").write_text(self.card(request, info, base_name, base_dir, stage, facts),
+                                             encoding="utf-8")
+        digests = {p.relative_to(stage).as_posix(): file_sha256(p) for p in sorted(stage.rglob("*")) if p.is_file()}
+        digests.pop(RECORD_FILE, None)
+        (stage / RECORD_FILE).write_text(record_text(facts.identity, digests), encoding="utf-8")
         return stage
 
-    def card(self, request: ShipRequest, info: object, base_name: str, base_dir: Path, stage: Path) -> str:
+    def card(self, request: ShipRequest, info: object, base_name: str, base_dir: Path, stage: Path,
+             facts: VersionFacts) -> str:
+        """The model card of the version: its values are the ones MLflow recorded for the version
+        (score, metrics, weights, decision, the champion it beat, gate run, creation time), so a
+        re-run renders the same bytes; versions registered before those tags existed fall back to
+        this run's values."""
         from deploygate.merge import AdapterInfo
 
         assert isinstance(info, AdapterInfo)
+        request = _as_recorded(request, facts)
         cfg = request.config
         on_hub = hub_like(base_name) and not Path(base_name).is_dir()
         card_base = base_name if on_hub else _declared_name(base_dir)
@@ -297,22 +325,45 @@ class HubShipper:
             decision=CardDecision(request.verdict, request.reason, forced=request.verdict == "forced"),
             adapter=AdapterFacts(r=info.r, lora_alpha=info.lora_alpha, target_modules=target_list,
                                  use_rslora=info.use_rslora, merged=cfg.merge),
-            created_at=request.created_at,
-            baseline=None if baseline is None else CardBaseline(baseline.version, baseline.score, dict(baseline.metrics)),
+            created_at=facts.identity.created or request.created_at,
+            baseline=facts.baseline if facts.baseline_recorded else (
+                None if baseline is None else CardBaseline(baseline.version, baseline.score, dict(baseline.metrics))),
             chat_template=chat_template_of(stage),
-            mlflow_run_url=request.mlflow_run_url,
-            mlflow_model_url=request.model_version_url,
+            mlflow_run_url=facts.gate_run_url or request.mlflow_run_url,
+            mlflow_model_url=facts.version_url or request.model_version_url,
             license=cfg.hf_license,
             language=cfg.hf_language,
             tags=cfg.hf_tags,
-            git_sha=request.context.git_sha,
+            git_sha=facts.git_sha or request.context.git_sha,
             # without a repo id the folder is only exported: its usage code loads it from there
             model_path=str(Path(cfg.hf_export_dir).resolve()) if cfg.hf_export_dir and not cfg.hf_model_id else None,
             base_model_on_hub=on_hub,
-            mlflow_run_id=request.mlflow_run_id,
+            # the run that registered the version, as recorded on it (a re-run renders the same card)
+            mlflow_run_id=facts.identity.gate_run_id or request.mlflow_run_id,
             mlflow_ui_command=local_ui_command(cfg.mlflow_tracking_uri),
         )
         return render_card(inputs, cfg.card_template)
+
+
+def _as_recorded(request: ShipRequest, facts: VersionFacts) -> ShipRequest:
+    """The request with what the version recorded at registration in place of this run's values."""
+    candidate = request.candidate
+    if facts.metrics is not None:
+        candidate = replace(candidate, metrics=replace(candidate.metrics, values=dict(facts.metrics)))
+    config = request.config
+    if facts.weights is not None:
+        config = replace(config, weights=replace(config.weights, values=dict(facts.weights)))
+    return replace(
+        request, config=config, candidate=candidate,
+        score=facts.score if facts.score is not None else request.score,
+        verdict=facts.verdict or request.verdict,
+        reason=facts.reason if facts.reason is not None else request.reason,
+    )
+
+
+def _title_prefix(cfg: GateConfig, version: str) -> str:
+    """How every push of a version's files starts its commit title (what adopt_push looks for)."""
+    return f"deploygate: {cfg.registry_name} v{version},"
 
 
 def _declared_name(base_dir: Path) -> str:

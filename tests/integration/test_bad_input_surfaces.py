@@ -34,6 +34,13 @@ ADAPTER = {
     "base_model_name_or_path": "base", "task_type": "CAUSAL_LM",
 }
 GOOD_TEMPLATE = "---\n{{ card_data }}\n---\n\n# {{ model_name }}\n"
+# The "billion laughs": nine aliases per level, seven levels, about 420 bytes -> 4.8 million strings.
+ALIAS_BOMB = "".join(
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else ', '.join(['lol'] * 9)}]\n" for i in range(7)
+) + "deployment:\n  champion_alias: *l6\n"
+HUGE = "1" + "0" * 400  # OverflowError when made a float
+LONGER = "1" + "0" * 5000  # ValueError from Python's int-string limit (4,300 digits)
+METRICS_TEXT = '{"bleu1": 0.41, "bleu2": 0.28, "bleu3": 0.2, "bleu4": 0.14, "rougeL_precision": 0.45'
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,10 @@ CASES: list[Case] = [
     Case("metrics file over 16 MiB", "metrics", "over 16 MiB",
          metrics='{"bleu1": 0.1, "pad": "' + "x" * (17 << 20) + '"}'),
     Case("metrics scale 10", "metrics", "not a metric scale", args=("--metrics-scale", "10")),
+    Case("metric of 400 digits", "metrics", "too large", metrics=METRICS_TEXT.replace("0.41", HUGE) + "}"),
+    Case("metrics integer of 5000 digits under another key", "metrics", "5001 digits",
+         metrics=METRICS_TEXT + f', "n_examples": {LONGER}}}'),
+    Case("metrics key given twice", "metrics", "'bleu4' appears twice", metrics=METRICS_TEXT + ', "bleu4": 0.9}'),
     # --- model location files ------------------------------------------------------------------
     Case("location not JSON", "location", "model-artifact-path", location="{'local_path': 'model'}"),
     Case("location local_path empty", "location", "non-empty string", location={"local_path": ""}),
@@ -88,6 +99,8 @@ CASES: list[Case] = [
     Case("location is a directory", "location", "is a directory", location=None,
          files={"location.json/x": "1"}),
     Case("location JSON null", "location", "not an object", location="null"),
+    Case("location key given twice", "location", "'local_path' appears twice",
+         location='{"local_path": "model", "local_path": "elsewhere"}'),
     # --- params.yaml ---------------------------------------------------------------------------
     Case("params top level is a list", "params.yaml", "not a mapping", files={"params.yaml": "- a\n- b\n"}),
     Case("params deployment is text", "params.yaml", "section 'deployment'", files={"params.yaml": "deployment: yes please\n"}),
@@ -106,6 +119,19 @@ CASES: list[Case] = [
          files={"params.yaml": "deployment:\n\tmin_improvement_threshold: 0.1\n"}),
     Case("params champion alias is a mapping", "params.yaml", "not a single value",
          files={"params.yaml": "deployment:\n  champion_alias: {a: 1}\n"}),
+    Case("params YAML alias bomb", "params.yaml", "YAML aliases", files={"params.yaml": ALIAS_BOMB}),
+    Case("params YAML alias containing itself", "params.yaml", "contains itself",
+         files={"params.yaml": "deployment: &d\n  guardrails: *d\n"}),
+    Case("params huge value echoed", "params.yaml", "params.yaml deployment.champion_alias",
+         files={"params.yaml": "deployment:\n  champion_alias: [" + "'x', " * 200_000 + "'y']\n"}),
+    Case("params threshold of 400 digits", "params.yaml", "too large",
+         files={"params.yaml": f"deployment:\n  min_improvement_threshold: {HUGE}\n"}),
+    Case("params integer of 5000 digits in another section", "params.yaml", "5001 digits",
+         files={"params.yaml": f"training:\n  seed: {LONGER}\ndeployment: {{}}\n"}),
+    Case("params date that does not exist", "params.yaml", "YAML cannot read",
+         files={"params.yaml": "training:\n  started: 2001-02-30\n"}),
+    Case("params alias v with an Arabic-Indic digit", "params.yaml", "v<number>",
+         files={"params.yaml": "deployment:\n  champion_alias: \"v\u0663\"\n"}),
     # --- weights -------------------------------------------------------------------------------
     Case("weight without a value", "weights", "not name=weight", args=("--weights", "bleu1,bleu4=1")),
     Case("weight is text", "weights", "not a number", args=("--weights", "bleu1=abc")),
@@ -136,6 +162,10 @@ CASES: list[Case] = [
          files={"preds.csv": "prediction,reference\na,b,c\n"}, args=("--predictions", "preds.csv")),
     Case("predictions not UTF-8", "predictions", "not UTF-8", files={"preds.jsonl": b"\xff\xfe\x00"},
          args=("--predictions", "preds.jsonl")),
+    Case("predictions key given twice", "predictions", "'reference' appears twice", args=("--predictions", "p.jsonl"),
+         files={"p.jsonl": '{"prediction": "a", "reference": "a", "reference": "b"}\n'}),
+    Case("predictions integer of 5000 digits", "predictions", "5001 digits", args=("--predictions", "p.jsonl"),
+         files={"p.jsonl": f'{{"prediction": "a", "reference": "a", "id": {LONGER}}}\n'}),
     # --- action inputs (entrypoint.py, as the runner runs it) ------------------------------------
     Case("input force-deploy maybe", "action inputs", "input 'force-deploy'", shell="action", inputs={"force-deploy": "maybe"}),
     Case("input pr-comment sometimes", "action inputs", "input 'pr-comment'", shell="action", inputs={"pr-comment": "sometimes"}),
@@ -150,6 +180,16 @@ CASES: list[Case] = [
          underscore_inputs={"weights": "bleu1"}),
     Case("input hf-model-id not owner/name", "action inputs", "hf-model-id", shell="action",
          inputs={"hf-model-id": "just-a-name", "skip-hf-push": "false"}),
+    Case("input champion-alias v with an Arabic-Indic digit", "action inputs", "input 'champion-alias'",
+         shell="action", inputs={"champion-alias": "v\u0663"}),
+    Case("action metric of 400 digits", "action inputs", "too large", shell="action",
+         files={"results/evaluations/metrics.json": METRICS_TEXT.replace("0.41", HUGE) + "}"}),
+    Case("action metrics integer of 5000 digits", "action inputs", "5001 digits", shell="action",
+         files={"results/evaluations/metrics.json": METRICS_TEXT + f', "n": {LONGER}}}'}),
+    Case("action params.yaml threshold of 400 digits", "action inputs", "too large", shell="action",
+         files={"params.yaml": f"deployment:\n  min_improvement_threshold: {HUGE}\n"}),
+    Case("action params.yaml alias bomb", "action inputs", "YAML aliases", shell="action",
+         files={"params.yaml": ALIAS_BOMB}),
     # --- event payloads ------------------------------------------------------------------------
     Case("dispatch force maybe", "event payloads", "workflow_dispatch input 'force'", shell="action",
          event_name="workflow_dispatch", payload=_dispatch("maybe")),
@@ -167,6 +207,8 @@ CASES: list[Case] = [
          adapter={k: v for k, v in ADAPTER.items() if k != "base_model_name_or_path"}),
     Case("adapter config missing", "adapter configs", "no adapter_config.json", hub=True, args=HUB, pending=PREFLIGHT_PENDING, adapter=False),
     Case("adapter config is a list", "adapter configs", "expected a JSON object", hub=True, args=HUB, pending=PREFLIGHT_PENDING, adapter=[ADAPTER]),
+    Case("adapter config rank given twice", "adapter configs", "'r' appears twice", hub=True, args=HUB,
+         pending=PREFLIGHT_PENDING, adapter=json.dumps(ADAPTER)[:-1] + ', "r": 64}'),
     Case("base model neither folder nor Hub id", "adapter configs", "base-model", hub=True, pending=PREFLIGHT_PENDING,
          args=(*HUB, "--base-model", "../no such/base")),
     # --- Hub repo ids --------------------------------------------------------------------------
@@ -190,6 +232,12 @@ CASES: list[Case] = [
          files={"card.j2": "# {{ model_name }}\n"}, args=(*HUB, "--card-template", "card.j2")),
     Case("template not UTF-8", "template paths", "card-template", hub=True,
          files={"card.j2": b"---\n\xff\n---\n"}, args=(*HUB, "--card-template", "card.j2")),
+    Case("template reads HF_TOKEN through lipsum", "template paths", "unsafe", hub=True,
+         files={"card.j2": GOOD_TEMPLATE + "{{ lipsum.__globals__['os'].environ['HF_TOKEN'] }}\n"},
+         args=(*HUB, "--card-template", "card.j2")),
+    Case("template runs a command through cycler", "template paths", "unsafe", hub=True,
+         files={"card.j2": GOOD_TEMPLATE + "{{ cycler.__init__.__globals__.os.popen('id').read() }}\n"},
+         args=(*HUB, "--card-template", "card.j2")),
 ]
 
 SURFACE_COUNTS = Counter(c.surface for c in CASES)
@@ -224,8 +272,10 @@ def assert_nothing_written(mlflow_uri: str, registry: str, experiment: str, out_
 
 def _one_error_line(lines: list[str], prefix: str, needle: str, text: str) -> None:
     errors = [line for line in lines if line.startswith(prefix)]
-    assert len(errors) == 1, f"expected one error line, got {errors}:\n{text}"
+    assert len(errors) == 1, f"expected one error line, got {errors[:3]!r:.3000}:\n{text[:3000]}"
     assert needle in errors[0], f"{needle!r} not in {errors[0]!r}"
+    # every echoed value is cut (80 characters), and so is the message: never a megabyte "one line"
+    assert len(errors[0]) <= 1500, f"an error line of {len(errors[0])} characters"
 
 
 def _params(shell: str) -> list[Any]:
@@ -271,6 +321,8 @@ def test_cli_bad_input(case: Case, tmp_path, capsys, monkeypatch, mlflow_server,
 @pytest.mark.parametrize("case", _params("action"))
 def test_action_bad_input(case: Case, tmp_path, mlflow_server, hub_server, registry_name, experiment_name) -> None:
     harness = ActionHarness(tmp_path, mlflow_server, registry_name, experiment_name)
+    for name, content in case.files.items():  # relative to the workspace (params.yaml is read from there)
+        _write(harness.workspace / name, content)
     repo = hub_server.new_repo_id("bad")
     env = {"HF_TOKEN": hub_server.token, "HF_ENDPOINT": hub_server.url}
     run = harness.run(case.inputs, underscore_inputs=case.underscore_inputs, event_name=case.event_name,

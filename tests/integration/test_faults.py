@@ -31,7 +31,7 @@ from mlflow import MlflowClient
 from deploygate.cli import main
 from tests.faultproxy import FaultProxy
 from tests.gatekit import metrics_scaled, write_json
-from tests.hub_server import HubServer
+from tests.hub_server import HubServer, iter_repo_files
 from tests.modelfactory import make_lora_adapter, make_tiny_llama, save_tiny_tokenizer
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")]
@@ -405,6 +405,44 @@ def test_permanent_hub_errors_are_not_retried(fresh: World, capsys: pytest.Captu
     failed = _fail_then_rerun(fresh, capsys, f"hub-commit-{status}", arm, "HF_TOKEN" if status == 401 else "write")
     assert len([r for r in fresh.hub_proxy.requests("POST", HUB_COMMIT) if r.fault]) == 1
     assert "Fix:" in failed.err
+
+
+@pytest.mark.parametrize("status", [500, 403])
+def test_tag_call_fails_after_the_hub_commit(fresh: World, capsys: pytest.CaptureFixture[str], status: int) -> None:
+    """The commit landed on main, the tag call did not: main goes back to the champion in the same
+    run (a later run that skips must not be the one to repair it), and the re-run tags the commit it
+    already pushed instead of uploading again."""
+    def arm() -> int:
+        fresh.hub_proxy.fail("POST", r"/tag/", status, times=-1)
+        return 1
+    _fail_then_rerun(fresh, capsys, f"hub-tag-{status}-after-commit", arm, "Hub")
+
+
+def test_rerun_with_hf_export_dir_after_a_failure(fresh: World, capsys: pytest.CaptureFixture[str]) -> None:
+    """The documented recovery with --hf-export-dir: the card of a version is rendered from what MLflow
+    recorded for it (registration, gate run, creation time), so the re-run builds the same bytes as
+    the tagged push instead of failing on "tag already exists with different files"."""
+    w = fresh
+    sha, delta, version, before = _candidate(w, "export-rerun")
+    champion = w.champion().version
+    export = w.root / "export-rerun-folder"
+    fired = w.faults_fired()
+    w.proxy.fail("POST", ALIAS_POST, 503, times=-1)
+    failed = w.gate("export-rerun", sha, delta, extra=("--hf-export-dir", str(export)), capsys=capsys)
+    injected = w.faults_fired() - fired
+    w.proxy.disarm()
+    assert failed.code == 1, failed.err
+    w.assert_consistent(champion)
+    first_card = (export / "README.md").read_bytes()
+    time.sleep(1.1)  # a later second: a card stamped with the clock would differ
+    again = w.gate("export-rerun", sha, delta, extra=("--hf-export-dir", str(export)), capsys=capsys)
+    assert again.code == 0, again.err
+    w.assert_completed(version, before)
+    assert (export / "README.md").read_bytes() == first_card
+    exported = {p.relative_to(export).as_posix(): p.read_bytes() for p in export.rglob("*") if p.is_file()}
+    on_hub = dict(iter_repo_files(w.hub, w.repo, f"v{version}"))
+    assert exported == {path: data for path, data in on_hub.items() if path != ".gitattributes"}
+    _tally("export-dir-rerun", injected, survived_in_run=False)
 
 
 def test_hub_timeout_is_bounded(hub_server: HubServer) -> None:

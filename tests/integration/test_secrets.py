@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from tests.action.harness import ActionHarness
+from tests.action.harness import ActionHarness, pr_payload
+from tests.faultproxy import FaultProxy
 from tests.gatekit import run_gate
+from tests.github_api_server import github_api  # noqa: F401  (fixture)
 from tests.hub_server import _Token, iter_repo_files
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")]
@@ -163,6 +165,53 @@ def test_cli_bad_input_and_unreachable_server(tmp_path, capsys, cli_secrets, mlf
                hub_server, None)
 
 
+VERSION_CREATE = r"/model-versions/create$"
+ALIAS = r"/registered-models/alias$"
+
+
+@pytest.fixture
+def mlflow_proxy(mlflow_server) -> Any:
+    """The real MLflow server behind the fault proxy (a 503 at one step of the run)."""
+    proxy = FaultProxy(mlflow_server.uri).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.mark.parametrize("fault", ["mlflow 503 on version create", "mlflow 503 on alias move"])
+def test_cli_mlflow_fails_mid_run(fault, tmp_path, capsys, monkeypatch, cli_secrets, seed_adapter, mlflow_server,
+                                  mlflow_proxy, hub_server, registry_name, experiment_name) -> None:
+    """MLflow's own error text names the request URL, credentials included ("API request to
+    http://gate:PW@..."): it must reach no output, file, tag or Hub commit."""
+    repo = hub_server.new_repo_id("secrets") if "alias" in fault else None
+    mlflow_proxy.fail("POST", VERSION_CREATE if "create" in fault else ALIAS, 503, times=-1)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")  # the retries, without their waits
+    uri = mlflow_proxy.url.replace("http://", f"http://gate:{cli_secrets['uri-password']}@")
+    res = _cli(tmp_path, capsys, mlflow_server, registry_name, experiment_name, cli_secrets, uri=uri,
+               location={"local_path": str(seed_adapter)}, repo=repo, extra=["-v"])
+    assert res.code == 1, res.err
+    assert mlflow_proxy.injected >= 2, "MLflow's retries did not run into the fault"
+    assert "503" in res.err or "error responses" in res.err, res.err
+    assert res.info()["status"] == "failed" and res.info()["error"]
+    _check_cli(f"cli {fault}", res, cli_secrets, tmp_path, mlflow_server, registry_name, experiment_name,
+               hub_server, repo)
+
+
+def _check_action(scenario, run, secrets, given, tmp_path, mlflow_server, registry, experiment, hub_server, repo,
+                  extra_places=None) -> None:
+    lines = run.stdout.splitlines()
+    masks = [i for i, line in enumerate(lines) if line.startswith("::add-mask::")]
+    assert masks == list(range(len(masks))), "every ::add-mask:: must come before anything else"
+    masked = {lines[i].removeprefix("::add-mask::") for i in masks}
+    missing = [n for n, v in secrets.items() if v in given.values() and v not in masked]
+    assert not missing, f"not masked: {missing}"
+    places = {"stdout (after the masks)": "\n".join(lines[len(masks):]), "stderr": run.stderr,
+              "step summary": run.summary, "GITHUB_OUTPUT": run.output_text,
+              **{f"output {k}": v for k, v in run.result_files().items()}, **(extra_places or {})}
+    places.update(mlflow_texts(mlflow_server.uri, experiment, registry, tmp_path / "mlflow-read"))
+    places.update(hub_texts(hub_server, repo))
+    assert_nowhere(scenario, secrets, places)
+
+
 @pytest.mark.parametrize("path", ["deploy to the hub", "bad input", "hub 401", "hub 500", "mlflow unreachable"])
 def test_action_paths(path, tmp_path, mlflow_server, hub_server, registry_name, experiment_name, seed_adapter) -> None:
     import json
@@ -195,21 +244,52 @@ def test_action_paths(path, tmp_path, mlflow_server, hub_server, registry_name, 
         hub_server.clear_faults()
     expected = {"deploy to the hub": 0, "bad input": 2, "hub 401": 1, "hub 500": 1, "mlflow unreachable": 1}[path]
     assert run.rc == expected, run.stdout + run.stderr
-    lines = run.stdout.splitlines()
-    masks = [i for i, line in enumerate(lines) if line.startswith("::add-mask::")]
-    assert masks == list(range(len(masks))), "every ::add-mask:: must come before anything else"
-    masked = {lines[i].removeprefix("::add-mask::") for i in masks}
-    given = {*env.values(), *inputs.values()}
-    missing = [n for n, v in secrets.items() if v in given and v not in masked]
-    assert not missing, f"not masked: {missing}"
-    places = {"stdout (after the masks)": "\n".join(lines[len(masks):]), "stderr": run.stderr,
-              "step summary": run.summary, "GITHUB_OUTPUT": run.output_text,
-              **{f"output {k}": v for k, v in run.result_files().items()}}
-    places.update(mlflow_texts(mlflow_server.uri, experiment_name, registry_name, tmp_path / "mlflow-read"))
-    places.update(hub_texts(hub_server, repo))
-    assert_nowhere(f"action {path}", secrets, places)
+    _check_action(f"action {path}", run, secrets, {**env, **inputs}, tmp_path, mlflow_server, registry_name,
+                  experiment_name, hub_server, repo)
     if path == "deploy to the hub":
         assert json.loads(run.result_files()["deployment_info.json"])["hub"]["tag"] == "v1"
+
+
+@pytest.mark.parametrize("fault", ["mlflow 503 on version create", "mlflow 503 on alias move",
+                                   "pull request, mlflow 503 on the champion read"])
+def test_action_mlflow_fails_mid_run(fault, tmp_path, mlflow_server, mlflow_proxy, hub_server, github_api,  # noqa: F811
+                                     registry_name, experiment_name, seed_adapter) -> None:
+    """The run fails on MLflow's error text, which names the URL with its credentials: the annotation,
+    the `reason` output, the step summary, the PR comment and every file and tag must not show them."""
+    import shutil
+
+    secrets = {name: sentinel(name) for name in SECRET_NAMES}
+    hub_server.tokens[secrets["input hf-token"]] = _Token(hub_server.user, "write")
+    github_api.state.token = secrets["input github-token"]
+    action = ActionHarness(tmp_path, mlflow_server, registry_name, experiment_name)
+    shutil.rmtree(action.workspace / "model")
+    shutil.copytree(seed_adapter, action.workspace / "model")
+    pull_request = fault.startswith("pull request")
+    repo = None if pull_request else hub_server.new_repo_id("secrets")
+    if pull_request:  # a champion exists, so the PR run reads it (and fails on the 503)
+        first = action.run({"registry-name": registry_name}, env={"MLFLOW_TRACKING_URI": mlflow_server.uri})
+        assert first.rc == 0, first.stdout + first.stderr
+    path = {"mlflow 503 on version create": ("POST", VERSION_CREATE), "mlflow 503 on alias move": ("POST", ALIAS),
+            "pull request, mlflow 503 on the champion read": ("GET", ALIAS)}[fault]
+    mlflow_proxy.fail(*path, 503, times=-1)
+    env = {name: secrets[name] for name in SECRET_NAMES[:7] if name != "uri-password"}
+    env.update(HF_ENDPOINT=hub_server.url, DAGSHUB_USERNAME="gate", MLFLOW_TRACKING_USERNAME="gate",
+               MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="0",
+               MLFLOW_TRACKING_URI=mlflow_proxy.url.replace("http://", f"http://gate:{secrets['uri-password']}@"))
+    inputs = {"hf-token": secrets["input hf-token"], "github-token": secrets["input github-token"],
+              "mlflow-tracking-password": secrets["input mlflow-tracking-password"]}
+    if repo:
+        inputs.update({"skip-hf-push": "false", "hf-model-id": repo})
+    run = action.run(inputs, env={**env, "RUNNER_DEBUG": "1"}, event_name="pull_request" if pull_request else "push",
+                     payload=pr_payload(9) if pull_request else None, api=github_api)
+    assert run.rc == 1, run.stdout + run.stderr
+    assert mlflow_proxy.injected >= 2, "the fault did not fire"
+    assert run.outputs["reason"] and "MLflow" in run.outputs["reason"], run.outputs
+    comments = github_api.state.bodies("octo/gate", 9)
+    if pull_request:
+        assert comments, "the failure was not commented on the pull request"
+    _check_action(f"action {fault}", run, secrets, {**env, **inputs}, tmp_path, mlflow_server, registry_name,
+                  experiment_name, hub_server, repo, extra_places={"PR comment": "\n".join(comments)})
 
 
 def test_secret_checks_count() -> None:

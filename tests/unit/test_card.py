@@ -241,3 +241,54 @@ def test_an_exported_folder_is_loaded_from_its_path() -> None:
     assert 'model_id = "/tmp/export/3-better"' in usage and "acme/qa-model" not in usage.split("```")[0]
     odd = render_card(replace(INPUTS, model_path="/tmp/```evil")).split("```python\n", 1)[1].split("```", 1)[0]
     assert 'model_id = "path/to/this/folder"' in odd
+
+
+# --- the sandbox: a card template comes from the repository (a pull request can change it) --------
+
+ESCAPES = [
+    "lipsum.__globals__['os'].environ['HF_TOKEN']",
+    "cycler.__init__.__globals__.os.environ['HF_TOKEN']",
+    "joiner.__init__.__globals__['os'].popen('echo $HF_TOKEN').read()",
+    "namespace.__init__.__globals__",
+    "''.__class__.__mro__[1].__subclasses__()",
+    "card_data.__class__.__init__.__globals__",
+    "'{0.__class__}'.format(card_data)",
+]
+
+
+@pytest.mark.parametrize("expression", ESCAPES)
+def test_a_card_template_cannot_reach_the_environment_or_run_commands(expression: str, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """{{ lipsum.__globals__['os'].environ['HF_TOKEN'] }} read the token into the card: every template
+    now renders in jinja2's sandbox, and check_template refuses it before anything is written."""
+    from deploygate.card import check_template
+
+    token = "hf_sandbox_sentinel_" + os.urandom(8).hex()
+    monkeypatch.setenv("HF_TOKEN", token)
+    template = tmp_path / "card.j2"
+    template.write_text("---\n{{ card_data }}\n---\n\n{{ " + expression + " }}\n")
+    with pytest.raises(ConfigError, match="card-template") as caught:
+        check_template(template)
+    assert "unsafe" in str(caught.value) or "not safely callable" in str(caught.value), caught.value
+    assert token not in str(caught.value)
+
+
+@pytest.mark.parametrize("expression", ["'x' * 5000000", "[1] * 5000000", "9 ** 99999"])
+def test_a_card_template_cannot_build_huge_values(expression: str, tmp_path: Path) -> None:
+    template = tmp_path / "card.j2"
+    template.write_text("---\n{{ card_data }}\n---\n\n{{ (" + expression + ") | length if false else 1 }}\n"
+                        "{% set big = " + expression + " %}\n")
+    with pytest.raises(ConfigError, match="not allowed in a template"):
+        render_card(INPUTS, template)
+
+
+def test_packaged_templates_render_in_the_same_sandbox() -> None:
+    """One environment builder: the card and the step summary both come from it."""
+    from jinja2.sandbox import SandboxedEnvironment
+
+    from deploygate import report
+    from deploygate.templating import environment
+
+    assert isinstance(environment(), SandboxedEnvironment)
+    assert isinstance(report._ENV, SandboxedEnvironment)
+    assert render_card(INPUTS).startswith("---\n")
