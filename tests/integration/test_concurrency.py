@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
+from deploygate.registry import MlflowRegistry
 from tests.gatekit import local_model, metrics_scaled, write_json
 from tests.hub_server import HubServer
 from tests.integration.test_faults import _seed_run
@@ -110,7 +111,7 @@ def test_concurrent_rounds_converge_on_the_best(tmp_path: Path, mlflow_server: A
             assert scores[r["name"]] <= scores[best]
 
     # the history tag: one entry per run that ended "deployed", no duplicates, the champion in it
-    history = json.loads(client.get_registered_model(registry).tags["deploygate.history"])
+    history = MlflowRegistry(mlflow_server.uri).history(registry)
     run_ids = [e["run_id"] for e in history]
     assert len(run_ids) == len(set(run_ids))
     deployed_runs = {r["info"]["mlflow"]["run_id"] for r in results if r["info"]["status"] == "deployed"}
