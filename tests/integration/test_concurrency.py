@@ -6,8 +6,10 @@ best candidate that was deployed, with every run recorded, no version lost or du
 promotion history consistent, and (in the Hub round) the Hub's main holding the champion's files.
 The rounds run against the sqlite- and the PostgreSQL-backed server; first promotions racing (no
 registered model, no alias yet: concurrent inserts) on PostgreSQL, whose wording of a collided
-insert differs. Two staged races end it: a rollback while a deploy is in flight, and two deploys
-where the worse candidate's Hub push lands last; after each the alias and the Hub's main agree.
+insert differs (sqlite's is raced in the rounds' first round). Two staged races end it, on sqlite
+only (they are decided by the order of requests, not by the database): a rollback while a deploy
+is in flight, and two deploys where the worse candidate's Hub push lands last; after each the
+alias and the Hub's main agree.
 """
 
 from __future__ import annotations
@@ -159,40 +161,55 @@ FIRST_ROUNDS = 3
 def test_first_promotions_race_on_postgresql(tmp_path: Path, mlflow_pg_server: Any) -> None:
     """Finding 5: N first promotions at once (no registered model, no alias yet) collide in the
     database; PostgreSQL words that `UniqueViolation`, which was not recognised, so a run failed
-    (once it held the best score, and the champion ended on a worse one)."""
+    (once it held the best score, and the champion ended on a worse one). A proxy in front of the
+    server holds each run's first alias request until all N have sent theirs, then lets them go at
+    once: every round is a real collision on the alias insert."""
+    import threading
+
+    from tests.faultproxy import FaultProxy
+
     rng = random.Random(SEED + 1)
     client = MlflowClient(tracking_uri=mlflow_pg_server.uri)
-    counts = {"deployed": 0, "superseded": 0, "skipped": 0}
+    counts = {"deployed": 0, "superseded": 0}
     started = time.monotonic()
-    for rnd in range(FIRST_ROUNDS):
-        registry, experiment = f"first-{uuid.uuid4().hex[:8]}", f"first-{uuid.uuid4().hex[:8]}"
-        procs = []
-        for i in range(N):
-            name = f"f{rnd}-{i}"
-            folder = tmp_path / name
-            metrics = write_json(folder / "metrics.json", metrics_scaled(round(rng.uniform(-0.03, 0.03), 5)))
-            loc = write_json(folder / "location.json", {"local_path": str(local_model(folder / "model", name))})
-            argv = ["--evaluation-results", str(metrics), "--model-artifact-path", str(loc),
-                    "--output-dir", str(folder / "out"), "--mlflow-tracking-uri", mlflow_pg_server.uri,
-                    "--registry-name", registry, "--experiment-name", experiment, "--skip-hf-push"]
-            procs.append((name, folder, *_spawn(tmp_path, name, argv, {"GITHUB_SHA": f"{rnd:02d}{i:02d}".ljust(40, "b")})))
-        infos = {}
-        for name, folder, proc, log in procs:
-            code = proc.wait(timeout=300)
-            assert code == 0, f"{name} exited {code}:\n{log.read_text()[-3000:]}"
-            infos[name] = json.loads((folder / "out" / "deployment_info.json").read_text())
-        statuses = [i["status"] for i in infos.values()]
-        assert set(statuses) <= {"deployed", "superseded"}, statuses  # no champion to lose against at the start
-        for status in statuses:
-            counts[status] += 1
-        best = max(infos, key=lambda n: float(infos[n]["weighted_score"]))
-        champion = client.get_model_version_by_alias(registry, "champion")
-        assert champion.version == str(infos[best]["registry"]["version"])
-        versions = client.search_model_versions(f"name='{registry}'", max_results=100)
-        assert sorted(int(v.version) for v in versions) == list(range(1, N + 1))
-        deployed_runs = {i["mlflow"]["run_id"] for i in infos.values() if i["status"] == "deployed"}
-        assert {e["run_id"] for e in MlflowRegistry(mlflow_pg_server.uri).history(registry)} == deployed_runs
-    _report(f"concurrency summary (postgresql): {N} first promotions x {FIRST_ROUNDS} rounds in "
+    proxy = FaultProxy(mlflow_pg_server.uri).start()
+    try:
+        for rnd in range(FIRST_ROUNDS):
+            registry, experiment = f"first-{uuid.uuid4().hex[:8]}", f"first-{uuid.uuid4().hex[:8]}"
+            barrier = threading.Barrier(N, timeout=240)
+            proxy.clear()
+            proxy.on("POST", r"/registered-models/alias$", before=barrier.wait, times=N)
+            procs = []
+            for i in range(N):
+                name = f"f{rnd}-{i}"
+                folder = tmp_path / name
+                metrics = write_json(folder / "metrics.json", metrics_scaled(round(rng.uniform(-0.03, 0.03), 5)))
+                loc = write_json(folder / "location.json", {"local_path": str(local_model(folder / "model", name))})
+                argv = ["--evaluation-results", str(metrics), "--model-artifact-path", str(loc),
+                        "--output-dir", str(folder / "out"), "--mlflow-tracking-uri", proxy.url,
+                        "--registry-name", registry, "--experiment-name", experiment, "--skip-hf-push"]
+                env = {"GITHUB_SHA": f"{rnd:02d}{i:02d}".ljust(40, "b"), "MLFLOW_HTTP_REQUEST_TIMEOUT": "300"}
+                procs.append((name, folder, *_spawn(tmp_path, name, argv, env)))
+            infos = {}
+            for name, folder, proc, log in procs:
+                code = proc.wait(timeout=400)
+                assert code == 0, f"{name} exited {code}:\n{log.read_text()[-3000:]}"
+                infos[name] = json.loads((folder / "out" / "deployment_info.json").read_text())
+            assert not barrier.broken, "the alias requests did not all arrive"
+            statuses = [i["status"] for i in infos.values()]
+            assert set(statuses) <= {"deployed", "superseded"}, statuses  # all decided before any promotion
+            for status in statuses:
+                counts[status] += 1
+            best = max(infos, key=lambda n: float(infos[n]["weighted_score"]))
+            champion = client.get_model_version_by_alias(registry, "champion")
+            assert champion.version == str(infos[best]["registry"]["version"])
+            versions = client.search_model_versions(f"name='{registry}'", max_results=100)
+            assert sorted(int(v.version) for v in versions) == list(range(1, N + 1))
+            deployed_runs = {i["mlflow"]["run_id"] for i in infos.values() if i["status"] == "deployed"}
+            assert {e["run_id"] for e in MlflowRegistry(mlflow_pg_server.uri).history(registry)} == deployed_runs
+    finally:
+        proxy.stop()
+    _report(f"concurrency summary (postgresql): {N} first promotions released at once x {FIRST_ROUNDS} rounds in "
             f"{time.monotonic() - started:.0f} s: {counts['deployed']} deployed, {counts['superseded']} superseded; "
             f"champion = best every round; {N} versions each, none lost or duplicated")
 
@@ -249,12 +266,23 @@ class _Staged:
         return str(MlflowClient(tracking_uri=self.uri).get_model_version_by_alias(self.registry, "champion").version)
 
 
+# Where the deploy of v3 is run to its end while the proxy holds the rollback's request: its re-read
+# of the holder just before the move (so it sees v3 and replaces it), or its first write, after that
+# re-read (the issue's interleaving: it replaces v2 but the Hub's main had followed v3).
+ROLLBACK_HOLDS = [("before-the-re-read", "GET", r"/registered-models/alias$", 1, "3"),
+                  ("after-the-re-read", "POST", r"/runs/create$", 0, "2")]
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(("hold", "method", "path", "after", "replaced"), ROLLBACK_HOLDS,
+                         ids=[h[0] for h in ROLLBACK_HOLDS])
 def test_a_rollback_during_an_in_flight_deploy_leaves_alias_and_hub_agreeing(
-        tmp_path: Path, mlflow_backend: Any, hub_server: HubServer) -> None:
-    """Finding 6: the rollback read the champion (v2), restored v1 on the Hub; meanwhile a deploy of
-    v3 pushed, moved the alias and made main follow it; then the rollback moved the alias to v1:
+        tmp_path: Path, mlflow_backend: Any, hub_server: HubServer, hold: str, method: str, path: str, after: int,
+        replaced: str) -> None:
+    """Finding 6: the rollback read the champion (v2) and restored v1 on the Hub; meanwhile a deploy
+    of v3 pushed, moved the alias and made main follow it; then the rollback moved the alias to v1:
     alias on v1, Hub main on v3, both exit 0. Staged exactly so: the deploy runs to its end while a
-    proxy holds the rollback's first MLflow write (its run), which comes after its Hub restore."""
+    proxy holds one of the rollback's MLflow requests after its Hub restore."""
     from tests.faultproxy import FaultProxy
 
     w = _Staged(tmp_path, mlflow_backend.uri, hub_server)
@@ -264,8 +292,8 @@ def test_a_rollback_during_an_in_flight_deploy_leaves_alias_and_hub_agreeing(
     deployed: dict[str, Any] = {}
     proxy = FaultProxy(mlflow_backend.uri).start()
     try:
-        proxy.on("POST", r"/runs/create$", before=lambda: deployed.update(w.in_own_process("v3", deploy_argv, w.env("3"))),
-                 times=1)
+        proxy.on(method, path, before=lambda: deployed.update(w.in_own_process("v3", deploy_argv, w.env("3"))),
+                 after=after, times=1)
         code = w.in_process(["rollback", "--registry-name", w.registry, "--experiment-name", w.experiment,
                              "--mlflow-tracking-uri", proxy.url, "--hf-model-id", w.repo,
                              "--output-dir", str(tmp_path / "rb"), "--reason", "bad answers"],
@@ -273,13 +301,13 @@ def test_a_rollback_during_an_in_flight_deploy_leaves_alias_and_hub_agreeing(
     finally:
         proxy.stop()
     assert code == 0
-    assert deployed["status"] in ("deployed", "superseded"), deployed
+    assert deployed.get("status") == "deployed", deployed  # v3 was champion for a moment
     champion = w.champion()
-    assert champion == "1"  # the rollback, a human's choice, replaced the deploy that landed meanwhile
+    assert champion == "1"  # the rollback, a human's choice, has the last word
     _hub_main_is_champion(hub_server, w.repo, champion)
     rolled = json.loads((tmp_path / "rb" / "rollback_info.json").read_text())
-    assert (rolled["from_version"], rolled["to_version"]) == ("3", "1")
-    _report(f"concurrency summary ({mlflow_backend.backend}): a rollback during an in-flight deploy: "
+    assert (rolled["from_version"], rolled["to_version"]) == (replaced, "1")
+    _report(f"concurrency summary ({mlflow_backend.backend}): a rollback during an in-flight deploy ({hold}): "
             f"champion v{champion}, the Hub's main holds its files")
 
 
