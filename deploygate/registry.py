@@ -142,7 +142,7 @@ def clip(value: str, limit: int) -> str:
     """A descriptive run tag or param cut to the limit on purpose, saying how much was cut."""
     if len(value) <= limit:
         return value
-    note = f" [... {len(value) - limit + 40:,} more characters cut to fit MLflow]"
+    note = f" [... cut to fit MLflow: {len(value):,} characters in all]"
     return value[: limit - len(note)] + note
 
 
