@@ -112,6 +112,9 @@ class Limits:
     version_tag: int = 5000
     description: int = 5000
     key: int = 250
+    model_name: int = 256  # the registered_models.name column
+    alias: int = 255
+    experiment_name: int = 500
 
     @classmethod
     def of_installed_mlflow(cls) -> Limits:
@@ -125,7 +128,17 @@ class Limits:
             version_tag=min(int(getattr(v, "MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH", column)), column),
             description=column,
             key=min(int(getattr(v, "MAX_ENTITY_KEY_LENGTH", 250)), int(getattr(v, "MAX_MODEL_REGISTRY_TAG_KEY_LENGTH", 250))),
+            alias=min(int(getattr(v, "MAX_REGISTERED_MODEL_ALIAS_LENGTH", 255)), 256),
+            experiment_name=int(getattr(v, "MAX_EXPERIMENT_NAME_LENGTH", 500)),
         )
+
+    def check_names(self, *, registry_name: str, alias: str) -> None:
+        """The names every run uses, before the first read that would take a too-long one as absent."""
+        for setting, value, limit in (("registry-name", registry_name, self.model_name),
+                                      ("champion-alias", alias, self.alias)):
+            if len(value) > limit:
+                raise ConfigError(f"{setting}: {len(value):,} characters ({value[:40]!r}...); MLflow keeps at most "
+                                  f"{limit:,}; choose a shorter one")
 
 
 def check_fits(what: str, key: str, value: str, limit: int, key_limit: int = 250) -> None:
@@ -277,6 +290,7 @@ class MlflowRegistry:
     def champion(self, name: str, alias: str, *, by_stage: bool = False) -> Champion | None:
         """The version holding `alias` (or the Production stage, for servers without aliases) and
         the score deploygate recorded on it; None: no champion."""
+        self.limits.check_names(registry_name=name, alias=alias)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
@@ -455,6 +469,9 @@ class MlflowRegistry:
     # --- gate runs -----------------------------------------------------------------------------
 
     def experiment_id(self, name: str) -> str:
+        if len(name) > self.limits.experiment_name:
+            raise ConfigError(f"experiment-name: {len(name):,} characters ({name[:40]!r}...); MLflow keeps at most "
+                              f"{self.limits.experiment_name:,}; choose a shorter one")
         with self._call(f"opening experiment {name!r}"):
             exp = self.client.get_experiment_by_name(name)
             if exp is not None:

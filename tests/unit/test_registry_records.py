@@ -104,3 +104,12 @@ def test_a_reason_longer_than_what_is_recorded_is_an_input_error() -> None:
     RunContext(reason="x" * REASON_MAX)
     with pytest.raises(ConfigError, match=r"^reason: 1,001 characters"):
         RunContext(reason="x" * (REASON_MAX + 1))
+
+
+def test_names_longer_than_mlflow_keeps_are_input_errors() -> None:
+    limits = Limits.of_installed_mlflow()
+    limits.check_names(registry_name="m" * 256, alias="a" * 255)
+    with pytest.raises(ConfigError, match=r"^registry-name: 257 characters"):
+        limits.check_names(registry_name="m" * 257, alias="champion")
+    with pytest.raises(ConfigError, match=r"^champion-alias: 256 characters"):
+        limits.check_names(registry_name="m", alias="a" * 256)
