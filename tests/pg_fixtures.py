@@ -1,6 +1,6 @@
 """PostgreSQL behind MLflow for the tests: a throwaway cluster from Debian's `postgresql` package on
-127.0.0.1 and a second `mlflow server` backed by it (psycopg2), each started once per session, only
-when a test asks for them, and stopped at the end.
+127.0.0.1 (its own data folder, removed at the end) and a second `mlflow server` backed by it
+(psycopg2), each started once per session, only when a test asks for them, and stopped at the end.
 
 SQL backends behave differently from sqlite: they enforce column lengths (a registered-model tag
 holds at most 5,000 characters) and answer concurrent inserts with their own wording
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,21 +72,13 @@ def _as_postgres() -> dict[str, object]:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
-def _let_postgres_in(folder: Path) -> None:
-    """The session tmp is private to root (0700): let the postgres user traverse (not list) down to
-    its data folder, which it owns."""
+def _give_to_postgres(path: Path) -> None:
     if os.geteuid() != 0:
         return
     import pwd
 
     entry = pwd.getpwnam("postgres")
-    os.chown(folder, entry.pw_uid, entry.pw_gid)
-    for parent in folder.parents:
-        if parent == Path("/") or parent == Path(os.sep):
-            break
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            parent.chmod((mode & 0o7777) | 0o001)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 def start_postgres(root: Path, timeout: float = 60.0) -> Postgres:
@@ -94,11 +88,10 @@ def start_postgres(root: Path, timeout: float = 60.0) -> Postgres:
     root.mkdir(parents=True, exist_ok=True)
     data = root / "data"
     data.mkdir()
-    _let_postgres_in(root)
-    _let_postgres_in(data)
     log_path = root / "postgres.log"
     log_path.touch()
-    _let_postgres_in(log_path)
+    for path in (root, data, log_path):
+        _give_to_postgres(path)
     user = _as_postgres()
     subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                     "--locale=C.UTF-8", "--no-sync"], check=True, capture_output=True, **user)  # type: ignore[call-overload]
@@ -128,15 +121,22 @@ def stop_postgres(server: Postgres) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+def postgres() -> Iterator[Postgres]:
+    """The cluster's folder is its own `mkdtemp` in the system tmp, not in pytest's session tmp: that
+    tree is private to root (0700) and pytest resets it to 0700 whenever a session starts, which
+    locks the postgres user out of its data folder mid-run (the checkpointer aborts)."""
     if postgres_bindir() is None:
         message = "PostgreSQL is not installed (apt-get install -y postgresql; .ci/run does)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    server = start_postgres(tmp_path_factory.mktemp("postgres"))
-    yield server
-    stop_postgres(server)
+    root = Path(tempfile.mkdtemp(prefix="deploygate-postgres-"))
+    try:
+        server = start_postgres(root)
+        yield server
+        stop_postgres(server)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
