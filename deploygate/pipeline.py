@@ -577,7 +577,11 @@ def _significance(
     )
 
 
-def _sync_hub(cfg: GateConfig, registry: MlflowRegistry, shipper: Shipper | None, *, fallback: str | None,
+class HubSync(Protocol):
+    def sync(self, config: GateConfig, version: str, why: str) -> HubPush | None: ...
+
+
+def _sync_hub(cfg: GateConfig, registry: MlflowRegistry, shipper: HubSync | None, *, fallback: str | None,
               why: str) -> None:
     """Make the Hub's main hold the files of the version holding the champion alias; re-read the
     holder after each sync until it stops changing (bounded). Never raises: a failure here is

@@ -4,7 +4,9 @@ The only module that imports mlflow. Every MLflow error leaves here as a deployg
 (RegistryError, or ConfigError/ModelSourceError when the user's settings are at fault) with a
 one-line message and a fix. Reads are O(1) requests whatever the history size: the champion is
 one alias lookup, its score is in the tags deploygate wrote on its version, and the promotion
-history is one registered-model tag.
+history is one tag per promotion on the registered model (one request reads them all, one writes
+an entry). Every value is checked against what an MLflow server stores (`Limits`) before it is
+sent: SQL backends refuse what sqlite silently keeps.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import logging
 import re
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -44,13 +47,16 @@ TAG_HUB_COMMIT = "deploygate.hf_commit"
 TAG_HUB_URL = "deploygate.hf_commit_url"
 TAG_SIGNATURE = "deploygate.signature"
 TAG_OVERRIDE = "deploygate.override"  # on a version: "forced" or "rollback" when a human chose it
-TAG_HISTORY = "deploygate.history"  # on the registered model: the promotion history, newest last
 TAG_DECISION = "deploygate.decision"
 # on a version, at registration: why it was deployed and the champion it was compared with (its card says so)
 TAG_REASON = "deploygate.reason"
 TAG_BASELINE = "deploygate.baseline"
 MAX_VERSION_TAG = 5000  # MLflow's limit on a tag value (enforced by PostgreSQL / MySQL backends)
-HISTORY_KEEP = 30
+# The promotion history, on the registered model: one tag per entry, `deploygate.history.<UTC time>.<run id>`
+# (a JSON object each, so it never outgrows a tag, and concurrent writers never overwrite each
+# other). The release before kept a JSON list in the one tag `deploygate.history`: still read.
+TAG_HISTORY = "deploygate.history"
+HISTORY_KEEP = 100  # entry tags kept; older ones are deleted when a promotion is recorded
 # Metrics a gate run logs besides the input metrics (which are logged under their own names).
 RUN_SUMMARY_METRICS = frozenset({"weighted_score", "baseline_score", "improvement", "improvement_pct", "deployed"})
 
@@ -126,6 +132,101 @@ class Champion:
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The longest value an MLflow server stores, per kind (characters). Read from the installed
+    MLflow's validation (mlflow/utils/validation.py), capped by the SQL columns that servers of this
+    and earlier releases have: registered-model tags are VARCHAR(5000) on every release (the
+    validation allows 100,000, PostgreSQL and MySQL then refuse), version tags and run tags were
+    VARCHAR(5000) before MLflow 2.x / 3.x widened them, descriptions are VARCHAR(5000). sqlite checks
+    none of them."""
+
+    run_tag: int = 5000
+    param: int = 6000
+    model_tag: int = 5000
+    version_tag: int = 5000
+    description: int = 5000
+    key: int = 250
+    model_name: int = 256  # the registered_models.name column
+    alias: int = 255
+    experiment_name: int = 500
+
+    @classmethod
+    def of_installed_mlflow(cls) -> Limits:
+        from mlflow.utils import validation as v
+
+        column = 5000
+        return cls(
+            run_tag=min(int(getattr(v, "MAX_TAG_VAL_LENGTH", column)), column),
+            param=int(getattr(v, "MAX_PARAM_VAL_LENGTH", 6000)),
+            model_tag=min(int(getattr(v, "MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH", column)), column),
+            version_tag=min(int(getattr(v, "MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH", column)), column),
+            description=column,
+            key=min(int(getattr(v, "MAX_ENTITY_KEY_LENGTH", 250)), int(getattr(v, "MAX_MODEL_REGISTRY_TAG_KEY_LENGTH", 250))),
+            alias=min(int(getattr(v, "MAX_REGISTERED_MODEL_ALIAS_LENGTH", 255)), 256),
+            experiment_name=int(getattr(v, "MAX_EXPERIMENT_NAME_LENGTH", 500)),
+        )
+
+    def check_names(self, *, registry_name: str, alias: str) -> None:
+        """The names every run uses, before the first read that would take a too-long one as absent."""
+        for setting, value, limit in (("registry-name", registry_name, self.model_name),
+                                      ("champion-alias", alias, self.alias)):
+            if len(value) > limit:
+                raise ConfigError(f"{setting}: {len(value):,} characters ({value[:40]!r}...); MLflow keeps at most "
+                                  f"{limit:,}; choose a shorter one")
+
+
+def check_fits(what: str, key: str, value: str, limit: int, key_limit: int = 250) -> None:
+    """Refuse, before it is sent, a value the server would reject (or sqlite silently keep)."""
+    if len(key) > key_limit:
+        raise ConfigError(f"registry: the {what} key {key[:60]!r}... is {len(key):,} characters; MLflow keeps at "
+                          f"most {key_limit:,}; shorten the name it comes from")
+    if len(value) > limit:
+        raise ConfigError(f"registry: the {what} {key!r} would be {len(value):,} characters; MLflow keeps at most "
+                          f"{limit:,}; shorten the input it comes from")
+
+
+def clip(value: str, limit: int) -> str:
+    """A descriptive run tag or param cut to the limit on purpose, saying how much was cut."""
+    if len(value) <= limit:
+        return value
+    note = f" [... cut to fit MLflow: {len(value):,} characters in all]"
+    return value[: limit - len(note)] + note
+
+
+# How each SQL backend words a concurrent insert of the same key (a first alias, a registered model
+# created at once by two runs); sqlite also answers "database is locked" under write contention.
+_INSERT_CONFLICT = ("UNIQUE constraint", "UniqueViolation", "duplicate key value violates unique constraint",
+                    "Duplicate entry", "IntegrityError", "database is locked")
+
+
+def is_insert_conflict(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):  # the error and what caused it (RegistryError wraps the MLflow exception)
+        if seen is None:
+            return False
+        if any(marker in str(seen) for marker in _INSERT_CONFLICT):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def history_key(entry: Mapping[str, Any]) -> str:
+    """The tag key of one history entry: sorts by the time of the promotion, unique per run."""
+    from datetime import UTC, datetime
+
+    try:
+        at = datetime.fromisoformat(str(entry.get("at"))).astimezone(UTC)
+    except ValueError:
+        at = datetime.now(UTC)
+    marker = "".join(c for c in str(entry.get("run_id") or "") if c.isalnum())[:32] or uuid.uuid4().hex
+    return f"{TAG_HISTORY}.{at.strftime('%Y%m%dT%H%M%S.%fZ')}.{marker}"
+
+
+def history_value(entry: Mapping[str, Any]) -> str:
+    return json.dumps(dict(entry), ensure_ascii=False, separators=(",", ":"))
+
+
 def _is_not_found(exc: BaseException) -> bool:
     code = getattr(exc, "error_code", "")
     text = str(exc)
@@ -151,6 +252,7 @@ class MlflowRegistry:
                 ", which needs the full mlflow package, and this install has only mlflow-skinny: "
                 "pip install 'deploygate[local]', or set MLFLOW_TRACKING_URI to your MLflow server"
             )
+        self.limits = Limits.of_installed_mlflow()
         try:
             self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         except Exception as exc:  # bad scheme, missing sqlalchemy for sqlite:// ...
@@ -229,6 +331,7 @@ class MlflowRegistry:
     def champion(self, name: str, alias: str, *, by_stage: bool = False) -> Champion | None:
         """The version holding `alias` (or the Production stage, for servers without aliases) and
         the score deploygate recorded on it; None: no champion."""
+        self.limits.check_names(registry_name=name, alias=alias)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
@@ -369,14 +472,16 @@ class MlflowRegistry:
         return None, {}, looked
 
     def best_ever_baseline(self, experiment_name: str) -> Baseline | None:
-        """The seed's literal rule: the highest weighted score of any finished past gate run."""
+        """The seed's literal rule: the highest weighted score of any finished past gate run that
+        deployed. Pull-request verdicts, dry runs, skipped and superseded runs log `deployed` 0,
+        rollbacks log no `deployed` at all: none of them counts."""
         with self._call(f"searching experiment {experiment_name!r}"):
             exp = self.client.get_experiment_by_name(experiment_name)
             if exp is None:
                 return None
             runs = self.client.search_runs(
                 [exp.experiment_id],
-                filter_string="attributes.status = 'FINISHED' and metrics.weighted_score >= 0",
+                filter_string="attributes.status = 'FINISHED' and metrics.deployed = 1 and metrics.weighted_score >= 0",
                 order_by=["metrics.weighted_score DESC", "attributes.start_time DESC"],
                 max_results=1,
             )
@@ -397,7 +502,8 @@ class MlflowRegistry:
         )
 
     def history(self, name: str) -> list[dict[str, Any]]:
-        """The promotion history kept on the registered model (newest last); [] when none."""
+        """The promotion history kept on the registered model, oldest first; [] when none. One
+        request: the entry tags, after the list the previous release kept in one tag."""
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
@@ -406,13 +512,25 @@ class MlflowRegistry:
             if _is_not_found(exc):
                 return []
             raise RegistryError(f"MLflow: reading model {name!r} failed: {_first_line(exc)}") from exc
-        raw = (model.tags or {}).get(TAG_HISTORY)
+        tags = dict(model.tags or {})
+        entries: list[dict[str, Any]] = []
+        raw = tags.get(TAG_HISTORY)
         try:
-            entries = json.loads(raw) if raw else []
+            legacy = json.loads(raw) if raw else []
         except json.JSONDecodeError:
-            log.warning("registered model %s: tag %s is not JSON; history ignored", name, TAG_HISTORY)
-            return []
-        return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+            log.warning("registered model %s: tag %s is not JSON; that part of the history is ignored", name, TAG_HISTORY)
+            legacy = []
+        if isinstance(legacy, list):
+            entries.extend(e for e in legacy if isinstance(e, dict))
+        for key in sorted(k for k in tags if k.startswith(TAG_HISTORY + ".")):
+            try:
+                entry = json.loads(tags[key])
+            except json.JSONDecodeError:
+                log.warning("registered model %s: tag %s is not JSON; ignored", name, key)
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+        return entries
 
     # --- the source ----------------------------------------------------------------------------
 
@@ -544,7 +662,7 @@ class MlflowRegistry:
             return models
         try:
             found = self.client.search_logged_models(
-                [run.info.experiment_id], filter_string=f"source_run_id = '{_q(run.info.run_id)}'", max_results=50
+                [run.info.experiment_id], filter_string=f"source_run_id = '{_run_id_literal(run.info.run_id)}'", max_results=50
             )
         except Exception as exc:  # no LoggedModel API on this server: the MLflow 2 layout is all there is
             log.debug("searching LoggedModels of run %s: %s", run.info.run_id, _first_line(exc))
@@ -620,6 +738,9 @@ class MlflowRegistry:
     # --- gate runs -----------------------------------------------------------------------------
 
     def experiment_id(self, name: str) -> str:
+        if len(name) > self.limits.experiment_name:
+            raise ConfigError(f"experiment-name: {len(name):,} characters ({name[:40]!r}...); MLflow keeps at most "
+                              f"{self.limits.experiment_name:,}; choose a shorter one")
         with self._call(f"opening experiment {name!r}"):
             exp = self.client.get_experiment_by_name(name)
             if exp is not None:
@@ -645,9 +766,16 @@ class MlflowRegistry:
         slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment)
         return (db.resolve().parent / "mlartifacts" / slug).as_uri()
 
+    def _run_tags(self, tags: Mapping[str, str]) -> dict[str, str]:
+        """Run tags are descriptive copies (the decision, reason, error...): cut to fit, on purpose."""
+        for key in tags:
+            check_fits("run tag", key, "", self.limits.run_tag, self.limits.key)
+        return {k: clip(str(v), self.limits.run_tag) for k, v in tags.items()}
+
     def start_run(self, experiment_id: str, run_name: str, tags: Mapping[str, str]) -> str:
+        tags = self._run_tags(tags)
         with self._call("starting the gate run"):
-            run = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+            run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
             return str(run.info.run_id)
 
     def log_run(
@@ -661,39 +789,57 @@ class MlflowRegistry:
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
+        for key in (*params, *metrics):
+            check_fits("run param or metric", key, "", self.limits.param, self.limits.key)
         with self._call("recording the gate run"):
             self.client.log_batch(
                 run_id,
                 metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-                params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-                tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()],
+                params=[Param(k, clip(str(v), self.limits.param)) for k, v in params.items()],
+                tags=[RunTag(k, v) for k, v in self._run_tags(tags).items()],
             )
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
         with self._call("tagging the gate run"):
-            self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in self._run_tags(tags).items()])
 
     def log_artifacts(self, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
         with self._call(f"uploading {folder.name} to the gate run"):
             self.client.log_artifacts(run_id, str(folder), artifact_path)
 
-    def read_artifact(self, run_id: str, path: str) -> str | None:
-        """A small text artifact of a run, or None when the run or the file does not exist."""
+    def read_artifact(self, run_id: str, path: str, *, attempts: int = 3, backoff: float = 0.5) -> str | None:
+        """A small text artifact of a run, or None when the server says the run does not exist or
+        lists no such file. Any other failure (a 5xx, a dropped connection, a download that breaks
+        off) is retried, then a RegistryError: a failed read is never "absent" (the caller would
+        take it as "no statistics" and decide without them)."""
         import tempfile
 
-        from mlflow.artifacts import download_artifacts
-
-        with tempfile.TemporaryDirectory(prefix="deploygate-artifact-") as tmp:
+        folder = path.rsplit("/", 1)[0] if "/" in path else None
+        last: BaseException | None = None
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(backoff * 2 ** (attempt - 1))
             try:
-                local = download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp,
-                                           tracking_uri=self.tracking_uri)
-            except Exception as exc:
-                if _is_not_found(exc) or "No such file" in str(exc) or "Failed to download" in str(exc):
+                try:
+                    self.client.get_run(run_id)
+                except Exception as exc:
+                    if str(getattr(exc, "error_code", "")) == "RESOURCE_DOES_NOT_EXIST":
+                        return None
+                    raise
+                if not any(f.path == path and not f.is_dir for f in self.client.list_artifacts(run_id, folder)):
                     return None
-                raise RegistryError(f"MLflow: reading {path} of run {run_id} failed: {_first_line(exc)}") from exc
-            return Path(local).read_text(encoding="utf-8")
+                with tempfile.TemporaryDirectory(prefix="deploygate-artifact-") as tmp:
+                    local = self.client.download_artifacts(run_id, path, tmp)
+                    return Path(local).read_text(encoding="utf-8")
+            except Exception as exc:
+                last = exc
+                log.info("reading %s of run %s failed (%s); %s", path, run_id, _first_line(exc),
+                         "trying again" if attempt + 1 < attempts else "giving up")
+        assert last is not None
+        raise RegistryError(f"MLflow: reading {path} of run {run_id} failed {attempts} times at {self.display_uri}: "
+                            f"{_first_line(last)}", hint=_fix_for(last)) from last
 
     def artifact_uri(self, run_id: str) -> str:
         with self._call("reading the gate run"):
@@ -752,18 +898,28 @@ class MlflowRegistry:
 
     def find_version(self, name: str, candidate_key: str) -> str | None:
         """The version already registered for this candidate (a re-run), if any."""
+        key_clause = ("tag", TAG_CANDIDATE, candidate_key)
+        query = version_filter([("attribute", "name", name), key_clause])
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
-                found = self.client.search_model_versions(
-                    f"name = '{_q(name)}' and tags.`{TAG_CANDIDATE}` = '{candidate_key}'",
-                    max_results=10,
-                )
+                if query is not None:
+                    found = list(self.client.search_model_versions(query, max_results=10))
+                else:  # a name no MLflow filter can quote (it holds both ' and "): by key, then by name here
+                    by_key = version_filter([key_clause])
+                    assert by_key is not None  # the key is hex
+                    found, token = [], None
+                    while True:
+                        page = self.client.search_model_versions(by_key, max_results=1000, page_token=token)
+                        found.extend(v for v in page if v.name == name)
+                        token = getattr(page, "token", None)
+                        if not token:
+                            break
         except Exception as exc:
             if _is_not_found(exc):
                 return None
             raise RegistryError(f"MLflow: searching versions of {name!r} failed: {_first_line(exc)}") from exc
-        ready = sorted(int(v.version) for v in found if v.status == "READY")
+        ready = sorted(int(v.version) for v in found if v.status == "READY" and v.name == name)
         return str(ready[0]) if ready else None
 
     def register(
@@ -779,15 +935,18 @@ class MlflowRegistry:
     ) -> str:
         """Create the registered model if missing, then a version; wait until it is READY. `model_id`
         links the version to the LoggedModel that holds its files (MLflow 3)."""
+        for key, value in tags.items():  # read back later: refused rather than cut
+            check_fits("version tag", key, value, self.limits.version_tag, self.limits.key)
+        description = clip(description, self.limits.description)
         with self._call(f"creating registered model {name!r}"):
             try:
                 self.client.create_registered_model(
                     name, description="Promoted by deploygate; the champion alias marks production."
                 )
             except Exception as exc:
-                # a concurrent run may have created it a moment ago (sqlite answers UNIQUE constraint)
+                # a concurrent run may have created it a moment ago (each database words that its own way)
                 if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS" and "already exists" not in str(exc) \
-                        and "UNIQUE constraint" not in str(exc):
+                        and not is_insert_conflict(exc):
                     raise
         with self._call(f"creating a version of {name!r} from {source_uri}"):
             mv = self.client.create_model_version(
@@ -809,6 +968,8 @@ class MlflowRegistry:
             return str(mv.version)
 
     def set_version_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            check_fits("version tag", key, value, self.limits.version_tag, self.limits.key)
         with self._call(f"tagging {name!r} v{version}"):
             for key, value in tags.items():
                 self.client.set_model_version_tag(name, version, key, value)
@@ -823,8 +984,9 @@ class MlflowRegistry:
     def set_champion(self, name: str, version: str, *, alias: str, promotion: str) -> None:
         """Move the alias (and/or the Production stage, archiving the others) to `version`.
 
-        Two runs creating the same alias at once can make the server's insert collide (a UNIQUE
-        constraint error answered as BAD_REQUEST); the alias exists after that, so setting it again
+        Two runs creating the same alias at once can make the server's insert collide (answered as
+        BAD_REQUEST with the database's wording: `UNIQUE constraint` on sqlite, `UniqueViolation` on
+        PostgreSQL, `Duplicate entry` on MySQL); the alias exists after that, so setting it again
         succeeds. Such conflicts are retried a few times; anything else is not."""
         for attempt in range(4):
             try:
@@ -837,27 +999,34 @@ class MlflowRegistry:
                         )
                 return
             except RegistryError as exc:
-                conflict = "UNIQUE constraint" in str(exc) or "IntegrityError" in str(exc) or "database is locked" in str(exc)
-                if not conflict or attempt == 3:
+                if not is_insert_conflict(exc) or attempt == 3:
                     raise
                 log.info("promoting %s v%s collided with a concurrent run; trying again", name, version)
                 time.sleep(0.2 * (attempt + 1))
 
-    def append_history(self, name: str, entry: Mapping[str, Any], *, attempts: int = 5) -> None:
-        """Add a promotion to the history tag. The tag is read-modify-write; a concurrent writer can
-        drop our entry, so re-read and write again until it is there (bounded)."""
-        marker = entry.get("run_id")
-        for _ in range(attempts):
-            entries = self.history(name)
-            if marker and any(e.get("run_id") == marker for e in entries):
-                return
-            entries.append(dict(entry))
-            with self._call(f"recording the promotion history of {name!r}"):
-                self.client.set_registered_model_tag(name, TAG_HISTORY, json.dumps(entries[-HISTORY_KEEP:]))
-            if not marker:
-                return
-            time.sleep(0.05)
-        log.warning("promotion history of %s: entry of run %s may have been overwritten by a concurrent run", name, marker)
+    def check_history_entry(self, entry: Mapping[str, Any]) -> None:
+        """ConfigError now when `entry` would not fit its tag (before anything is moved)."""
+        check_fits("promotion history entry", history_key(entry), history_value(entry), self.limits.model_tag,
+                   self.limits.key)
+
+    def append_history(self, name: str, entry: Mapping[str, Any]) -> None:
+        """Record a promotion: one new tag, so concurrent writers never drop each other's entries and
+        the history never outgrows a tag. Entries beyond HISTORY_KEEP are deleted, oldest first
+        (housekeeping: a failure there is only logged)."""
+        key, value = history_key(entry), history_value(entry)
+        check_fits("promotion history entry", key, value, self.limits.model_tag, self.limits.key)
+        with self._call(f"recording the promotion history of {name!r}"):
+            self.client.set_registered_model_tag(name, key, value)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                keys = sorted(k for k in (self.client.get_registered_model(name).tags or {})
+                              if k.startswith(TAG_HISTORY + "."))
+                for old in keys[: max(0, len(keys) - HISTORY_KEEP)]:
+                    with contextlib.suppress(Exception):  # a concurrent run may have deleted it first
+                        self.client.delete_registered_model_tag(name, old)
+        except Exception as exc:
+            log.info("promotion history of %s: old entries not pruned (%s)", name, _first_line(exc))
 
 
 def _run_of_source(source: str | None) -> str | None:
@@ -906,6 +1075,8 @@ def _resolve_local(folder: Path) -> ResolvedSource:
             f"{MlflowRegistry._names(listing)}; point local_path at the folder save_pretrained (or mlflow) wrote"
         )
     return ResolvedSource(None, None, None, where=f"local folder {folder} ({found})")
+
+
 # --- a local store (sqlite file or folder): no server, so no links, but `mlflow ui` shows it ----------
 
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
@@ -968,8 +1139,35 @@ def _fix_for(exc: BaseException) -> str | None:
     return None
 
 
-def _q(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("'", "\\'")
+def _run_id_literal(run_id: str) -> str:
+    """A run id inside a quoted filter value: MLflow's ids are hex; anything else is refused, not quoted."""
+    if not run_id.replace("-", "").isalnum():
+        raise RegistryError(f"MLflow: run id {run_id!r} is not an MLflow run id")
+    return run_id
+
+
+def version_filter(clauses: list[tuple[str, str, str]]) -> str | None:
+    """A search_model_versions filter for `type.key = value` clauses, or None when no quoting makes
+    MLflow read one back exactly. MLflow's parser (mlflow/utils/search_utils.py, on sqlparse) takes a
+    value in '...' or "..." and only strips the outer quotes: there is no escape, so a value is put
+    in a quote it does not contain, and the result is parsed back with MLflow's own parser to make
+    sure (a trailing backslash, say, would make sqlparse run the string on)."""
+    from mlflow.utils.search_utils import SearchModelVersionUtils
+
+    parts = []
+    for kind, key, value in clauses:
+        quote = "'" if "'" not in value else '"'
+        if quote in value:
+            return None
+        left = key if kind == "attribute" else f"tags.`{key}`"
+        parts.append(f"{left} = {quote}{value}{quote}")
+    query = " and ".join(parts)
+    try:
+        parsed = SearchModelVersionUtils.parse_search_filter(query)  # type: ignore[no-untyped-call]
+    except Exception:
+        return None
+    expected = [{"type": kind, "key": key, "comparator": "=", "value": value} for kind, key, value in clauses]
+    return query if [dict(p) for p in parsed] == expected else None
 
 
 def _metrics_from_json(raw: str | None) -> dict[str, float] | None:

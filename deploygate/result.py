@@ -13,8 +13,13 @@ from typing import Literal
 
 from deploygate.config import GateConfig
 from deploygate.decision import Baseline, Decision
+from deploygate.errors import ConfigError
 from deploygate.metrics import EvaluationMetrics, WeightedScore
 from deploygate.signature import MetricSignature
+
+# The longest --reason (or dispatch reason) kept: it goes into run tags and the promotion history
+# entry, which MLflow stores in tags of at most 5,000 characters together with the rest of the record.
+REASON_MAX = 1000
 
 # superseded: the verdict was deploy, but a better (or forced) candidate was promoted concurrently
 Status = Literal["deployed", "skipped", "verdict-only", "superseded", "failed"]
@@ -33,6 +38,11 @@ class RunContext:
     pr_number: int | None = None
     is_fork: bool = False
     reason: str | None = None  # why a forced deploy / rollback was asked for
+
+    def __post_init__(self) -> None:
+        if self.reason is not None and len(self.reason) > REASON_MAX:
+            raise ConfigError(f"reason: {len(self.reason):,} characters ({self.reason[:40]!r}...); at most "
+                              f"{REASON_MAX:,} are recorded with the run and the promotion history; shorten it")
 
     @property
     def is_pull_request(self) -> bool:

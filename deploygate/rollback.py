@@ -4,6 +4,9 @@ Order: the Hub first (its `main` gets the files of the target's version tag in a
 the champion alias (and stage). A Hub failure leaves the alias where it was. The rollback is a run
 in the gate's experiment (who, when, why, from, to) and an entry in the promotion history, so the
 next gate run compares against the restored champion and a second rollback goes further back.
+A deploy may be in flight meanwhile: like a deploy, the rollback re-reads the holder just before
+its move (what it replaces is what it records), and after the move makes the Hub's main follow
+whoever holds the alias (a deploy's push may have landed after the restore).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from deploygate.config import GateConfig
 from deploygate.errors import ConfigError
 from deploygate.history import previous_champion
 from deploygate.hub import HubPublisher
-from deploygate.pipeline import Clock, capture_log
+from deploygate.pipeline import Clock, _sync_hub, capture_log
 from deploygate.registry import TAG_HUB_COMMIT, TAG_HUB_URL, TAG_OVERRIDE, MlflowRegistry
 from deploygate.result import HubPush, RunContext
 
@@ -68,6 +71,13 @@ def _rollback(
     target_info = registry.version(name, target)
     who = ctx.actor or "unknown"
     why = ctx.reason or "no reason given"
+
+    def entry(run_id: str, replaced: str, hf_commit: str | None) -> dict[str, object]:
+        return {"version": target, "score": target_info.score, "at": clock().isoformat(), "run_id": run_id,
+                "rollback_from": replaced, "actor": who, "reason": why, "hf_commit": hf_commit}
+
+    # Everything written later must fit MLflow's limits: refuse now, before the Hub or the alias moves.
+    registry.check_history_entry(entry("0" * 32, current.version, "0" * 40))
     log.info("rolling back %s from v%s to v%s (by %s: %s)", name, current.version, target, who, why)
 
     pushed: HubPush | None = None
@@ -82,14 +92,21 @@ def _rollback(
         )
         log.info("Hub %s main now holds the files of v%s (%s)", cfg.hf_model_id, target, pushed.url)
 
+    # A deploy may have promoted another version since the first read: the rollback (a human's
+    # choice) still wins, and records what it replaced.
+    holder = registry.holder(name, alias, by_stage=by_stage)
+    replaced = holder.version if holder is not None else current.version
+    if replaced != current.version:
+        log.warning("v%s was promoted while rolling back from v%s; the rollback replaces it with v%s",
+                    replaced, current.version, target)
     experiment_id = registry.experiment_id(cfg.experiment_name)
     run_id = registry.start_run(
         experiment_id,
-        run_name=f"rollback-v{current.version}-to-v{target}",
+        run_name=f"rollback-v{replaced}-to-v{target}",
         tags={
             "deploygate.mode": "rollback",
             "deploygate.decision": "rollback",
-            "deploygate.rollback_from": current.version,
+            "deploygate.rollback_from": replaced,
             "deploygate.rollback_to": target,
             "deploygate.actor": who,
             "deploygate.reason": why,
@@ -102,28 +119,20 @@ def _rollback(
     try:
         registry.set_version_tags(name, target, {TAG_OVERRIDE: "rollback"})
         registry.set_champion(name, target, alias=alias, promotion=cfg.promotion)
-        registry.append_history(
-            name,
-            {
-                "version": target,
-                "score": target_info.score,
-                "at": clock().isoformat(),
-                "run_id": run_id,
-                "rollback_from": current.version,
-                "actor": who,
-                "reason": why,
-                "hf_commit": pushed.sha if pushed else None,
-            },
-        )
+        registry.append_history(name, entry(run_id, replaced, pushed.sha if pushed else None))
     except Exception:
         registry.end_run(run_id, "FAILED")
         raise
+    if hub is not None and cfg.hf_model_id:
+        # like a deploy: the Hub's main follows the alias holder (a concurrent deploy pushed after our
+        # restore, or moved the alias after our move)
+        _sync_hub(cfg, registry, _HubSync(hub), fallback=target, why="the Hub's main follows the champion alias")
     if target_info.score is not None:
         registry.log_run(run_id, params={}, metrics={"weighted_score": target_info.score}, tags={})
     registry.end_run(run_id, "FINISHED")
     log.info("champion of %s is v%s again", name, target)
     return RollbackResult(
-        from_version=current.version,
+        from_version=replaced,
         to_version=target,
         score=target_info.score,
         mlflow_run_id=run_id,
@@ -131,3 +140,15 @@ def _rollback(
         hub=pushed,
         log_text="",
     )
+
+
+class _HubSync:
+    """The rollback's Hub publisher, as the one thing the deploy's Hub re-sync needs of a shipper."""
+
+    def __init__(self, hub: HubPublisher) -> None:
+        self.hub = hub
+
+    def sync(self, config: GateConfig, version: str, why: str) -> HubPush | None:
+        assert config.hf_model_id
+        return self.hub.sync_main(config.hf_model_id, f"v{version}",
+                                  commit_message=f"deploygate: restore {config.registry_name} v{version} ({why})")

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real MLflow server and the local Hub server, started once per session."""
+"""Shared fixtures: the real MLflow servers (sqlite, and PostgreSQL when asked for) and the local Hub
+server, started once per session."""
 
 from __future__ import annotations
 
@@ -17,3 +18,4 @@ for _var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING
 
 from tests.hub_fixtures import hub_repo_id, hub_server  # noqa: E402,F401
 from tests.mlflow_fixtures import experiment_name, mlflow_server, registry_name  # noqa: E402,F401
+from tests.pg_fixtures import mlflow_backend, mlflow_pg_server, postgres  # noqa: E402,F401

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,21 @@ class GateRun:
 
     def comparison(self) -> dict[str, Any]:
         return json.loads((self.output_dir / "model_comparison.json").read_text())
+
+
+@contextlib.contextmanager
+def environ(updates: Mapping[str, str]) -> Iterator[None]:
+    """os.environ with `updates` for the block, restored afterwards (for in-process CLI runs)."""
+    saved = {k: os.environ.get(k) for k in updates}
+    os.environ.update(updates)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def write_json(path: Path, data: Any) -> Path:

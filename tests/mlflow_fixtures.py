@@ -1,4 +1,5 @@
-"""A real `mlflow server` (sqlite backend, proxied artifacts) on 127.0.0.1 for the whole session.
+"""A real `mlflow server` (sqlite backend, proxied artifacts) on 127.0.0.1 for the whole session
+(tests/pg_fixtures.py starts a second one on PostgreSQL).
 
 Starting one takes ~25 s, so there is one per test session; tests get a fresh registered model
 and experiment name each (`registry_name`, `experiment_name`) and never see each other's state.
@@ -32,6 +33,7 @@ class MlflowServer:
     root: Path
     process: subprocess.Popen[bytes]
     log_path: Path
+    backend: str = "sqlite"
 
     def alive(self) -> bool:
         try:
@@ -40,20 +42,23 @@ class MlflowServer:
             return False
 
 
-def start_mlflow_server(root: Path, port: int | None = None, timeout: float = 120.0) -> MlflowServer:
+def start_mlflow_server(root: Path, port: int | None = None, timeout: float = 120.0,
+                        backend_uri: str | None = None) -> MlflowServer:
+    """`backend_uri`: a SQLAlchemy URL for the tracking and registry store (default: sqlite in `root`)."""
     root.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log_path = root / "server.log"
     cmd = [
         sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--backend-store-uri", backend_uri or f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination", str(root / "artifacts"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]
     env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    server = MlflowServer(uri=f"http://127.0.0.1:{port}", root=root, process=process, log_path=log_path)
+    server = MlflowServer(uri=f"http://127.0.0.1:{port}", root=root, process=process, log_path=log_path,
+                          backend=(backend_uri or "sqlite").split(":")[0].split("+")[0])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -8,6 +8,10 @@ the gate run was recorded FAILED when MLflow could be reached, then re-runs the 
 checks the deployment completed with no duplicate version and no duplicate Hub upload commit.
 Transient faults must be survived within the run (bounded retries); permanent ones must fail fast
 (no retry) with a message that says what to fix. The summary line at the end counts them.
+
+The scenarios whose outcome depends on the database behind MLflow (what was committed when the
+fault hit) run against the sqlite- and the PostgreSQL-backed server; those decided by the proxy or
+the Hub alone (refused credentials, Hub faults) run on sqlite only (`SQLITE_ONLY`).
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ from mlflow import MlflowClient
 
 from deploygate.cli import main
 from tests.faultproxy import FaultProxy
-from tests.gatekit import metrics_scaled, write_json
+from tests.gatekit import environ, metrics_scaled, write_json
 from tests.hub_server import HubServer, iter_repo_files
 from tests.modelfactory import make_lora_adapter, make_tiny_llama, save_tiny_tokenizer
+from tests.pg_fixtures import SQLITE_ONLY
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")]
 
@@ -42,7 +47,11 @@ HUB_COMMIT = r"^/api/models/.+/commit/main$"
 HUB_PREUPLOAD = r"^/api/models/.+/preupload/"
 LFS_PUT = r"^/__lfs/upload/"
 
-TALLY: dict[str, list[str]] = {"injected": [], "survived": [], "failed-safe": [], "scenarios": []}
+TALLIES: dict[str, dict[str, list[str]]] = {}  # per backend
+
+
+def _tally_of(backend: str) -> dict[str, list[str]]:
+    return TALLIES.setdefault(backend, {"injected": [], "survived": [], "failed-safe": [], "scenarios": []})
 
 
 @dataclass
@@ -67,6 +76,7 @@ class World:
     repo: str
     location: dict[str, Any]
     client: MlflowClient
+    backend: str = "sqlite"
     runs: int = 0
     scores: dict[str, float] = field(default_factory=dict)
     locations: dict[str, dict[str, Any]] = field(default_factory=dict)  # per candidate: its own adapter
@@ -89,19 +99,11 @@ class World:
              env: dict[str, str] | None = None, capsys: pytest.CaptureFixture[str] | None = None) -> Outcome:
         """Run the CLI in this process (fast: no imports to pay)."""
         self.runs += 1
-        saved = {k: os.environ.get(k) for k in (*self.env(sha), *(env or {}))}
-        os.environ.update({**self.env(sha), **(env or {})})
-        try:
+        with environ({**self.env(sha), **(env or {})}):
             if capsys is not None:
                 capsys.readouterr()
             code = main(self.argv(name, delta, extra))
             out, err = capsys.readouterr() if capsys is not None else ("", "")
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
         return Outcome(code, out, err)
 
     def spawn(self, name: str, sha: str, delta: float) -> subprocess.Popen[bytes]:
@@ -188,14 +190,15 @@ def _seed_run(root: Path, uri: str, *, seed: int = 0, base: Path | None = None) 
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, mlflow_server: Any, hub_server: HubServer) -> Iterator[World]:
-    root = tmp_path_factory.mktemp("faults")
+def world(tmp_path_factory: pytest.TempPathFactory, mlflow_backend: Any, hub_server: HubServer) -> Iterator[World]:
+    mlflow_server = mlflow_backend
+    root = tmp_path_factory.mktemp(f"faults-{mlflow_server.backend}")
     proxy = FaultProxy(mlflow_server.uri).start()
     hub_proxy = FaultProxy(hub_server.url).start()
     w = World(root=root, mlflow_uri=mlflow_server.uri, proxy=proxy, hub=hub_server, hub_proxy=hub_proxy,
               registry=f"faults-{uuid.uuid4().hex[:8]}", experiment=f"faults-{uuid.uuid4().hex[:8]}",
               repo=hub_server.new_repo_id("faults"), location={},
-              client=MlflowClient(tracking_uri=mlflow_server.uri))
+              client=MlflowClient(tracking_uri=mlflow_server.uri), backend=mlflow_server.backend)
     w.location = _seed_run(root / "src-first", mlflow_server.uri, base=root / "src-base")
     first = w.gate("first", "1" * 40, 0.0)
     assert first.code == 0
@@ -204,7 +207,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, mlflow_server: Any, hub_serv
     proxy.stop()
     hub_proxy.stop()
     hub_server.clear_faults()
-    _print_summary()
+    _print_summary(w.backend)
 
 
 @pytest.fixture
@@ -223,20 +226,23 @@ def fresh(world: World) -> Iterator[World]:
     world.hub.clear_faults()
 
 
-def _tally(name: str, injected: int, *, survived_in_run: bool) -> None:
-    TALLY["scenarios"].append(name)
-    TALLY["injected"].extend([name] * injected)
-    (TALLY["survived"] if survived_in_run else TALLY["failed-safe"]).extend([name] * injected)
+def _tally(name: str, injected: int, *, survived_in_run: bool, backend: str = "sqlite") -> None:
+    tally = _tally_of(backend)
+    tally["scenarios"].append(name)
+    tally["injected"].extend([name] * injected)
+    (tally["survived"] if survived_in_run else tally["failed-safe"]).extend([name] * injected)
 
 
-def _print_summary() -> None:
-    injected = len(TALLY["injected"])
-    line = (f"fault summary: {len(TALLY['scenarios'])} scenarios, {injected} faults injected, "
-            f"{len(TALLY['survived'])} survived within the run (retried), {len(TALLY['failed-safe'])} failed safe "
+def _print_summary(backend: str) -> None:
+    tally = _tally_of(backend)
+    injected = len(tally["injected"])
+    line = (f"fault summary ({backend}): {len(tally['scenarios'])} scenarios, {injected} faults injected, "
+            f"{len(tally['survived'])} survived within the run (retried), {len(tally['failed-safe'])} failed safe "
             f"(champion and Hub consistent, re-run completed)")
     print("\n" + line)
-    Path(os.environ.get("DEPLOYGATE_FAULT_SUMMARY", "/dev/null")).write_text(line + "\n") \
-        if os.environ.get("DEPLOYGATE_FAULT_SUMMARY") else None
+    if os.environ.get("DEPLOYGATE_FAULT_SUMMARY"):
+        with Path(os.environ["DEPLOYGATE_FAULT_SUMMARY"]).open("a") as fh:
+            fh.write(line + "\n")
 
 
 def _candidate(w: World, name: str) -> tuple[str, float, str, list[str]]:
@@ -272,7 +278,7 @@ def _fail_then_rerun(w: World, capsys: pytest.CaptureFixture[str], name: str, ar
     assert again.code == 0, again.err
     w.assert_completed(version, before)
     assert injected >= 1, "no fault fired"
-    _tally(name, injected, survived_in_run=False)
+    _tally(name, injected, survived_in_run=False, backend=w.backend)
     return failed
 
 
@@ -286,13 +292,14 @@ def _survive(w: World, capsys: pytest.CaptureFixture[str], name: str, arm: Calla
     assert res.code == 0, res.err
     assert injected >= armed, f"only {injected} of {armed} faults fired"
     w.assert_completed(version, before)
-    _tally(name, injected, survived_in_run=True)
+    _tally(name, injected, survived_in_run=True, backend=w.backend)
     return res
 
 
 # --- MLflow ----------------------------------------------------------------------------------------
 
 
+@SQLITE_ONLY
 def test_mlflow_unreachable_at_start(fresh: World, capsys: pytest.CaptureFixture[str]) -> None:
     def arm() -> int:
         fresh.proxy.down()
@@ -340,6 +347,7 @@ def test_transient_mlflow_errors_are_retried(fresh: World, capsys: pytest.Captur
     assert fresh.proxy.injected >= 4
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("status", [401, 403, 404])
 def test_permanent_mlflow_errors_are_not_retried(fresh: World, capsys: pytest.CaptureFixture[str], status: int) -> None:
     def arm() -> int:
@@ -353,6 +361,7 @@ def test_permanent_mlflow_errors_are_not_retried(fresh: World, capsys: pytest.Ca
 # --- the Hub ---------------------------------------------------------------------------------------
 
 
+@SQLITE_ONLY
 def test_hub_transient_errors_during_upload_and_commit(fresh: World, capsys: pytest.CaptureFixture[str]) -> None:
     def arm() -> int:
         fresh.hub_proxy.fail("POST", HUB_PREUPLOAD, 500, times=1)
@@ -363,6 +372,7 @@ def test_hub_transient_errors_during_upload_and_commit(fresh: World, capsys: pyt
     _survive(fresh, capsys, "hub-transient", arm)
 
 
+@SQLITE_ONLY
 def test_hub_commit_response_lost(fresh: World, capsys: pytest.CaptureFixture[str]) -> None:
     """The Hub applied the commit but the answer never came: the retry must not commit again."""
     def arm() -> int:
@@ -372,6 +382,7 @@ def test_hub_commit_response_lost(fresh: World, capsys: pytest.CaptureFixture[st
     _survive(fresh, capsys, "hub-commit-lost-response", arm)
 
 
+@SQLITE_ONLY
 def test_hub_hangs_then_drops(fresh: World, capsys: pytest.CaptureFixture[str]) -> None:
     def arm() -> int:
         fresh.hub.hang_next("POST", HUB_COMMIT, seconds=1.5, times=1)
@@ -380,6 +391,7 @@ def test_hub_hangs_then_drops(fresh: World, capsys: pytest.CaptureFixture[str]) 
     _survive(fresh, capsys, "hub-hang", arm)
 
 
+@SQLITE_ONLY
 def test_hub_500_persistent_on_commit(fresh: World, capsys: pytest.CaptureFixture[str]) -> None:
     def arm() -> int:
         fresh.hub_proxy.fail("POST", HUB_COMMIT, 500, times=-1)
@@ -388,6 +400,7 @@ def test_hub_500_persistent_on_commit(fresh: World, capsys: pytest.CaptureFixtur
     assert len([r for r in fresh.hub_proxy.requests("POST", HUB_COMMIT) if r.fault]) == 4  # 1 + 3 retries, bounded
 
 
+@SQLITE_ONLY
 def test_hub_drops_lfs_uploads_in_a_row(fresh: World, capsys: pytest.CaptureFixture[str]) -> None:
     """(A Hub that drops every upload for good takes huggingface_hub's 5 retries x deploygate's 4
     attempts, ~1.5 min, before failing safe like the persistent commit 500 above.)"""
@@ -397,6 +410,7 @@ def test_hub_drops_lfs_uploads_in_a_row(fresh: World, capsys: pytest.CaptureFixt
     _survive(fresh, capsys, "hub-lfs-drop-3-in-a-row", arm)
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("status", [401, 403])
 def test_permanent_hub_errors_are_not_retried(fresh: World, capsys: pytest.CaptureFixture[str], status: int) -> None:
     def arm() -> int:
@@ -473,8 +487,24 @@ KILL_POINTS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "where", "method", "path", "when"), KILL_POINTS, ids=[k[0] for k in KILL_POINTS])
-def test_sigkill_between_steps(fresh: World, capsys: pytest.CaptureFixture[str], name: str, where: str, method: str,
+MLFLOW_KILLS = [k for k in KILL_POINTS if k[1] == "mlflow"]
+HUB_KILLS = [k for k in KILL_POINTS if k[1] == "hub"]
+
+
+@pytest.mark.parametrize(("name", "where", "method", "path", "when"), MLFLOW_KILLS, ids=[k[0] for k in MLFLOW_KILLS])
+def test_sigkill_between_mlflow_steps(fresh: World, capsys: pytest.CaptureFixture[str], name: str, where: str,
+                                      method: str, path: str, when: str) -> None:
+    _sigkill_between_steps(fresh, capsys, name, where, method, path, when)
+
+
+@SQLITE_ONLY  # what a kill around a Hub request leaves depends on the Hub alone
+@pytest.mark.parametrize(("name", "where", "method", "path", "when"), HUB_KILLS, ids=[k[0] for k in HUB_KILLS])
+def test_sigkill_around_hub_steps(fresh: World, capsys: pytest.CaptureFixture[str], name: str, where: str,
+                                  method: str, path: str, when: str) -> None:
+    _sigkill_between_steps(fresh, capsys, name, where, method, path, when)
+
+
+def _sigkill_between_steps(fresh: World, capsys: pytest.CaptureFixture[str], name: str, where: str, method: str,
                                path: str, when: str) -> None:
     w = fresh
     sha, delta, version, before = _candidate(w, name)
@@ -522,6 +552,48 @@ def test_sigkill_between_steps(fresh: World, capsys: pytest.CaptureFixture[str],
     again = w.gate(name, sha, delta, capsys=capsys)
     assert again.code == 0, again.err
     w.assert_completed(version, before)
-    TALLY.setdefault("in-flight", []).extend([name] if in_flight else [])
-    _tally(name, 1, survived_in_run=False)
+    _tally_of(w.backend).setdefault("in-flight", []).extend([name] if in_flight else [])
+    _tally(name, 1, survived_in_run=False, backend=w.backend)
     print(json.dumps({"kill": name, "in_flight_window": in_flight}))
+
+
+# --- a failed artifact read is not an absent artifact ------------------------------------------------
+
+STATS_GET = r"/mlflow-artifacts/artifacts/.*evaluation/example_stats\.json"
+
+
+def test_unreadable_champion_statistics_are_an_error_not_absent(fresh: World, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Finding 4: a 503 (or a dropped connection) on the champion's per-example statistics read as "the
+    champion has none", so the point rule decided and a not-significant candidate was promoted. A
+    transient failure is retried; a lasting one fails the run (exit 1) and moves nothing."""
+    from tests.gatekit import run_gate
+    from tests.integration.test_significance import CHAMPION, NOISY, jsonl
+
+    w = fresh
+    registry, experiment = f"stats-{uuid.uuid4().hex[:8]}", f"stats-{uuid.uuid4().hex[:8]}"
+
+    def gate(name: str, sha: str, preds: list[str]) -> Any:
+        with environ({"GITHUB_SHA": sha * 40}):
+            return run_gate(tmp_path, capsys, uri=w.proxy.url, registry=registry, experiment=experiment, name=name,
+                            extra=["--predictions", str(jsonl(tmp_path, name, preds))])
+
+    assert gate("champ", "1", CHAMPION).code == 0
+    champion = w.client.get_model_version_by_alias(registry, "champion").version
+
+    w.proxy.drop("GET", STATS_GET, times=1)  # one dropped connection: retried, the test still decides
+    transient = gate("noisy-1", "2", NOISY)
+    assert transient.code == 0, transient.err
+    assert (transient.info()["rule"], transient.info()["deployed"]) == ("not-significant", False)
+
+    fired = w.proxy.injected
+    w.proxy.fail("GET", STATS_GET, 503, times=-1)
+    failed = gate("noisy-2", "3", NOISY)
+    injected = w.proxy.injected - fired
+    w.proxy.disarm()
+    assert failed.code == 1, failed.err
+    assert "example_stats.json" in failed.err and "Traceback" not in failed.err
+    assert w.client.get_model_version_by_alias(registry, "champion").version == champion
+    assert len(w.client.search_model_versions(f"name='{registry}'", max_results=10)) == 1
+    _tally("artifact-read-drop", 1, survived_in_run=True, backend=w.backend)
+    _tally("artifact-read-503-persistent", injected, survived_in_run=False, backend=w.backend)

@@ -132,10 +132,13 @@ def test_register_from_source_run_with_stage_promotion(gate, client, registry_na
 
 
 def test_best_ever_baseline(gate, client, registry_name):
-    assert gate(name="a", metrics=metrics_scaled(0.03), extra=["--dry-run"]).code == 0  # recorded, never deployed
+    first = gate(name="a", metrics=metrics_scaled(0.03))
+    assert first.code == 0 and first.info()["deployed"]  # a deployed run: counts
+    assert gate(name="c", metrics=metrics_scaled(0.05), extra=["--dry-run"]).code == 0  # recorded, never deployed: not
     res = gate(name="b", metrics=metrics_scaled(0.01), extra=["--baseline", "best-ever"])
-    assert res.info()["decision"] == "skip"  # below the best past score, though there is no champion
+    assert res.info()["decision"] == "skip"  # below the best past deployed score
     assert res.comparison()["baseline"]["source"] == "best-ever"
+    assert res.comparison()["baseline"]["weighted_score"] == first.info()["weighted_score"]
 
 
 def test_unknown_source_run_is_bad_input(gate, client, registry_name, experiment_name):

@@ -9,6 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from deploygate.cli import main
+from deploygate.registry import MlflowRegistry
 from tests.gatekit import metrics_scaled
 from tests.hub_server import iter_repo_files
 from tests.integration.test_ship import gate, seed_run  # noqa: F401  (fixtures)
@@ -36,7 +37,7 @@ def test_rollback_round_trip(gate, hub_server, mlflow_server, registry_name, exp
     assert client.get_model_version_by_alias(registry_name, "champion").version == "1"
     files_now = dict(iter_repo_files(hub_server, gate.repo))
     assert {k: v for k, v in files_now.items() if k != "README.md"} == {k: v for k, v in v1_files.items() if k != "README.md"}
-    history = json.loads(client.get_registered_model(registry_name).tags["deploygate.history"])
+    history = MlflowRegistry(mlflow_server.uri).history(registry_name)
     assert [h["version"] for h in history] == ["1", "2", "1"] and history[-1]["rollback_from"] == "2"
     exp = client.get_experiment_by_name(experiment_name)
     rb = client.search_runs([exp.experiment_id], "tags.`deploygate.mode` = 'rollback'", max_results=5)
