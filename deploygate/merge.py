@@ -691,7 +691,7 @@ def _declared_class(base_dir: Path, info: AdapterInfo) -> Any:
     names = [n for n in (getattr(config, "architectures", None) or []) if isinstance(n, str)]
     declared = getattr(transformers, names[0], None) if names else None
     if names and declared is None:
-        raise AdapterError(
+        raise ModelSourceError(
             f"{base_dir / 'config.json'}: architectures[0] is {names[0]!r}, which transformers does not provide "
             f"(a model with its own code): deploygate never runs a model's own code; {_ADAPTER_ONLY}."
         )
@@ -975,7 +975,17 @@ def _streaming_plan(info: AdapterInfo, base: Path) -> tuple[_Plan | None, list[s
     files, problems = _read_files(info, base)
     if files is None:
         return None, problems
-    return _plan(info, files, _model_view(base, info))
+    try:
+        view = _model_view(base, info)
+    except DeployGateError:
+        raise
+    except Exception as exc:
+        # What peft's own loading would hit too: say it in one line rather than with a traceback.
+        raise MergeError(
+            f"{info.adapter_dir}: transformers or peft cannot load it onto {base} ({type(exc).__name__}: "
+            f"{_first_line(exc)}); {_ADAPTER_ONLY}."
+        ) from exc
+    return _plan(info, files, view)
 
 
 def merge_lora_streaming(

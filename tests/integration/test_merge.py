@@ -546,7 +546,9 @@ def test_a_base_of_an_architecture_transformers_lacks_is_refused(
     config = json.loads((base / "config.json").read_text())
     (base / "config.json").write_text(json.dumps({**config, "architectures": ["MyLlamaForCausalLM"]}))
     adapter = make_lora_adapter(models["llama-fp32"], tmp_path / "adapter", target_modules=("q_proj",))
-    with pytest.raises(AdapterError, match="'MyLlamaForCausalLM', which transformers does not provide"):
+    from deploygate.errors import ModelSourceError
+
+    with pytest.raises(ModelSourceError, match="'MyLlamaForCausalLM', which transformers does not provide"):
         merge(base, adapter, tmp_path / "out")
 
 
