@@ -20,19 +20,19 @@ page from its results; tests/integration/test_merge_matrix.py checks that page a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import re
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from deploygate.merge import _quiet  # silences peft's and transformers' logs, warnings, bars
 
 VOCAB = 128
 IDS = {"vocab_size": VOCAB, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3}
@@ -361,23 +361,6 @@ def _perturb(peft_model: Any, seed: int) -> None:
                 continue
             noise = torch.randn(param.shape, generator=generator, dtype=torch.float32) * 0.05
             param.copy_((param.float() + noise).to(param.dtype))
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the warnings, logs and progress bars of peft and transformers for these deliberate corner cases."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
 
 
 # --- the reference: peft's own merge ----------------------------------------------------------------------

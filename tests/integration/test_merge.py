@@ -47,16 +47,7 @@ def load_dir(directory: Path) -> dict[str, Any]:
 
 def raw_tensors(directory: Path) -> dict[str, bytes]:
     """name -> the tensor's bytes exactly as stored, straight from the safetensors layout."""
-    out: dict[str, bytes] = {}
-    for path in sorted(directory.glob("*.safetensors")):
-        data = path.read_bytes()
-        length = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8 : 8 + length])
-        header.pop("__metadata__", None)
-        for name, entry in header.items():
-            begin, end = entry["data_offsets"]
-            out[name] = data[8 + length + begin : 8 + length + end]
-    return out
+    return {name: data for name, (_, _, data) in mm.raw_tensors(directory).items()}
 
 
 def assert_same_tensors(ours: Path, reference: Path) -> None:
