@@ -13,6 +13,7 @@ adapter model's logits.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -963,6 +964,23 @@ def _plan(info: AdapterInfo, files: _Files, view: _ModelView) -> tuple[_Plan | N
     return _Plan(tuple(tensors), view.saved, view.model_class, view.warnings), []
 
 
+def _plan_from_files(info: AdapterInfo, files: _Files) -> _Plan:
+    """The plan the adapter config and the headers give, before transformers and peft are asked: every
+    tensor in its stored dtype, each LoRA pair with the config's scaling, transposed when the weight is
+    stored (in, out) (or, for a square one, when the config says fan_in_fan_out)."""
+    lora: dict[str, _LoraModule] = {}
+    for module, (a, b) in files.pairs.items():
+        target = files.base[f"{module}.weight"]
+        out_in, in_out = (b.shape[0], a.shape[1]), (a.shape[1], b.shape[0])
+        transposed = info.fan_in_fan_out if out_in == in_out else target.shape == in_out
+        lora[target.name] = _LoraModule(module, a, b, info.scaling(module), transposed)
+    tensors = tuple(
+        _OutTensor(t, t.dtype, lora.get(t.name))
+        for t in sorted(files.base.values(), key=_file_order(files.base_files))
+    )
+    return _Plan(tensors, MappingProxyType({}), "", ())
+
+
 def _file_order(files: Sequence[Path]) -> Callable[[_Tensor], tuple[int, int]]:
     rank = {f: i for i, f in enumerate(files)}
     return lambda t: (rank[t.file], t.start)
@@ -971,12 +989,45 @@ def _file_order(files: Sequence[Path]) -> Callable[[_Tensor], tuple[int, int]]:
 # --- the streaming merge -----------------------------------------------------------------------------------
 
 
-def _streaming_plan(info: AdapterInfo, base: Path) -> tuple[_Plan | None, list[str]]:
+def _try_streaming(
+    info: AdapterInfo, base: Path, out: Path, *, max_shard_bytes: int, progress: ProgressCallback | None
+) -> tuple[MergeReport | None, list[str]]:
+    """Stream the merge when it can be exact; (None, the reasons) when it cannot, with nothing left in `out`.
+
+    The merge is first streamed on the plan the adapter config and the file headers give. Only then are
+    transformers and peft imported to say what they would do with this base and adapter (on the meta
+    device), after the streaming buffers are freed, so their imports never add to the merge's peak memory.
+    Their plan must be the one streamed (else the merge is streamed again on theirs: a dtype transformers
+    casts, a layer peft transposes whatever the config says), and the written model must hold the tensors
+    peft's merge + save_pretrained would write.
+    """
     files, problems = _read_files(info, base)
     if files is None:
         return None, problems
+    if max_shard_bytes <= 0:
+        raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+    guess = _plan_from_files(info, files)
+    report = _stream(guess, base, info, out, max_shard_bytes=max_shard_bytes, progress=progress)
     try:
-        view = _model_view(base, info)
+        plan, problems = _plan(info, files, _view_or_error(base, info))
+        if plan is None:
+            _remove_weights(out)
+            return None, problems
+        if plan.tensors != guess.tensors:
+            log.info("merge: transformers/peft load this model differently from its files: streaming again")
+            _remove_weights(out)
+            report = _stream(plan, base, info, out, max_shard_bytes=max_shard_bytes, progress=progress)
+        _check_written(out, plan.expected, "the streaming merge")
+        _check_config(out, base)
+    except BaseException:
+        _remove_weights(out)
+        raise
+    return dataclasses.replace(report, warnings=(*plan.warnings, *report.warnings)), []
+
+
+def _view_or_error(base: Path, info: AdapterInfo) -> _ModelView:
+    try:
+        return _model_view(base, info)
     except DeployGateError:
         raise
     except Exception as exc:
@@ -985,7 +1036,6 @@ def _streaming_plan(info: AdapterInfo, base: Path) -> tuple[_Plan | None, list[s
             f"{info.adapter_dir}: transformers or peft cannot load it onto {base} ({type(exc).__name__}: "
             f"{_first_line(exc)}); {_ADAPTER_ONLY}."
         ) from exc
-    return _plan(info, files, view)
 
 
 def merge_lora_streaming(
@@ -1004,15 +1054,16 @@ def merge_lora_streaming(
     against what peft's merge + save_pretrained would write. Raises AdapterError listing the problems when
     the merge cannot be exact (use `merge` for the fallback).
     """
-    base, out = Path(base_dir), Path(out_dir)
     info = inspect_adapter(adapter_dir)
-    plan, problems = _streaming_plan(info, base)
-    if plan is None:
+    report, problems = _try_streaming(
+        info, Path(base_dir), Path(out_dir), max_shard_bytes=max_shard_bytes, progress=progress
+    )
+    if report is None:
         raise AdapterError(
             f"{info.adapter_dir}: the streaming merge cannot be exact: {'; '.join(problems)}. "
             "Use merge(..., fallback='peft') to merge with peft instead."
         )
-    return _stream(plan, base, info, out, max_shard_bytes=max_shard_bytes, progress=progress)
+    return report
 
 
 def _stream(
@@ -1024,8 +1075,6 @@ def _stream(
     max_shard_bytes: int,
     progress: ProgressCallback | None,
 ) -> MergeReport:
-    if max_shard_bytes <= 0:
-        raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
     _prepare_out_dir(out)
     shards = _assign_shards(plan.tensors, max_shard_bytes)
     names = (
@@ -1037,12 +1086,10 @@ def _stream(
         "merge: streaming %d tensors (%d with LoRA) from %s into %d shard(s) in %s",
         len(plan.tensors), plan.merged, base, len(shards), out,
     )  # fmt: skip
-    warnings: list[str] = list(plan.warnings)
+    warnings: list[str] = []
     try:
         bytes_written = _write_shards(out, names, shards, plan, progress, warnings)
         _copy_side_files(base, info.adapter_dir, out, model_files=True)
-        _check_written(out, plan.expected, "the streaming merge")
-        _check_config(out, base)
     except BaseException as exc:
         # Never leave half a model behind for a later step to upload.
         _remove_weights(out)
@@ -1668,9 +1715,9 @@ def merge(
         raise AdapterError(f"merge fallback must be 'peft' or 'error', got {fallback!r}; pick one of them.")
     base, out = Path(base_dir), Path(out_dir)
     info = inspect_adapter(adapter_dir)
-    plan, problems = _streaming_plan(info, base)
-    if plan is not None:
-        return _stream(plan, base, info, out, max_shard_bytes=max_shard_bytes, progress=progress)
+    report, problems = _try_streaming(info, base, out, max_shard_bytes=max_shard_bytes, progress=progress)
+    if report is not None:
+        return report
     reasons = "; ".join(problems)
     if fallback == "error":
         raise AdapterError(
