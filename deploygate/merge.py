@@ -994,12 +994,11 @@ def _try_streaming(
 ) -> tuple[MergeReport | None, list[str]]:
     """Stream the merge when it can be exact; (None, the reasons) when it cannot, with nothing left in `out`.
 
-    The merge is first streamed on the plan the adapter config and the file headers give. Only then are
-    transformers and peft imported to say what they would do with this base and adapter (on the meta
-    device), after the streaming buffers are freed, so their imports never add to the merge's peak memory.
-    Their plan must be the one streamed (else the merge is streamed again on theirs: a dtype transformers
-    casts, a layer peft transposes whatever the config says), and the written model must hold the tensors
-    peft's merge + save_pretrained would write.
+    The merge is streamed on the plan the adapter config and the file headers give while a second thread
+    asks transformers and peft what they would do with this base and adapter (on the meta device; importing
+    transformers alone takes seconds, which the streaming hides). Their plan must be the one streamed (else
+    the merge is streamed again on theirs: a dtype transformers casts, a layer peft transposes whatever the
+    config says), and the written model must hold the tensors peft's merge + save_pretrained would write.
     """
     files, problems = _read_files(info, base)
     if files is None:
@@ -1007,9 +1006,15 @@ def _try_streaming(
     if max_shard_bytes <= 0:
         raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
     guess = _plan_from_files(info, files)
-    report = _stream(guess, base, info, out, max_shard_bytes=max_shard_bytes, progress=progress)
+    view = _Background(_view_or_error, base, info)
     try:
-        plan, problems = _plan(info, files, _view_or_error(base, info))
+        with _quick_thread_switches(view):
+            report = _stream(guess, base, info, out, max_shard_bytes=max_shard_bytes, progress=progress)
+    except BaseException:
+        view.wait()  # never leave it running (and holding the warning filters) behind the caller
+        raise
+    try:
+        plan, problems = _plan(info, files, view.result())
         if plan is None:
             _remove_weights(out)
             return None, problems
@@ -1023,6 +1028,52 @@ def _try_streaming(
         _remove_weights(out)
         raise
     return dataclasses.replace(report, warnings=(*plan.warnings, *report.warnings)), []
+
+
+class _Background:
+    """Run `function(*args)` on a daemon thread; `result()` waits for it and returns (or raises) what it did."""
+
+    def __init__(self, function: Callable[..., _ModelView], *args: Any) -> None:
+        self._value: _ModelView | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(function, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, function: Callable[..., _ModelView], args: tuple[Any, ...]) -> None:
+        try:
+            self._value = function(*args)
+        except BaseException as exc:  # handed to the caller of result()
+            self._error = exc
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> _ModelView:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+
+@contextlib.contextmanager
+def _quick_thread_switches(background: _Background) -> Iterator[None]:
+    """While `background` runs Python (imports), hand the GIL back within 0.1 ms instead of 5 ms.
+
+    The streaming thread needs the GIL for a moment between each of its few thousand kernel and I/O calls;
+    with the default switch interval each of those moments could wait 5 ms behind the importing thread.
+    Only when the thread switches, never what either thread computes, changes.
+    """
+    previous = sys.getswitchinterval()
+    if background.alive():
+        sys.setswitchinterval(1e-4)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 def _view_or_error(base: Path, info: AdapterInfo) -> _ModelView:
