@@ -4,10 +4,10 @@ Adapter layer (files in, files out, all paths given as arguments). It must not i
 transformers or peft at module level (a run that decides "skip" never pays for them), and it must never
 produce a silently wrong model. Every adapter_config.json field is judged on purpose (`_FIELD_RULES`): the
 streaming merge reproduces it, peft merges it (the fallback), or the adapter is refused with the reason and
-the fix. Before streaming, transformers and peft are asked what they would do with this base and adapter
-(on the meta device: names, dtypes, ties, which layers get which delta); after every merge, the written
-model is checked against what peft's merge would write, and a fallback merge must also reproduce the
-adapter model's logits.
+the fix. While it streams, transformers and peft are asked what they would do with this base and adapter
+(on the meta device: names, dtypes, ties, which layers get which delta), and what was streamed must be
+that; after every merge the written model is checked against what peft's merge would write, and a
+fallback merge must also reproduce the adapter model's logits.
 """
 
 from __future__ import annotations
