@@ -997,8 +997,9 @@ def _try_streaming(
     The merge is streamed on the plan the adapter config and the file headers give while a second thread
     asks transformers and peft what they would do with this base and adapter (on the meta device; importing
     transformers alone takes seconds, which the streaming hides). Their plan must be the one streamed (else
-    the merge is streamed again on theirs: a dtype transformers casts, a layer peft transposes whatever the
-    config says), and the written model must hold the tensors peft's merge + save_pretrained would write.
+    the merge is streamed again on theirs, and `progress` counts the tensors again: a dtype transformers
+    casts, a layer peft transposes whatever the config says), and the written model must hold the tensors
+    peft's merge + save_pretrained would write.
     """
     files, problems = _read_files(info, base)
     if files is None:
@@ -1718,9 +1719,14 @@ def _check_no_tied_targets(peft_model: Any, info: AdapterInfo) -> None:
 
 
 def _remove_weights(out: Path) -> None:
+    """Remove what a merge writes into `out` (weights, index, configs, tokenizer), so no half is shipped."""
     if out.is_dir():
         for path in out.iterdir():
-            if path.name.endswith((".safetensors", ".bin")) or path.name in (SAFE_INDEX, *MODEL_FILES):
+            if path.name.endswith((".safetensors", ".bin")) or path.name in (
+                SAFE_INDEX,
+                *MODEL_FILES,
+                *TOKENIZER_FILES,
+            ):
                 path.unlink(missing_ok=True)
 
 
