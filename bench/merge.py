@@ -6,8 +6,8 @@ child process started by this script; the peak RSS of each child comes from wait
 runs --repeat times, alternating; the table shows the fastest run of each (load on a shared machine only
 ever adds time). The outputs must be identical tensor for tensor. Prints both and the ratios.
 
-    /var/tmp/dg-venv/bin/python bench/merge.py            # full size (~2.2 GB model, ~2-3 minutes)
-    /var/tmp/dg-venv/bin/python bench/merge.py --small    # a quick run on a ~45 MB model
+    .venv/bin/python bench/merge.py            # full size (~2.2 GB model, ~2-3 minutes)
+    .venv/bin/python bench/merge.py --small    # a quick run on a ~45 MB model
 """
 
 from __future__ import annotations
@@ -134,9 +134,11 @@ def child(method: str, base: str, adapter: str, out: str) -> None:
     """Run one merge and print its in-process time as JSON (the parent measures RSS and wall time)."""
     start = time.perf_counter()
     if method == "streaming":
-        from deploygate.merge import merge_lora_streaming
+        # What the Hub stage calls: the checks before (transformers and peft on the meta device) and
+        # after (the written tensors) included; fallback="error" makes sure it did stream.
+        from deploygate.merge import merge
 
-        report = merge_lora_streaming(base, adapter, out)
+        report = merge(base, adapter, out, fallback="error")
     else:
         from deploygate.merge import merge_with_peft
 

@@ -1,7 +1,9 @@
 """The streaming LoRA merge against peft's merge_and_unload on real tiny models: equal bit for bit.
 
-Models and adapters are built locally (tests/modelfactory.py): random weights, real peft adapters with
-non-zero B. Fallback cases (DoRA, modules_to_save, embeddings, IA3, pickled weights) go through peft.
+Models and adapters are built locally (tests/modelfactory.py, tests/merge_matrix.py): random weights, real
+peft adapters with non-zero B. Fallback cases (DoRA, modules_to_save, embeddings, raw PiSSA, IA3, pickled
+weights) go through peft; the checks every merge ends with, and the refusals, are shown failing here too.
+The whole architecture x configuration x dtype matrix is tests/integration/test_merge_matrix.py.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from deploygate.merge import (  # noqa: E402
     merge_problems,
     merge_with_peft,
 )
+from tests import merge_matrix as mm  # noqa: E402
 from tests.modelfactory import make_lora_adapter, make_tiny_gpt2, make_tiny_llama  # noqa: E402
 
 GPT2_TARGETS = ("c_attn", "c_proj", "c_fc")
@@ -44,16 +47,7 @@ def load_dir(directory: Path) -> dict[str, Any]:
 
 def raw_tensors(directory: Path) -> dict[str, bytes]:
     """name -> the tensor's bytes exactly as stored, straight from the safetensors layout."""
-    out: dict[str, bytes] = {}
-    for path in sorted(directory.glob("*.safetensors")):
-        data = path.read_bytes()
-        length = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8 : 8 + length])
-        header.pop("__metadata__", None)
-        for name, entry in header.items():
-            begin, end = entry["data_offsets"]
-            out[name] = data[8 + length + begin : 8 + length + end]
-    return out
+    return {name: data for name, (_, _, data) in mm.raw_tensors(directory).items()}
 
 
 def assert_same_tensors(ours: Path, reference: Path) -> None:
@@ -278,7 +272,7 @@ FALLBACKS: dict[str, tuple[str, dict[str, Any], str]] = {
     "dora": ("llama-bf16", {"use_dora": True}, "DoRA"),
     "modules-to-save": ("llama-bf16", {"modules_to_save": ["lm_head"]}, "modules_to_save"),
     "embeddings": ("llama-bf16", {"target_modules": ("q_proj", "embed_tokens")}, "LoRA on embeddings"),
-    "conv1d-without-fan-in-fan-out": ("gpt2", {"target_modules": GPT2_TARGETS}, "Conv1D"),
+    "raw-pissa": ("llama-fp16", {"init_lora_weights": "pissa"}, "residual base"),
 }
 
 
@@ -289,12 +283,6 @@ def test_unmergeable_adapters_fall_back_to_peft_with_a_warning(
     model, options, reason = FALLBACKS[case]
     base = models[model]
     adapter = make_lora_adapter(base, tmp_path / "adapter", **options)
-    if case == "conv1d-without-fan-in-fan-out":
-        # peft switches fan_in_fan_out on for Conv1D and saves it so; an adapter edited back to false is
-        # still merged transposed by peft, which the streaming merge will not guess.
-        config = json.loads((adapter / "adapter_config.json").read_text())
-        config["fan_in_fan_out"] = False
-        (adapter / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(AdapterError, match=reason):
         merge(base, adapter, tmp_path / "refused", fallback="error")
     with pytest.raises(AdapterError, match="cannot be exact"):
@@ -386,3 +374,222 @@ def test_copy_adapter_only_ships_adapter_files_and_a_tokenizer(
     )
     bare = copy_adapter_only(adapter, tmp_path / "bare")
     assert bare.warnings == ("no tokenizer found to copy beside the adapter",)
+
+
+# --- peft decides per layer: Conv1D is transposed, nn.Linear is not, whatever the config says -----------------
+
+
+@pytest.mark.parametrize(
+    ("model", "targets", "flag"), [("gpt2", GPT2_TARGETS, False), ("llama-fp32", ("q_proj",), True)]
+)
+def test_fan_in_fan_out_follows_the_layer_as_peft_does(
+    models: dict[str, Path], tmp_path: Path, model: str, targets: tuple[str, ...], flag: bool
+) -> None:
+    # An adapter config edited to the wrong orientation: peft turns fan_in_fan_out on for Conv1D and off for
+    # nn.Linear when it builds each layer, and so does the streaming merge, which asks peft.
+    base = models[model]
+    adapter = make_lora_adapter(base, tmp_path / "adapter", target_modules=targets, fan_in_fan_out=not flag)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["fan_in_fan_out"] = flag
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    assert merge(base, adapter, tmp_path / "ours", fallback="error").method == "streaming"
+    merge_with_peft(base, adapter, tmp_path / "peft")
+    assert_same_tensors(tmp_path / "ours", tmp_path / "peft")
+
+
+# --- the findings of issue #10, each on its own -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def matrix_bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, mm.BuiltBase]:
+    root = tmp_path_factory.mktemp("matrix-bases")
+    archs = mm.architectures()
+    return {
+        "t5-fp16": mm.build_base(archs["t5"], "fp16", root),
+        "bart-bf16": mm.build_base(archs["bart"], "bf16", root),
+        "llama-tied-bf16": mm.build_base(archs["llama-tied"], "bf16", root),
+        "mixtral-bf16": mm.build_base(archs["mixtral"], "bf16", root),
+    }
+
+
+def _case(name: str) -> mm.LoraCase:
+    return next(c for c in mm.LORA_CASES if c.name == name)
+
+
+def test_t5_fp16_keeps_wo_in_fp32_as_transformers_loads_it(
+    matrix_bases: dict[str, mm.BuiltBase], tmp_path: Path
+) -> None:
+    base = matrix_bases["t5-fp16"]
+    adapter = mm.make_adapter(base, _case("all-linear"), tmp_path / "adapter")
+    assert mm.raw_tensors(base.path)["encoder.block.0.layer.1.DenseReluDense.wo.weight"][0] == "F16"
+    report = merge(base.path, adapter, tmp_path / "ours", fallback="error")
+    assert report.method == "streaming"
+    ours = mm.raw_tensors(tmp_path / "ours")
+    wo = [n for n in ours if n.endswith("DenseReluDense.wo.weight")]
+    assert len(wo) == 4 and {ours[n][0] for n in wo} == {"F32"}
+    assert {ours[n][0] for n in ours if n not in wo} == {"F16"}
+    assert mm.peft_reference(base, adapter, tmp_path / "peft") is None
+    assert mm.differences(tmp_path / "ours", tmp_path / "peft") == []
+
+
+def test_bart_falls_back_with_its_seq2seq_class_and_keeps_the_encoder(
+    matrix_bases: dict[str, mm.BuiltBase], tmp_path: Path
+) -> None:
+    base = matrix_bases["bart-bf16"]
+    # A base that declares only the bare model class still loads with the generation class, never narrower.
+    config = json.loads((base.path / "config.json").read_text())
+    assert config["architectures"] == ["BartForConditionalGeneration"]
+    bare = tmp_path / "bare-base"
+    shutil.copytree(base.path, bare)
+    (bare / "config.json").write_text(json.dumps({**config, "architectures": ["BartModel"]}))
+    adapter = mm.make_adapter(base, _case("dora"), tmp_path / "adapter")
+    report = merge(bare, adapter, tmp_path / "ours")
+    assert report.method == "peft"
+    ours, stored = mm.raw_tensors(tmp_path / "ours"), mm.raw_tensors(base.path)
+    assert ours.keys() == stored.keys() and any(n.startswith("model.encoder.") for n in ours)
+    assert json.loads((tmp_path / "ours" / "config.json").read_text())["is_encoder_decoder"] is True
+    assert mm.peft_reference(base, adapter, tmp_path / "peft") is None
+    assert mm.differences(tmp_path / "ours", tmp_path / "peft") == []
+
+
+def test_a_stored_tied_lm_head_goes_to_peft_and_lm_head_lora_on_it_is_refused(
+    matrix_bases: dict[str, mm.BuiltBase], tmp_path: Path
+) -> None:
+    base = matrix_bases["llama-tied-bf16"]
+    assert {"lm_head.weight", "model.embed_tokens.weight"} <= mm.raw_tensors(base.path).keys()
+    plain = mm.make_adapter(base, _case("default"), tmp_path / "plain")
+    with pytest.raises(AdapterError, match=r"stores both lm_head\.weight and model\.embed_tokens\.weight"):
+        merge(base.path, plain, tmp_path / "refused", fallback="error")
+    report = merge(base.path, plain, tmp_path / "ours")
+    assert report.method == "peft" and "lm_head.weight" not in mm.raw_tensors(tmp_path / "ours")
+    assert mm.peft_reference(base, plain, tmp_path / "peft") is None
+    assert mm.differences(tmp_path / "ours", tmp_path / "peft") == []
+
+    head = mm.make_adapter(base, _case("lm_head-no-embedding-save"), tmp_path / "head")
+    with pytest.raises(AdapterError) as excinfo:
+        merge(base.path, head, tmp_path / "head-out")
+    message = str(excinfo.value)
+    assert "trains lm_head.weight, which the base model ties to model.embed_tokens.weight" in message
+    assert "tie_word_embeddings=false" in message and "merge: false" in message and "\n" not in message
+    assert not any((tmp_path / "head-out").glob("*.safetensors"))
+    # peft itself would have shipped a model whose logits differ from the adapter model's:
+    assert mm.peft_reference(base, head, tmp_path / "peft-head") is None
+
+
+def test_moe_target_parameters_reach_the_peft_fallback(
+    matrix_bases: dict[str, mm.BuiltBase], tmp_path: Path
+) -> None:
+    base = matrix_bases["mixtral-bf16"]
+    adapter = mm.make_adapter(base, _case("all-linear"), tmp_path / "adapter")
+    assert json.loads((adapter / "adapter_config.json").read_text())["target_parameters"]
+    report = merge(base.path, adapter, tmp_path / "ours")
+    assert report.method == "peft" and any("target_parameters" in w for w in report.warnings)
+    assert mm.peft_reference(base, adapter, tmp_path / "peft") is None
+    assert mm.differences(tmp_path / "ours", tmp_path / "peft") == []
+
+
+def test_raw_fast_svd_pissa_is_refused_before_anything_is_written(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    base = models["llama-fp32"]
+    adapter = make_lora_adapter(base, tmp_path / "adapter", target_modules=("q_proj",))
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "init_lora_weights": "pissa_niter_4"}))
+    with pytest.raises(AdapterError, match=r"randomised SVD.*path_initial_model_for_weight_conversion"):
+        merge(base, adapter, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# --- adapters and bases that contradict themselves -----------------------------------------------------------
+
+
+def test_adapter_weights_the_config_does_not_target_are_refused(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    base = models["llama-bf16"]
+    adapter = make_lora_adapter(base, tmp_path / "adapter", target_modules=("q_proj", "v_proj"))
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "target_modules": ["q_proj"]}))
+    with pytest.raises(AdapterError, match=r"holds LoRA weights for .*v_proj.*does not target"):
+        merge(base, adapter, tmp_path / "out")
+
+
+def test_a_base_missing_a_tensor_its_class_needs_is_an_error(models: dict[str, Path], tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from deploygate.errors import ModelSourceError
+
+    base = tmp_path / "base"
+    shutil.copytree(models["llama-tied"], base)
+    tensors = load_file(base / "model.safetensors")
+    del tensors["model.layers.1.post_attention_layernorm.weight"]
+    save_file(tensors, base / "model.safetensors", metadata={"format": "pt"})
+    adapter = make_lora_adapter(models["llama-tied"], tmp_path / "adapter", target_modules=("q_proj",))
+    with pytest.raises(ModelSourceError, match=r"lacks tensors LlamaForCausalLM needs.*random weights"):
+        merge(base, adapter, tmp_path / "out")
+
+
+def test_a_base_of_an_architecture_transformers_lacks_is_refused(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    base = tmp_path / "base"
+    shutil.copytree(models["llama-fp32"], base)
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "architectures": ["MyLlamaForCausalLM"]}))
+    adapter = make_lora_adapter(models["llama-fp32"], tmp_path / "adapter", target_modules=("q_proj",))
+    from deploygate.errors import ModelSourceError
+
+    with pytest.raises(ModelSourceError, match="'MyLlamaForCausalLM', which transformers does not provide"):
+        merge(base, adapter, tmp_path / "out")
+
+
+# --- the checks every merge ends with ------------------------------------------------------------------------
+
+
+def test_the_written_model_must_hold_the_base_models_tensors(models: dict[str, Path], tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from deploygate.merge import _check_written, _written_index
+
+    base = models["llama-fp32"]
+    adapter = make_lora_adapter(base, tmp_path / "adapter", target_modules=("q_proj",))
+    merge(base, adapter, tmp_path / "out")
+    expected = _written_index(tmp_path / "out")
+    _check_written(tmp_path / "out", expected, "the streaming merge")  # the real output passes
+    tensors = load_file(tmp_path / "out" / "model.safetensors")
+    del tensors["model.norm.weight"]
+    tensors["model.layers.0.self_attn.q_proj.weight"] = tensors[
+        "model.layers.0.self_attn.q_proj.weight"
+    ].half()
+    save_file(tensors, tmp_path / "out" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(
+        MergeError, match=r"missing model\.norm\.weight.*q_proj\.weight is F16\[64, 64\], not F32"
+    ):
+        _check_written(tmp_path / "out", expected, "the streaming merge")
+
+
+def test_logits_must_agree_within_the_dtypes_rounding() -> None:
+    from deploygate.merge import _compare_logits
+
+    base = torch.zeros(1, 8, 16)
+    adapter = base + torch.linspace(-1, 1, 16)  # the adapter moves logits by up to 1
+    assert _compare_logits(adapter, adapter + 0.004, base, "bfloat16") is None  # one bf16 ulp near 1
+    assert _compare_logits(adapter, adapter + 1e-6, base, "float32") is None
+    differs = _compare_logits(adapter, base, base, "bfloat16")  # the adapter's effect lost in the merge
+    assert differs is not None and "differ from the adapter model's by up to 1" in differs
+    assert _compare_logits(adapter, adapter + 1e-3, base, "float32") is not None
+
+
+def test_every_lora_config_field_is_judged() -> None:
+    import dataclasses
+
+    from peft import LoraConfig
+
+    from deploygate.merge import _FIELD_RULES
+
+    fields = {f.name for f in dataclasses.fields(LoraConfig)}
+    assert fields - _FIELD_RULES.keys() == set(), (
+        "a peft field no rule covers: decide what it means for the merge"
+    )
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "merge-support.md").read_text(encoding="utf-8")
+    assert [f for f in sorted(_FIELD_RULES) if f"`{f}`" not in doc] == []

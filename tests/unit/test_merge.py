@@ -1,7 +1,8 @@
-"""deploygate.merge without torch: adapter_config.json validation, pattern resolution, problem listing.
+"""deploygate.merge without torch: adapter_config.json validation, pattern resolution, what each config field
+sends to the fallback or refuses, problem listing from the file headers.
 
 Safetensors files here are written by hand (header + bytes), so these tests import no ML library; the
-bit-for-bit comparison with peft lives in tests/integration/test_merge.py.
+bit-for-bit comparisons with peft live in tests/integration/test_merge.py and test_merge_matrix.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from deploygate.errors import AdapterError, ModelSourceError
-from deploygate.merge import AdapterInfo, inspect_adapter, merge_problems
+from deploygate.merge import AdapterInfo, inspect_adapter, merge_problems, merge_refusal
 
 PREFIX = "base_model.model."
 
@@ -189,26 +190,102 @@ def test_a_plain_lora_adapter_has_no_problems(tmp_path: Path, base: Path) -> Non
         ({"use_dora": True}, "DoRA"),
         ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
         ({"bias": "all"}, "bias='all'"),
+        ({"bias": "lora_only"}, "bias='lora_only'"),
         ({"lora_bias": True}, "lora_bias=True"),
-        ({"layer_replication": [[0, 1]]}, "layer_replication"),
-        ({"alora_invocation_tokens": [1, 2]}, "alora_invocation_tokens"),
+        ({"init_lora_weights": "pissa"}, "residual base"),
+        ({"init_lora_weights": "olora"}, "residual base"),
         ({"init_lora_weights": "mica"}, "mica"),
-        ({"some_future_field": 1}, "some_future_field"),
-        ({"fan_in_fan_out": True}, "fan_in_fan_out=true"),
+        ({"init_lora_weights": "some_new_scheme"}, "some_new_scheme"),
+        ({"trainable_token_indices": [1, 2]}, "trainable_token_indices"),
+        ({"target_parameters": ["experts.gate_up_proj"]}, "target_parameters"),
+        ({"ensure_weight_tying": True}, "ensure_weight_tying"),
+        ({"use_qalora": True}, "use_qalora"),
+        ({"kasa_config": {"r": 2}}, "kasa_config"),
+        ({"some_future_field": 1}, "some_future_field=1 is unknown"),
+        # Unknown means unknown: even a value that looks like "off" goes to peft.
+        ({"some_future_flag": False}, "some_future_flag=False is unknown"),
     ],
 )
-def test_config_problems_are_named(tmp_path: Path, base: Path, config: dict[str, Any], expected: str) -> None:
+def test_config_fields_that_need_peft_are_named(
+    tmp_path: Path, base: Path, config: dict[str, Any], expected: str
+) -> None:
     info = inspect_adapter(write_adapter(tmp_path / "a", config, lora_pair(Q)))
     problems = merge_problems(info, base)
     assert any(expected in p for p in problems), problems
+    assert merge_refusal(info) is None
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"init_lora_weights": True},
+        {"init_lora_weights": False},
+        {"init_lora_weights": "gaussian"},
+        {"init_lora_weights": "orthogonal"},
+        {"init_lora_weights": "eva", "eva_config": {"rho": 2.0}},
+        {"lora_dropout": 0.1, "inference_mode": True, "peft_version": "0.21.0", "revision": None},
+        {"layers_to_transform": [0], "layers_pattern": None, "exclude_modules": ["k_proj"]},
+        {"fan_in_fan_out": True},  # peft itself turns it off for nn.Linear and on for Conv1D, layer by layer
+        {"task_type": "CAUSAL_LM", "megatron_core": "megatron.core", "loftq_config": {}},
+        {"task_type": "SEQ_2_SEQ_LM", "use_rslora": True, "alpha_pattern": {"q_proj": 3}},
+    ],
+)
+def test_config_fields_the_streaming_merge_reproduces(
+    tmp_path: Path, base: Path, config: dict[str, Any]
+) -> None:
+    info = inspect_adapter(write_adapter(tmp_path / "a", config, lora_pair(Q)))
+    assert merge_problems(info, base) == []
+
+
+@pytest.mark.parametrize(
+    ("config", "why", "fix"),
+    [
+        (
+            {"init_lora_weights": "pissa_niter_4"},
+            "randomised SVD",
+            "path_initial_model_for_weight_conversion",
+        ),
+        ({"init_lora_weights": "corda"}, "preprocess_corda", "path_initial_model_for_weight_conversion"),
+        ({"init_lora_weights": "lora_ga"}, "residual base", "path_initial_model_for_weight_conversion"),
+        ({"init_lora_weights": "loftq"}, "LoftQ-quantized base", "set base-model"),
+        ({"layer_replication": [[0, 1]]}, "share one base weight", "merge: false"),
+        ({"megatron_config": {"tp": 2}}, "Megatron", "merge: false"),
+        ({"alora_invocation_tokens": [1, 2]}, "invocation tokens", "merge: false"),
+        ({"arrow_config": {"top_k": 2}}, "routes every token", "merge: false"),
+        ({"peft_type": "PREFIX_TUNING"}, "virtual tokens", "merge: false"),
+        ({"task_type": "SEQ_CLS"}, "task head", "merge: false"),
+    ],
+)
+def test_adapters_no_merge_can_reproduce_are_refused_in_one_line(
+    tmp_path: Path, base: Path, config: dict[str, Any], why: str, fix: str
+) -> None:
+    adapter = write_adapter(tmp_path / "a", config, lora_pair(Q))
+    info = inspect_adapter(adapter)
+    refusal = merge_refusal(info)
+    assert refusal is not None and why in refusal and fix in refusal, refusal
+    assert refusal.startswith(f"{adapter / 'adapter_config.json'}: cannot merge: ") and "\n" not in refusal
+    with pytest.raises(AdapterError) as excinfo:
+        merge_problems(info, base)
+    assert str(excinfo.value) == refusal
+
+
+def test_moe_target_parameters_reach_the_fallback_without_a_rank_error(tmp_path: Path, base: Path) -> None:
+    # peft 0.21 saves MoE expert LoRA with r * n_experts rows: not the config's r, and not an error.
+    tensors = {
+        f"{PREFIX}model.layers.0.mlp.experts.lora_A.weight": ("F32", [8, 4]),
+        f"{PREFIX}model.layers.0.mlp.experts.lora_B.weight": ("F32", [4, 8]),
+        **lora_pair(Q),
+    }
+    info = inspect_adapter(write_adapter(tmp_path / "a", {"target_parameters": ["gate_up_proj"]}, tensors))
+    assert [p for p in merge_problems(info, base)] == [
+        "target_parameters=['gate_up_proj']: LoRA on raw parameters (MoE experts) rather than on linear layers"
+    ]
 
 
 def test_a_non_lora_peft_type_is_a_problem(tmp_path: Path, base: Path) -> None:
     tensors = {f"{PREFIX}{Q}.ia3_l": ("F32", [4, 1])}
     info = inspect_adapter(write_adapter(tmp_path / "a", {"peft_type": "IA3"}, tensors))
-    problems = merge_problems(info, base)
-    assert any("peft_type is 'IA3'" in p for p in problems)
-    assert any("not lora_A/lora_B" in p for p in problems)
+    assert merge_problems(info, base) == ["peft_type='IA3' is merged by peft"]
 
 
 def test_lora_on_embeddings_is_a_problem(tmp_path: Path, base: Path) -> None:
@@ -247,10 +324,13 @@ def test_a_module_matching_no_base_tensor_is_a_problem(tmp_path: Path, base: Pat
     ]
 
 
-def test_a_checkpoint_saved_without_the_model_prefix_still_maps(tmp_path: Path) -> None:
+def test_a_checkpoint_saved_without_the_model_prefix_goes_to_peft(tmp_path: Path) -> None:
+    # transformers maps it on load (and writes the prefix back); the streaming merge only takes exact names.
     bare = write_base(tmp_path / "bare", {"layers.0.self_attn.q_proj.weight": ("BF16", [4, 4])})
     info = inspect_adapter(write_adapter(tmp_path / "a", {}, lora_pair(Q)))
-    assert merge_problems(info, bare) == []
+    assert merge_problems(info, bare) == [
+        f"adapter module {Q} matches no base tensor (looked for {Q}.weight)"
+    ]
 
 
 def test_shape_and_dtype_mismatches_are_problems(tmp_path: Path) -> None:
@@ -269,15 +349,19 @@ def test_a_rank_contradicting_the_config_is_an_error(tmp_path: Path, base: Path)
         merge_problems(info, base)
 
 
-def test_conv1d_models_need_fan_in_fan_out(tmp_path: Path) -> None:
+def test_conv1d_orientation_is_left_to_peft(tmp_path: Path) -> None:
+    # A Conv1D weight is stored (in, out): both orientations pass the header check, and peft's own layer
+    # (asked on the meta device) decides the transpose, whatever fan_in_fan_out the config says.
     gpt2 = write_base(
-        tmp_path / "g", {"transformer.h.0.attn.c_proj.weight": ("F32", [4, 4])}, model_type="gpt2"
+        tmp_path / "g", {"transformer.h.0.attn.c_attn.weight": ("F32", [4, 12])}, model_type="gpt2"
     )
-    tensors = lora_pair("transformer.h.0.attn.c_proj")
-    off = inspect_adapter(write_adapter(tmp_path / "a", {"fan_in_fan_out": False}, tensors))
-    on = inspect_adapter(write_adapter(tmp_path / "b", {"fan_in_fan_out": True}, tensors))
-    assert any("Conv1D" in p for p in merge_problems(off, gpt2))
-    assert merge_problems(on, gpt2) == []
+    tensors = lora_pair("transformer.h.0.attn.c_attn", in_f=4, out_f=12)
+    for flag in (False, True):
+        info = inspect_adapter(write_adapter(tmp_path / f"a{flag}", {"fan_in_fan_out": flag}, tensors))
+        assert merge_problems(info, gpt2) == []
+    wrong = lora_pair("transformer.h.0.attn.c_attn", in_f=4, out_f=8)
+    info = inspect_adapter(write_adapter(tmp_path / "wrong", {}, wrong))
+    assert any("has shape [4, 12]" in p for p in merge_problems(info, gpt2))
 
 
 def test_importing_merge_does_not_import_torch() -> None:
