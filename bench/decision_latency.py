@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploygate.decision import Policy, decide
-from deploygate.registry import TAG_SCORE, MlflowRegistry
+from deploygate.adapters.mlflow_registry import TAG_SCORE, MlflowRegistry
+from deploygate.core.decision import Policy, decide
 from tests.mlflow_fixtures import start_mlflow_server, stop_mlflow_server
 
 EXPERIMENT = "deploygate"

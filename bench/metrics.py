@@ -25,13 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploygate.evaluation import (
+from deploygate.core.evaluation import (
     DEFAULT_BLEU_WEIGHTS,
     compute_stats,
     metrics_from_stats,
     paired_bootstrap,
 )
-from deploygate.metrics import DEFAULT_WEIGHTS
+from deploygate.core.metrics import DEFAULT_WEIGHTS
 
 _VOCABULARY_TEXT = (
     "the a an model answer question data training evaluation is are was were be being been of to in for "
@@ -126,8 +126,7 @@ def main() -> int:
           f"tokens on average")
 
     # 1. metrics
-    from deploygate import evaluation
-
+    from deploygate.core import evaluation
     evaluation.porter_stem.cache_clear()  # a cold stem cache: as in a fresh gate run
     ours_s, ours = timed(lambda: metrics_from_stats(compute_stats(zip(cand_preds, refs, strict=True))))
     ref_s, reference = timed(lambda: seed_way(cand_preds, refs))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from deploygate.cli import main
+from deploygate.shells.cli import main
 
 SEED_METRICS = {
     "bleu1": 0.412, "bleu2": 0.281, "bleu3": 0.198, "bleu4": 0.141,

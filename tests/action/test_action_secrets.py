@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from deploygate import action as action_shell
+from deploygate.shells import action as action_shell
 from tests.action.harness import ActionHarness, ActionRun, pr_payload
 from tests.github_api_server import GitHubApi
 
@@ -68,7 +68,7 @@ def test_no_secret_leaks_when_the_server_is_unreachable(action: ActionHarness) -
 
 
 def test_the_secret_list_covers_the_app_and_every_secret_input() -> None:
-    from deploygate.app import SECRET_ENV as APP_SECRET_ENV
+    from deploygate.bootstrap import SECRET_ENV as APP_SECRET_ENV
 
     assert set(APP_SECRET_ENV) <= set(action_shell.SECRET_ENV)
     for item in action_shell.ACTION_INPUTS:

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from deploygate import action as shell
-from deploygate.config import SETTINGS, build_config
-from deploygate.decision import Policy, decide
-from deploygate.metrics import parse_metrics, weighted_score
-from deploygate.result import GateResult, RunContext
+from deploygate.core.decision import Policy, decide
+from deploygate.core.metrics import parse_metrics, weighted_score
+from deploygate.core.model import GateResult, RunContext
+from deploygate.core.settings import SETTINGS, build_config
+from deploygate.shells import action as shell
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
@@ -22,7 +22,7 @@ ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
 
 def test_action_yml_is_generated_from_the_tables() -> None:
     assert (ROOT / "action.yml").read_text() == shell.action_yml(), (
-        "action.yml is out of date: run `python -m deploygate.action action-yml > action.yml`"
+        "action.yml is out of date: run `python -m deploygate.shells.action action-yml > action.yml`"
     )
 
 
@@ -109,9 +109,9 @@ def test_every_output_is_declared_and_written() -> None:
 def test_readme_documents_every_input_and_output() -> None:
     readme = (ROOT / "README.md").read_text()
     if "| Input |" not in readme:
-        pytest.skip("README has no inputs table yet: paste `python -m deploygate.action inputs-md` into it")
-    assert shell.inputs_markdown() in readme, "README inputs table is stale: regenerate with `python -m deploygate.action inputs-md`"
-    assert shell.outputs_markdown() in readme, "README outputs table is stale: regenerate with `python -m deploygate.action outputs-md`"
+        pytest.skip("README has no inputs table yet: paste `python -m deploygate.shells.action inputs-md` into it")
+    assert shell.inputs_markdown() in readme, "README inputs table is stale: regenerate with `python -m deploygate.shells.action inputs-md`"
+    assert shell.outputs_markdown() in readme, "README outputs table is stale: regenerate with `python -m deploygate.shells.action outputs-md`"
     for name in [*ACTION["inputs"], *ACTION["outputs"]]:
         assert f"`{name}`" in readme, name
 

@@ -11,7 +11,7 @@ import math
 import pytest
 from mlflow import MlflowClient
 
-from deploygate.cli import main
+from deploygate.shells.cli import main
 from tests.gatekit import SEED_METRICS, local_model, write_json
 
 pytestmark = pytest.mark.slow

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from deploygate import pipeline
-from deploygate.cli import main
+from deploygate.service import gate as pipeline
+from deploygate.shells.cli import main
 from tests.action.harness import ActionHarness
 from tests.gatekit import SEED_METRICS
 
@@ -48,7 +48,7 @@ class Case:
     id: str
     surface: str
     needle: str  # must appear in the one error line
-    shell: str = "cli"  # "cli" (deploygate.cli.main in-process) or "action" (entrypoint.py subprocess)
+    shell: str = "cli"  # "cli" (deploygate.shells.cli.main in-process) or "action" (entrypoint.py subprocess)
     metrics: Any = field(default_factory=lambda: SEED_METRICS)  # object, text, bytes, or None (missing)
     location: Any = field(default_factory=lambda: {"local_path": "model"})
     files: dict[str, Any] = field(default_factory=dict)  # extra files (relative path -> text / bytes / object)

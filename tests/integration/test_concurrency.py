@@ -1,7 +1,7 @@
 """N gate runs at once, several rounds, against one real MLflow server and one Hub repo.
 
 Each run is a separate `deploygate` process with a random score. MLflow has no compare-and-swap
-on aliases; the promotion protocol (deploygate/promotion.py) must still leave the champion on the
+on aliases; the promotion protocol (deploygate/core/promotion.py) must still leave the champion on the
 best candidate that was deployed, with every run recorded, no version lost or duplicated, the
 promotion history consistent, and (in the Hub round) the Hub's main holding the champion's files.
 The rounds run against the sqlite- and the PostgreSQL-backed server; first promotions racing (no
@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from deploygate.registry import MlflowRegistry
+from deploygate.adapters.mlflow_registry import MlflowRegistry
 from tests.gatekit import environ, local_model, metrics_scaled, write_json
 from tests.hub_server import HubServer
 from tests.integration.test_faults import _seed_run
@@ -42,7 +42,7 @@ SEED = int(os.environ.get("DEPLOYGATE_CONCURRENCY_SEED", "20261126"))
 
 def _spawn(root: Path, name: str, argv: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
     log = root / f"{name}.log"
-    proc = subprocess.Popen([sys.executable, "-c", "from deploygate.cli import entrypoint; entrypoint()", *argv], stdout=log.open("wb"),
+    proc = subprocess.Popen([sys.executable, "-c", "from deploygate.shells.cli import entrypoint; entrypoint()", *argv], stdout=log.open("wb"),
                             stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=root)
     return proc, log
 
@@ -248,7 +248,7 @@ class _Staged:
         return {"GITHUB_SHA": (sha * 40)[:40], "HF_TOKEN": self.hub.token, "HF_ENDPOINT": endpoint or self.hub.url}
 
     def in_process(self, argv: list[str], env: dict[str, str]) -> int:
-        from deploygate.cli import main
+        from deploygate.shells.cli import main
 
         with environ(env):
             return main(argv)

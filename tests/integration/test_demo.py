@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from deploygate.cli import main
+from deploygate.shells.cli import main
 
 pytestmark = pytest.mark.slow
 

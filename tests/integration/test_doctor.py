@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deploygate.cli import main
+from deploygate.shells.cli import main
 from tests.mlflow_fixtures import free_port
 
 pytestmark = pytest.mark.slow

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from deploygate.cli import main
+from deploygate.shells.cli import main
 from tests.faultproxy import FaultProxy
 from tests.gatekit import environ, metrics_scaled, write_json
 from tests.hub_server import HubServer, iter_repo_files
@@ -111,7 +111,7 @@ class World:
         self.runs += 1
         env = {**os.environ, **self.env(sha)}
         log = (self.root / f"{name}.log").open("wb")
-        return subprocess.Popen([sys.executable, "-c", "from deploygate.cli import entrypoint; entrypoint()",
+        return subprocess.Popen([sys.executable, "-c", "from deploygate.shells.cli import entrypoint; entrypoint()",
                                  *self.argv(name, delta)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root)
 
@@ -461,7 +461,7 @@ def test_rerun_with_hf_export_dir_after_a_failure(fresh: World, capsys: pytest.C
 
 def test_hub_timeout_is_bounded(hub_server: HubServer) -> None:
     """huggingface_hub has no timeout of its own: a server that never answers must not hang the gate."""
-    from deploygate.hub import HubPublisher
+    from deploygate.adapters.hf_hub import HubPublisher
 
     publisher = HubPublisher(hub_server.token, hub_server.url, retries=1, backoff=0.0, timeout=1.0)
     hub_server.hang_next("GET", r"^/api/whoami-v2$", seconds=30, times=1)

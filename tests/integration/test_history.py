@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from deploygate.cli import main
-from deploygate.registry import MlflowRegistry
+from deploygate.adapters.mlflow_registry import MlflowRegistry
+from deploygate.shells.cli import main
 from tests.gatekit import GateRun, local_model, metrics_scaled, run_gate
 
 pytestmark = pytest.mark.slow

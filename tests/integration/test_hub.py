@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi, ModelCard
 
-from deploygate.card import AdapterFacts, CardDecision, CardInputs, render_card
-from deploygate.errors import ConfigError, HubError
-from deploygate.hub import HubPublisher
+from deploygate.adapters.hf_hub import HubPublisher
+from deploygate.core.errors import ConfigError, HubError
+from deploygate.core.render.card import AdapterFacts, CardDecision, CardInputs, render_card
 from tests.hub_server import HubServer, iter_repo_files
 
 # huggingface_hub's LFS PUT passes `data=<file>` to httpx2, which deprecates it in favour of `content=`:

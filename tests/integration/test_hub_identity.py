@@ -15,8 +15,8 @@ import pytest
 from huggingface_hub import HfApi
 from mlflow import MlflowClient
 
-from deploygate.cli import main
-from deploygate.hub import HubPublisher
+from deploygate.adapters.hf_hub import HubPublisher
+from deploygate.shells.cli import main
 from tests.gatekit import metrics_scaled, run_gate
 from tests.hub_server import iter_repo_files
 from tests.integration.test_ship import seed_run  # noqa: F401  (fixture)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploygate.action import OUTPUTS
+from deploygate.shells.action import OUTPUTS
 from tests.action.harness import ActionHarness, ActionRun, pr_payload
 from tests.github_api_server import GitHubApi, github_api  # noqa: F401  (fixture)
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 PROBE = """
 import sys
-from deploygate.cli import main
+from deploygate.shells.cli import main
 code = main(sys.argv[1:])
 heavy = sorted(m for m in ("torch", "transformers", "peft", "safetensors") if m in sys.modules)
 print("HEAVY=" + ",".join(heavy))

@@ -11,7 +11,7 @@ import os
 import pytest
 from mlflow import MlflowClient
 
-from deploygate.cli import main
+from deploygate.shells.cli import main
 from tests.gatekit import local_model, metrics_scaled, run_gate, write_json
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ import json
 import pytest
 from mlflow import MlflowClient
 
-from deploygate.cli import main
-from deploygate.registry import MlflowRegistry
+from deploygate.adapters.mlflow_registry import MlflowRegistry
+from deploygate.shells.cli import main
 from tests.gatekit import metrics_scaled
 from tests.hub_server import iter_repo_files
 from tests.integration.test_ship import gate, seed_run  # noqa: F401  (fixtures)

@@ -9,7 +9,7 @@ import warnings
 import pytest
 from mlflow import MlflowClient
 
-from deploygate.cli import main
+from deploygate.shells.cli import main
 from tests.gatekit import run_gate
 from tests.seedworld import SEED_WEIGHTS, eval_with_score, seed_era_version
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from deploygate.cli import main
+from deploygate.shells.cli import main
 from tests.gatekit import SEED_METRICS, run_gate, write_json
 from tests.hub_server import HubServer, iter_repo_files
 from tests.seedworld import SEED_EVAL, eval_with_score, log_seed_training_run

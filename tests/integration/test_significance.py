@@ -79,7 +79,7 @@ def test_other_references_refuse_to_compare(gate, tmp_path):
 def test_point_rule_without_champion_statistics(gate, tmp_path, capsys, mlflow_server, registry_name,
                                                 experiment_name, monkeypatch):
     monkeypatch.setenv("GITHUB_SHA", "0" * 40)
-    from deploygate.evaluation import compute_stats, metrics_from_stats
+    from deploygate.core.evaluation import compute_stats, metrics_from_stats
 
     base = metrics_from_stats(compute_stats(zip(CHAMPION, REFS, strict=True)))
     first = run_gate(tmp_path, capsys, uri=mlflow_server.uri, registry=registry_name, experiment=experiment_name,

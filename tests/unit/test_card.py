@@ -16,7 +16,8 @@ import yaml
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
-from deploygate.card import (
+from deploygate.core.errors import ConfigError
+from deploygate.core.render.card import (
     AdapterFacts,
     CardBaseline,
     CardDecision,
@@ -24,7 +25,6 @@ from deploygate.card import (
     default_template_path,
     render_card,
 )
-from deploygate.errors import ConfigError
 
 GOLDEN = Path(__file__).parent / "golden" / "model_card.md"
 CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}{% if system %}{% endif %}"
@@ -261,7 +261,7 @@ def test_a_card_template_cannot_reach_the_environment_or_run_commands(expression
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """{{ lipsum.__globals__['os'].environ['HF_TOKEN'] }} read the token into the card: every template
     now renders in jinja2's sandbox, and check_template refuses it before anything is written."""
-    from deploygate.card import check_template
+    from deploygate.core.render.card import check_template
 
     token = "hf_sandbox_sentinel_" + os.urandom(8).hex()
     monkeypatch.setenv("HF_TOKEN", token)
@@ -286,8 +286,8 @@ def test_packaged_templates_render_in_the_same_sandbox() -> None:
     """One environment builder: the card and the step summary both come from it."""
     from jinja2.sandbox import SandboxedEnvironment
 
-    from deploygate import report
-    from deploygate.templating import environment
+    from deploygate.core.render import report
+    from deploygate.core.render.templating import environment
 
     assert isinstance(environment(), SandboxedEnvironment)
     assert isinstance(report._ENV, SandboxedEnvironment)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from deploygate.cli import build_parser, load_env_file, main
-from deploygate.config import SETTINGS
-from deploygate.errors import ConfigError
+from deploygate.core.errors import ConfigError
+from deploygate.core.settings import SETTINGS
+from deploygate.shells.cli import build_parser, load_env_file, main
 
 
 def parsers() -> dict[str, argparse.ArgumentParser]:

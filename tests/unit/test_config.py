@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from deploygate.config import SETTINGS, build_config, parse_bool
-from deploygate.errors import ConfigError
+from deploygate.core.errors import ConfigError
+from deploygate.core.settings import SETTINGS, build_config, parse_bool
 
 PARAMS = {
     "mlflow": {"experiment_name": "seed-exp", "tracking_uri": "http://params:5000"},

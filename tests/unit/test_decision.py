@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploygate.decision import Baseline, Policy, decide
+from deploygate.core.decision import Baseline, Policy, decide
 
 
 def champ(score: float) -> Baseline:
@@ -71,7 +71,7 @@ def test_zero_baseline_has_no_percent():
 
 # --- guardrails and significance ---------------------------------------------------------------
 
-from deploygate.decision import Guardrail, Significance, check_guardrails  # noqa: E402
+from deploygate.core.decision import Guardrail, Significance, check_guardrails  # noqa: E402
 
 
 def sig(observed, lower, significant, p=0.01):

@@ -1,13 +1,13 @@
 """The README documents every setting exactly as the settings table says (regenerate with
-`python -m deploygate.docs --write README.md`), and the CLI takes every one of them."""
+`python -m deploygate.shells.docs --write README.md`), and the CLI takes every one of them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from deploygate.cli import build_parser
-from deploygate.config import SETTINGS
-from deploygate.docs import render_blocks
+from deploygate.core.settings import SETTINGS
+from deploygate.shells.cli import build_parser
+from deploygate.shells.docs import render_blocks
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -15,7 +15,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def test_readme_generated_blocks_are_current():
     text = README.read_text()
     assert "<!-- settings:start -->" in text
-    assert render_blocks(text) == text, "run: python -m deploygate.docs --write README.md"
+    assert render_blocks(text) == text, "run: python -m deploygate.shells.docs --write README.md"
 
 
 def test_cli_has_a_flag_for_every_setting():

@@ -1,6 +1,6 @@
 """Metrics from predictions and the paired bootstrap, checked against nltk, rouge_score and plain values.
 
-nltk and rouge_score are the references here only; deploygate.evaluation imports neither.
+nltk and rouge_score are the references here only; deploygate.core.evaluation imports neither.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from nltk.stem.porter import PorterStemmer
 from nltk.translate.bleu_score import corpus_bleu
 from rouge_score import rouge_scorer
 
-from deploygate.errors import ConfigError, IncomparableError, MetricsError
-from deploygate.evaluation import (
+from deploygate.core.errors import ConfigError, IncomparableError, MetricsError
+from deploygate.core.evaluation import (
     DEFAULT_BLEU_WEIGHTS,
     METRIC_NAMES,
     ExampleStats,
@@ -38,7 +38,7 @@ from deploygate.evaluation import (
     stats_from_json,
     stats_to_json,
 )
-from deploygate.metrics import DEFAULT_WEIGHTS
+from deploygate.core.metrics import DEFAULT_WEIGHTS
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 TOLERANCE = 1e-12
@@ -403,7 +403,7 @@ def test_stats_validate_themselves() -> None:
 
 
 def test_importing_evaluation_imports_neither_numpy_nor_the_references() -> None:
-    code = ("import sys, deploygate.evaluation\n"
+    code = ("import sys, deploygate.core.evaluation\n"
             "print([m for m in ('numpy', 'nltk', 'rouge_score', 'sacrebleu') if m in sys.modules])\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -18,11 +18,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deploygate.config import SETTINGS, build_config, parse_guardrails, parse_weights_text
-from deploygate.errors import InputError
-from deploygate.evaluation import parse_predictions
-from deploygate.inputs import load_model_source, load_params, read_json
-from deploygate.metrics import DEFAULT_WEIGHTS, Weights, parse_metrics, resolve_weights
+from deploygate.adapters.files import load_model_source, load_params, read_json
+from deploygate.core.errors import InputError
+from deploygate.core.evaluation import parse_predictions
+from deploygate.core.metrics import DEFAULT_WEIGHTS, Weights, parse_metrics, resolve_weights
+from deploygate.core.settings import SETTINGS, build_config, parse_guardrails, parse_weights_text
 
 EXAMPLES = 150
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

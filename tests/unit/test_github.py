@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deploygate.errors import GitHubError
-from deploygate.github import (
+from deploygate.adapters.github_runner import (
     SUMMARY_BUDGET_BYTES,
     SUMMARY_LIMIT_BYTES,
     PullRequestComments,
@@ -22,6 +21,7 @@ from deploygate.github import (
     mask_values,
     output_record,
 )
+from deploygate.core.errors import GitHubError
 from tests.action.harness import parse_github_output
 from tests.github_api_server import GitHubApi, running_github_api
 

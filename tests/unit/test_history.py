@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploygate.history import champion_stack, previous_champion
+from deploygate.core.history import champion_stack, previous_champion
 
 
 def p(v, **kw):

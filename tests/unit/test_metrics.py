@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from deploygate.errors import ConfigError, MetricsError
-from deploygate.metrics import DEFAULT_WEIGHTS, parse_metrics, resolve_weights, weighted_score
+from deploygate.core.errors import ConfigError, MetricsError
+from deploygate.core.metrics import DEFAULT_WEIGHTS, parse_metrics, resolve_weights, weighted_score
 
 SEED = {
     "bleu1": 0.41, "bleu2": 0.28, "bleu3": 0.19, "bleu4": 0.14,
@@ -114,7 +114,7 @@ def _suggested_weights(message: str) -> str:
     (("bleu1", "bleu2", "bleu3", "bleu4", "rougeL_precision"), "rouge1_precision="),  # none weighted: the numeric keys
 ])
 def test_every_missing_metric_in_one_message_with_a_weights_line_that_works(drop, expected):
-    from deploygate.config import parse_weights_text
+    from deploygate.core.settings import parse_weights_text
 
     data = {k: v for k, v in SEED.items() if k not in drop}
     with pytest.raises(MetricsError) as err:

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from deploygate.provenance import (
+from deploygate.core.provenance import (
     VersionIdentity,
     baseline_json,
     mismatch,

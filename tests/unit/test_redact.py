@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from deploygate.errors import DeployGateError, RegistryError, shown
-from deploygate.redact import REDACTED, RedactingFormatter, redact, remember, secrets_in
+from deploygate.core.errors import DeployGateError, RegistryError, shown
+from deploygate.core.redact import REDACTED, RedactingFormatter, redact, remember, secrets_in
 
 
 @pytest.mark.parametrize(("text", "expected"), [

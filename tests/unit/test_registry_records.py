@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from deploygate.errors import ConfigError, RegistryError
-from deploygate.registry import (
+from deploygate.adapters.mlflow_registry import (
     HISTORY_KEEP,
     TAG_HISTORY,
     Limits,
@@ -19,7 +18,8 @@ from deploygate.registry import (
     is_insert_conflict,
     version_filter,
 )
-from deploygate.result import REASON_MAX, RunContext
+from deploygate.core.errors import ConfigError, RegistryError
+from deploygate.core.model import REASON_MAX, RunContext
 
 # The first line of each server's answer to two runs creating the same alias at once (real texts,
 # from MLflow's BAD_REQUEST around sqlalchemy's IntegrityError), and errors that are no conflict.

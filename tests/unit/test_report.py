@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import pytest
 
-from deploygate import report
-from deploygate.config import build_config
-from deploygate.decision import Baseline, Guardrail, Policy, check_guardrails, decide
-from deploygate.metrics import parse_metrics, weighted_score
-from deploygate.result import GateResult, HistoryPoint, HubPush, RunContext
+from deploygate.core.decision import Baseline, Guardrail, Policy, check_guardrails, decide
+from deploygate.core.metrics import parse_metrics, weighted_score
+from deploygate.core.model import GateResult, HistoryPoint, HubPush, RunContext
+from deploygate.core.render import report
+from deploygate.core.settings import build_config
 
 VALUES = {"bleu1": 0.5, "bleu2": 0.4, "bleu3": 0.3, "bleu4": 0.2, "rougeL_precision": 0.6}
 
@@ -116,7 +116,7 @@ def test_failure_report() -> None:
 def test_next_steps_name_what_blocked_it() -> None:
     from dataclasses import replace
 
-    from deploygate.decision import Guardrail, Policy, check_guardrails, decide
+    from deploygate.core.decision import Guardrail, Policy, check_guardrails, decide
 
     checks = check_guardrails({"bleu4": 0.05}, None, (Guardrail("bleu4", min=0.1),))
     base = make("skipped")

@@ -23,15 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from deploygate import __version__
-from deploygate.config import GateConfig
-from deploygate.decision import Baseline, Policy, Significance, check_guardrails, decide
-from deploygate.errors import DeployGateError, ModelSourceError
-from deploygate.metrics import EvaluationMetrics, weighted_score
-from deploygate.outputs import write_outputs
-from deploygate.promotion import Me, after_move, before_move
-from deploygate.provenance import baseline_json
-from deploygate.redact import RedactingFormatter, redact
-from deploygate.registry import (
+from deploygate.adapters.mlflow_registry import (
     MAX_VERSION_TAG,
     TAG_BASELINE,
     TAG_CANDIDATE,
@@ -49,11 +41,19 @@ from deploygate.registry import (
     ModelSource,
     ResolvedSource,
 )
-from deploygate.result import GateResult, HistoryPoint, HubPush, RunContext
-from deploygate.signature import MetricSignature, check_comparable
+from deploygate.adapters.result_files import write_outputs
+from deploygate.core.decision import Baseline, Policy, Significance, check_guardrails, decide
+from deploygate.core.errors import DeployGateError, ModelSourceError
+from deploygate.core.metrics import EvaluationMetrics, weighted_score
+from deploygate.core.model import GateResult, HistoryPoint, HubPush, RunContext
+from deploygate.core.promotion import Me, after_move, before_move
+from deploygate.core.provenance import baseline_json
+from deploygate.core.redact import RedactingFormatter, redact
+from deploygate.core.settings import GateConfig
+from deploygate.core.signature import MetricSignature, check_comparable
 
 if TYPE_CHECKING:
-    from deploygate.evaluation import ExampleStats
+    from deploygate.core.evaluation import ExampleStats
 
 log = logging.getLogger("deploygate")
 
@@ -531,7 +531,7 @@ def _log_stats(registry: MlflowRegistry, run_id: str, stats: ExampleStats) -> No
     """Keep the per-example statistics with the run, so a later gate run can test against them."""
     import tempfile
 
-    from deploygate.evaluation import stats_to_json
+    from deploygate.core.evaluation import stats_to_json
 
     with tempfile.TemporaryDirectory(prefix="deploygate-stats-") as tmp:
         Path(tmp, "example_stats.json").write_text(stats_to_json(stats), encoding="utf-8")
@@ -555,7 +555,7 @@ def _significance(
     if text is None:
         log.info("significance: the champion has no per-example statistics: point rule")
         return None
-    from deploygate.evaluation import paired_bootstrap, stats_from_json
+    from deploygate.core.evaluation import paired_bootstrap, stats_from_json
 
     champion_stats = stats_from_json(text, source=f"champion run {baseline.run_id} {STATS_ARTIFACT}")
     same_refs = champion_stats.references_sha256 == cand.stats.references_sha256 and champion_stats.n == cand.stats.n

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from deploygate.decision import Guardrail
-from deploygate.errors import ConfigError, shown
-from deploygate.metrics import Weights, canonical_name, parse_scale, resolve_weights
+from deploygate.core.decision import Guardrail
+from deploygate.core.errors import ConfigError, shown
+from deploygate.core.metrics import Weights, canonical_name, parse_scale, resolve_weights
 
 Kind = Literal["path", "str", "bool", "float", "int", "choice", "weights", "list", "guardrails"]
 

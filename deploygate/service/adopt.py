@@ -13,11 +13,11 @@ import logging
 import math
 from dataclasses import dataclass
 
-from deploygate.config import GateConfig
-from deploygate.errors import ConfigError
-from deploygate.pipeline import Clock
-from deploygate.registry import TAG_SCORE, MlflowRegistry
-from deploygate.result import RunContext
+from deploygate.adapters.mlflow_registry import TAG_SCORE, MlflowRegistry
+from deploygate.core.errors import ConfigError
+from deploygate.core.model import RunContext
+from deploygate.core.settings import GateConfig
+from deploygate.service.gate import Clock
 
 log = logging.getLogger("deploygate.adopt")
 

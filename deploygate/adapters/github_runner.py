@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from deploygate.errors import GitHubError
-from deploygate.redact import RedactingFormatter, redact, remember
+from deploygate.core.errors import GitHubError
+from deploygate.core.redact import RedactingFormatter, redact, remember
 
 log = logging.getLogger(__name__)
 

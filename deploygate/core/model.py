@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from deploygate.config import GateConfig
-from deploygate.decision import Baseline, Decision
-from deploygate.errors import ConfigError
-from deploygate.metrics import EvaluationMetrics, WeightedScore
-from deploygate.signature import MetricSignature
+from deploygate.core.decision import Baseline, Decision
+from deploygate.core.errors import ConfigError
+from deploygate.core.metrics import EvaluationMetrics, WeightedScore
+from deploygate.core.settings import GateConfig
+from deploygate.core.signature import MetricSignature
 
 # The longest --reason (or dispatch reason) kept: it goes into run tags and the promotion history
 # entry, which MLflow stores in tags of at most 5,000 characters together with the rest of the record.

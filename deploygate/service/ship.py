@@ -20,15 +20,22 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from deploygate.card import AdapterFacts, CardBaseline, CardDecision, CardInputs, check_template, render_card
-from deploygate.config import GateConfig
-from deploygate.errors import AdapterError, ConfigError, ModelSourceError
-from deploygate.hub import HubPublisher, file_sha256, validate_hf_model_id
-from deploygate.merge import inspect_adapter
-from deploygate.pipeline import Candidate, ShipRequest
-from deploygate.provenance import RECORD_FILE, VersionFacts, record_text
-from deploygate.registry import MlflowRegistry, ModelSource, local_ui_command
-from deploygate.result import HubPush
+from deploygate.adapters.hf_hub import HubPublisher, file_sha256, validate_hf_model_id
+from deploygate.adapters.lora_merge import inspect_adapter
+from deploygate.adapters.mlflow_registry import MlflowRegistry, ModelSource, local_ui_command
+from deploygate.core.errors import AdapterError, ConfigError, ModelSourceError
+from deploygate.core.model import HubPush
+from deploygate.core.provenance import RECORD_FILE, VersionFacts, record_text
+from deploygate.core.render.card import (
+    AdapterFacts,
+    CardBaseline,
+    CardDecision,
+    CardInputs,
+    check_template,
+    render_card,
+)
+from deploygate.core.settings import GateConfig
+from deploygate.service.gate import Candidate, ShipRequest
 
 log = logging.getLogger("deploygate.shipping")
 
@@ -257,7 +264,7 @@ class HubShipper:
     def build(self, request: ShipRequest, work: Path, facts: VersionFacts) -> Path:
         """The folder the Hub gets: merged model (or adapter), tokenizer, card, and deploygate.json
         (what it was built for, and the SHA-256 of every other file)."""
-        from deploygate.merge import copy_adapter_only, inspect_adapter, merge
+        from deploygate.adapters.lora_merge import copy_adapter_only, inspect_adapter, merge
 
         cfg = request.config
         source = request.candidate.source
@@ -303,7 +310,7 @@ class HubShipper:
         (score, metrics, weights, decision, the champion it beat, gate run, creation time), so a
         re-run renders the same bytes; versions registered before those tags existed fall back to
         this run's values."""
-        from deploygate.merge import AdapterInfo
+        from deploygate.adapters.lora_merge import AdapterInfo
 
         assert isinstance(info, AdapterInfo)
         request = _as_recorded(request, facts)

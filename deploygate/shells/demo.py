@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from deploygate.errors import EXIT_OK, ConfigError
+from deploygate.core.errors import EXIT_OK, ConfigError
 
 DEMO_OUTPUTS = ("mlflow.db", "mlartifacts", "results", "hub-export", "candidates", "base-model")
 CANDIDATES = (
@@ -114,10 +114,10 @@ def _write_model(folder: Path, name: str, base: Path, seed: int) -> None:
 
 
 def run_demo(folder: Path | None) -> int:
-    from deploygate.app import context_from_env, execute, prepare
-    from deploygate.cli import print_result
-    from deploygate.result import RunContext
-    from deploygate.shipping import MERGE_MODULES, TORCH_CPU, missing_modules
+    from deploygate.bootstrap import context_from_env, execute, prepare
+    from deploygate.core.model import RunContext
+    from deploygate.service.ship import MERGE_MODULES, TORCH_CPU, missing_modules
+    from deploygate.shells.cli import print_result
 
     # the demo builds models (the merge extra) and keeps a local sqlite store (the local extra)
     if missing := missing_modules((*MERGE_MODULES, "tokenizers", "sqlalchemy")):

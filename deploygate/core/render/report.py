@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from deploygate import __version__
-from deploygate.result import GateResult, HistoryPoint, RunContext
-from deploygate.templating import environment
+from deploygate.core.model import GateResult, HistoryPoint, RunContext
+from deploygate.core.render.templating import environment
 
 if TYPE_CHECKING:
-    from deploygate.config import GateConfig
-    from deploygate.rollback import RollbackResult
+    from deploygate.core.settings import GateConfig
+    from deploygate.service.rollback import RollbackResult
 
 COMMENT_MARKER = "<!-- deploygate -->"
 HISTORY_POINTS = 20  # the chart shows the last deployments, not all of them

@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from deploygate.config import GateConfig, build_config, tracking_uri_and_source
-from deploygate.errors import EXIT_FAILURE, EXIT_OK, DeployGateError
-from deploygate.inputs import load_params
-from deploygate.redact import redact
+from deploygate.adapters.files import load_params
+from deploygate.core.errors import EXIT_FAILURE, EXIT_OK, DeployGateError
+from deploygate.core.redact import redact
+from deploygate.core.settings import GateConfig, build_config, tracking_uri_and_source
 
 CREDENTIAL_VARS = "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or DAGSHUB_USERNAME / DAGSHUB_USER_TOKEN)"
 
@@ -81,8 +81,8 @@ def _config(ns: argparse.Namespace, env: Mapping[str, str], checks: Checklist) -
 
 
 def run_doctor(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from deploygate.app import apply_connection_env, hub_client
-    from deploygate.registry import local_store, local_ui_command
+    from deploygate.adapters.mlflow_registry import local_store, local_ui_command
+    from deploygate.bootstrap import apply_connection_env, hub_client
 
     checks = Checklist()
     env_error = getattr(ns, "env_file_error", None)
@@ -106,10 +106,10 @@ def run_doctor(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     has_password = bool(os.environ.get("MLFLOW_TRACKING_PASSWORD") or os.environ.get("MLFLOW_TRACKING_TOKEN"))
     store = local_store(uri)
-    from deploygate.action import display_url
+    from deploygate.shells.action import display_url
 
     checks.ok("tracking URI", f"{display_url(uri)} (from {origin})")
-    from deploygate.registry import MlflowRegistry
+    from deploygate.adapters.mlflow_registry import MlflowRegistry
 
     registry: MlflowRegistry | None = None
     if store is not None:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from deploygate import __version__
-from deploygate.config import SETTINGS, SETTINGS_BY_NAME, GateConfig, Setting
-from deploygate.errors import (
+from deploygate.adapters.github_runner import InertFormatter, inert
+from deploygate.core.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
     EXIT_OK,
@@ -29,9 +29,9 @@ from deploygate.errors import (
     ConfigError,
     DeployGateError,
 )
-from deploygate.github import InertFormatter, inert
-from deploygate.redact import redact, remember, secrets_in
-from deploygate.result import GateResult
+from deploygate.core.model import GateResult
+from deploygate.core.redact import redact, remember, secrets_in
+from deploygate.core.settings import SETTINGS, SETTINGS_BY_NAME, GateConfig, Setting
 
 log = logging.getLogger("deploygate.cli")
 COMMANDS = ("run", "doctor", "demo", "rollback", "adopt")
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(verbose: bool) -> None:
-    from deploygate.app import quiet_third_party_logs
+    from deploygate.bootstrap import quiet_third_party_logs
 
     handler = logging.StreamHandler(sys.stderr)
     # one line per record: a CLI step in GitHub Actions has its stderr read for workflow commands too
@@ -169,8 +169,8 @@ def print_result(result: GateResult, env_file_keys: Sequence[str] = ()) -> None:
 
 def print_tracking(cfg: GateConfig, run_id: str | None, run_url: str | None, env_file_keys: Sequence[str] = ()) -> None:
     """Which MLflow was used and why, the run, and for a local store the command that shows it."""
-    from deploygate.action import display_url
-    from deploygate.registry import local_ui_command
+    from deploygate.adapters.mlflow_registry import local_ui_command
+    from deploygate.shells.action import display_url
 
     source = cfg.tracking_uri_source
     if source == "MLFLOW_TRACKING_URI" and "MLFLOW_TRACKING_URI" in env_file_keys:
@@ -188,7 +188,7 @@ def _given(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    from deploygate.app import apply_connection_env, context_from_env, execute, prepare
+    from deploygate.bootstrap import apply_connection_env, context_from_env, execute, prepare
 
     cfg, cand = prepare(_given(ns), os.environ)
     apply_connection_env(os.environ)
@@ -209,10 +209,10 @@ def cmd_rollback(ns: argparse.Namespace) -> int:
     import json
     from dataclasses import replace
 
-    from deploygate.app import apply_connection_env, context_from_env, execute_rollback
-    from deploygate.config import build_config
-    from deploygate.inputs import load_params
-    from deploygate.outputs import write_atomic
+    from deploygate.adapters.files import load_params
+    from deploygate.adapters.result_files import write_atomic
+    from deploygate.bootstrap import apply_connection_env, context_from_env, execute_rollback
+    from deploygate.core.settings import build_config
 
     given = {k: getattr(ns, k.replace("-", "_")) for k in (
         "config", "registry-name", "experiment-name", "champion-alias", "promotion", "mlflow-tracking-uri",
@@ -222,7 +222,7 @@ def cmd_rollback(ns: argparse.Namespace) -> int:
     cfg = build_config(given, params, env_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
                        env_experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME"))
     if ns.to is not None and not ns.to.isdigit():
-        from deploygate.errors import ConfigError
+        from deploygate.core.errors import ConfigError
 
         raise ConfigError(f"--to: {ns.to!r} is not a version number; give e.g. --to 3")
     apply_connection_env(os.environ)
@@ -241,11 +241,11 @@ def cmd_rollback(ns: argparse.Namespace) -> int:
 def cmd_adopt(ns: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from deploygate.adopt import adopt, parse_score
-    from deploygate.app import apply_connection_env, context_from_env, utc_now
-    from deploygate.config import build_config
-    from deploygate.inputs import load_params
-    from deploygate.registry import MlflowRegistry
+    from deploygate.adapters.files import load_params
+    from deploygate.adapters.mlflow_registry import MlflowRegistry
+    from deploygate.bootstrap import apply_connection_env, context_from_env, utc_now
+    from deploygate.core.settings import build_config
+    from deploygate.service.adopt import adopt, parse_score
 
     given = {k: getattr(ns, k.replace("-", "_")) for k in (
         "config", "registry-name", "champion-alias", "promotion", "mlflow-tracking-uri")
@@ -265,13 +265,13 @@ def cmd_adopt(ns: argparse.Namespace) -> int:
 
 
 def cmd_doctor(ns: argparse.Namespace) -> int:
-    from deploygate.doctor import run_doctor
+    from deploygate.shells.doctor import run_doctor
 
     return run_doctor(ns, os.environ)
 
 
 def cmd_demo(ns: argparse.Namespace) -> int:
-    from deploygate.demo import run_demo
+    from deploygate.shells.demo import run_demo
 
     return run_demo(Path(ns.dir) if ns.dir else None)
 
@@ -305,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if ns.command != "doctor":
                 raise
             ns.env_file_error = exc  # doctor lists it with the other checks
-        from deploygate.app import SECRET_ENV
+        from deploygate.bootstrap import SECRET_ENV
 
         remember(*secrets_in(os.environ, SECRET_ENV, ("MLFLOW_TRACKING_URI",)))  # never printed, never stored
         handler = {"run": cmd_run, "doctor": cmd_doctor, "demo": cmd_demo, "rollback": cmd_rollback,

@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from deploygate.errors import ConfigError
+from deploygate.core.errors import ConfigError
 
 # How the seed's metric keys are shown and typed in `model-index`; other keys keep their own name.
 METRIC_LABELS: Mapping[str, tuple[str, str, Mapping[str, Any] | None]] = {
@@ -159,7 +159,7 @@ def render_card(inputs: CardInputs, template_path: Path | None = None) -> str:
     import jinja2
     from huggingface_hub import ModelCard
 
-    from deploygate.templating import environment
+    from deploygate.core.render.templating import environment
 
     path = template_path or default_template_path()
     try:
@@ -174,7 +174,7 @@ def render_card(inputs: CardInputs, template_path: Path | None = None) -> str:
         text = env.from_string(source).render(card_data=data.to_yaml(), **body_values(inputs))
     except jinja2.UndefinedError as exc:
         raise ConfigError(f"Model card template {str(path)!r} uses an undefined value: {exc.message}.",
-                          hint="Use only the documented card values (see deploygate/card.py body_values).") from exc
+                          hint="Use only the documented card values (see deploygate/core/render/card.py body_values).") from exc
     except jinja2.TemplateError as exc:
         raise ConfigError(f"Model card template {str(path)!r} is invalid: {' '.join(str(exc).split())}.") from exc
     except Exception as exc:  # e.g. {{ 1 / 0 }}: the user's template, not deploygate, failed

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from deploygate.errors import IncomparableError
+from deploygate.core.errors import IncomparableError
 
 SIGNATURE_VERSION = 1
 

@@ -1,6 +1,6 @@
 """Generated reference text for the README, so the docs cannot drift from the settings table.
 
-`python -m deploygate.docs` prints the blocks; `--write README.md` replaces them between their
+`python -m deploygate.shells.docs` prints the blocks; `--write README.md` replaces them between their
 `<!-- name:start -->` / `<!-- name:end -->` markers. tests/unit/test_docs.py fails when they differ.
 """
 
@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from deploygate.config import SETTINGS
+from deploygate.core.settings import SETTINGS
 
 
 def _default(value: object) -> str:
@@ -33,13 +33,13 @@ def settings_table() -> str:
 
 
 def action_inputs() -> str:
-    from deploygate.action import inputs_markdown
+    from deploygate.shells.action import inputs_markdown
 
     return inputs_markdown().rstrip("\n")
 
 
 def action_outputs() -> str:
-    from deploygate.action import outputs_markdown
+    from deploygate.shells.action import outputs_markdown
 
     return outputs_markdown().rstrip("\n")
 

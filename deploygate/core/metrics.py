@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from deploygate.errors import SHOWN_LIMIT, ConfigError, MetricsError, shown
+from deploygate.core.errors import SHOWN_LIMIT, ConfigError, MetricsError, shown
 
 # The seed's weights: BLEU-4 matters most, ROUGE-L precision guards against hallucination.
 DEFAULT_WEIGHTS: Mapping[str, float] = {

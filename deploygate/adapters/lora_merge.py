@@ -30,8 +30,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
-from deploygate import strictjson
-from deploygate.errors import AdapterError, DeployGateError, MergeError, ModelSourceError
+from deploygate.core import strictjson
+from deploygate.core.errors import AdapterError, DeployGateError, MergeError, ModelSourceError
 
 if TYPE_CHECKING:
     import torch

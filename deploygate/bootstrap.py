@@ -14,19 +14,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deploygate.config import GateConfig, build_config
-from deploygate.errors import ConfigError, MetricsError
-from deploygate.inputs import load_model_source, load_params, read_json, read_text
-from deploygate.metrics import parse_metrics
-from deploygate.pipeline import Candidate, Shipper, run
-from deploygate.registry import MlflowRegistry
-from deploygate.result import GateResult, RunContext
-from deploygate.signature import signature_for
+from deploygate.adapters.files import load_model_source, load_params, read_json, read_text
+from deploygate.adapters.mlflow_registry import MlflowRegistry
+from deploygate.core.errors import ConfigError, MetricsError
+from deploygate.core.metrics import parse_metrics
+from deploygate.core.model import GateResult, RunContext
+from deploygate.core.settings import GateConfig, build_config
+from deploygate.core.signature import signature_for
+from deploygate.service.gate import Candidate, Shipper, run
 
 if TYPE_CHECKING:
-    from deploygate.evaluation import ExampleStats
-    from deploygate.hub import HubPublisher
-    from deploygate.rollback import RollbackResult
+    from deploygate.adapters.hf_hub import HubPublisher
+    from deploygate.core.evaluation import ExampleStats
+    from deploygate.service.rollback import RollbackResult
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ PREDICTIONS_TOKENISATION = "bleu: lower+whitespace; rougeL: rouge_score tokenize
 
 def load_predictions(path: Path) -> tuple[ExampleStats, tuple[str, ...]]:
     """Per-example statistics from a predictions file (JSONL or CSV, by its suffix)."""
-    from deploygate.evaluation import compute_stats, parse_predictions
+    from deploygate.core.evaluation import compute_stats, parse_predictions
 
     suffix = path.suffix.lower()
     fmt = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}.get(suffix)
@@ -188,7 +188,7 @@ def load_candidate(cfg: GateConfig) -> Candidate:
     notes: tuple[str, ...] = ()
     also = tuple(g.metric for g in cfg.guardrails or ())
     if cfg.predictions is not None:
-        from deploygate.evaluation import metrics_from_stats
+        from deploygate.core.evaluation import metrics_from_stats
 
         stats, notes = load_predictions(cfg.predictions)
         computed = metrics_from_stats(stats)
@@ -218,7 +218,7 @@ def load_candidate(cfg: GateConfig) -> Candidate:
 def hub_client(env: Mapping[str, str]) -> HubPublisher:
     """The Hub adapter with the token and endpoint of the environment (cheap: nothing is imported
     or requested until it is used)."""
-    from deploygate.hub import HubPublisher
+    from deploygate.adapters.hf_hub import HubPublisher
 
     token = env.get("HF_TOKEN") or env.get("HUGGINGFACE_HUB_TOKEN") or None
     return HubPublisher(token, env.get("HF_ENDPOINT") or None)
@@ -228,14 +228,14 @@ def hub_publisher(cfg: GateConfig, env: Mapping[str, str]) -> HubPublisher | Non
     """The Hub adapter for a rollback, or None when nothing goes to the Hub."""
     if cfg.skip_hf_push or not cfg.hf_model_id:
         return None
-    from deploygate.hub import validate_hf_model_id
+    from deploygate.adapters.hf_hub import validate_hf_model_id
 
     validate_hf_model_id(cfg.hf_model_id)
     return hub_client(env)
 
 
 def execute_rollback(cfg: GateConfig, ctx: RunContext, env: Mapping[str, str], to: str | None) -> RollbackResult:
-    from deploygate.rollback import rollback
+    from deploygate.service.rollback import rollback
 
     registry = MlflowRegistry(cfg.mlflow_tracking_uri)
     registry.check()
@@ -247,7 +247,7 @@ def build_shipper(cfg: GateConfig, env: Mapping[str, str], registry: MlflowRegis
     pushes = bool(cfg.hf_model_id) and not cfg.skip_hf_push
     if not pushes and cfg.hf_export_dir is None:
         return None
-    from deploygate.shipping import HubShipper  # imports merge/card lazily; skip runs never get here
+    from deploygate.service.ship import HubShipper  # imports merge/card lazily; skip runs never get here
 
     return HubShipper.create(cfg, registry, hub_client(env))
 
@@ -266,7 +266,7 @@ def execute(cfg: GateConfig, ctx: RunContext, env: Mapping[str, str], candidate:
 
 
 def quiet_third_party_logs() -> None:
-    from deploygate.redact import install_log_redaction
+    from deploygate.core.redact import install_log_redaction
 
     install_log_redaction()  # the SDKs' own log lines name URLs too: no credentials in them either
     for name in ("mlflow", "alembic", "urllib3", "httpx", "huggingface_hub", "filelock", "git"):

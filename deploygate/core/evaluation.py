@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
-from deploygate import strictjson
-from deploygate.errors import ConfigError, IncomparableError, MetricsError
-from deploygate.errors import shown as _shown
+from deploygate.core import strictjson
+from deploygate.core.errors import ConfigError, IncomparableError, MetricsError
+from deploygate.core.errors import shown as _shown
 
 if TYPE_CHECKING:
     import numpy as np

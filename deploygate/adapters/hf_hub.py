@@ -1,7 +1,7 @@
 """The Hugging Face Hub adapter: push a built model folder as one commit, tag it, find and restore tags.
 
-The only module that imports `huggingface_hub`, and only inside functions, so `import deploygate.hub`
-stays cheap. Every SDK / transport error leaves this module as a `deploygate.errors.HubError` with a
+The only module that imports `huggingface_hub`, and only inside functions, so `import deploygate.adapters.hf_hub`
+stays cheap. Every SDK / transport error leaves this module as a `deploygate.core.errors.HubError` with a
 one-line message and a fix; transient failures (connection errors, 408/429/5xx) are retried with a
 bounded exponential backoff, 401/403/404 never are. It must not read the environment (the shells pass
 token and endpoint), decide anything about deployment, or build the folder it pushes.
@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from deploygate.errors import ConfigError, HubError
-from deploygate.provenance import RECORD_FILE, VersionIdentity, mismatch, parse_record
-from deploygate.redact import remember
-from deploygate.result import (
+from deploygate.core.errors import ConfigError, HubError
+from deploygate.core.model import (
     HubPush as HubCommit,  # a commit on the Hub: url = {endpoint}/{repo}/commit/{sha}
 )
+from deploygate.core.provenance import RECORD_FILE, VersionIdentity, mismatch, parse_record
+from deploygate.core.redact import remember
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, HfApi

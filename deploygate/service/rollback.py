@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from deploygate.config import GateConfig
-from deploygate.errors import ConfigError
-from deploygate.history import previous_champion
-from deploygate.hub import HubPublisher
-from deploygate.pipeline import Clock, _sync_hub, capture_log
-from deploygate.registry import TAG_HUB_COMMIT, TAG_HUB_URL, TAG_OVERRIDE, MlflowRegistry
-from deploygate.result import HubPush, RunContext
+from deploygate.adapters.hf_hub import HubPublisher
+from deploygate.adapters.mlflow_registry import TAG_HUB_COMMIT, TAG_HUB_URL, TAG_OVERRIDE, MlflowRegistry
+from deploygate.core.errors import ConfigError
+from deploygate.core.history import previous_champion
+from deploygate.core.model import HubPush, RunContext
+from deploygate.core.settings import GateConfig
+from deploygate.service.gate import Clock, _sync_hub, capture_log
 
 log = logging.getLogger("deploygate.rollback")
 

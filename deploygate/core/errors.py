@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import reprlib
 
-from deploygate.redact import redact
+from deploygate.core.redact import redact
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # something outside the user's input failed (server down, push refused, ...)

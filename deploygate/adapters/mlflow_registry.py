@@ -26,13 +26,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from deploygate.config import DEFAULT_LOCAL_TRACKING_URI
-from deploygate.decision import Baseline
-from deploygate.errors import ConfigError, ModelSourceError, RegistryError
-from deploygate.metrics import Weights
-from deploygate.promotion import Holder
-from deploygate.provenance import VersionFacts, VersionIdentity, parse_baseline
-from deploygate.redact import remember, url_password
+from deploygate.core.decision import Baseline
+from deploygate.core.errors import ConfigError, ModelSourceError, RegistryError
+from deploygate.core.metrics import Weights
+from deploygate.core.promotion import Holder
+from deploygate.core.provenance import VersionFacts, VersionIdentity, parse_baseline
+from deploygate.core.redact import remember, url_password
+from deploygate.core.settings import DEFAULT_LOCAL_TRACKING_URI
 
 log = logging.getLogger(__name__)
 
@@ -454,8 +454,8 @@ class MlflowRegistry:
                 if (value := _float_or_none(run_metrics.get("weighted_score"))) is not None:
                     return value, run_metrics, f"from its run {champ.run_id}'s weighted_score metric"
                 if weights is not None:
-                    from deploygate.errors import MetricsError
-                    from deploygate.metrics import parse_metrics, weighted_score
+                    from deploygate.core.errors import MetricsError
+                    from deploygate.core.metrics import parse_metrics, weighted_score
 
                     try:
                         parsed = parse_metrics(run_metrics, weights, scale=scale, source=f"run {champ.run_id}")
@@ -861,7 +861,7 @@ class MlflowRegistry:
         """What MLflow recorded for one version: the identity its Hub tag is made for and what its
         model card states (score, metrics, weights, decision, the champion it beat, its gate run and
         creation time). Two reads: the version, and the gate run that registered it (for its link)."""
-        from deploygate.signature import MetricSignature
+        from deploygate.core.signature import MetricSignature
 
         with self._call(f"reading {name!r} v{version}"):
             mv = self.client.get_model_version(name, version)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from deploygate.card import CardBaseline
+from deploygate.core.render.card import CardBaseline
 
 RECORD_FILE = "deploygate.json"
 RECORD_FORMAT = 1

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from deploygate.errors import shown
+from deploygate.core.errors import shown
 
 
 class DuplicateKeyError(ValueError):

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from deploygate import __version__
-from deploygate.decision import THRESHOLD_TOLERANCE
-from deploygate.registry import LOCAL_UI, local_ui_command, run_page, version_page
-from deploygate.result import GateResult
+from deploygate.adapters.mlflow_registry import LOCAL_UI, local_ui_command, run_page, version_page
+from deploygate.core.decision import THRESHOLD_TOLERANCE
+from deploygate.core.model import GateResult
 
 INFO_FILE = "deployment_info.json"
 COMPARISON_FILE = "model_comparison.json"
