@@ -20,8 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploygate.adapters.mlflow_registry import TAG_SCORE, MlflowRegistry
+from deploygate.adapters.mlflow_registry import MlflowRegistry
 from deploygate.core.decision import Policy, decide
+from deploygate.core.records import TAG_SCORE
 from tests.mlflow_fixtures import start_mlflow_server, stop_mlflow_server
 
 EXPERIMENT = "deploygate"

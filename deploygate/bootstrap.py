@@ -1,6 +1,8 @@
-"""Wiring shared by the shells: environment -> connection settings and run context, files ->
-candidate, real adapters -> one pipeline run. The CLI and the action shell both call `prepare`
-and `execute`; only they read os.environ and argv, and they pass what they read in here.
+"""The one place that builds the real adapters and wires them into the services: environment ->
+connection settings and run context, files -> candidate, adapters -> one gate run (or rollback).
+
+The CLI and the action shell both call `prepare` and `execute`; they read os.environ and argv and
+pass what they read in here. Tests wire the in-memory fakes of tests/fakes.py instead.
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ from typing import TYPE_CHECKING, Any
 
 from deploygate.adapters.files import load_model_source, load_params, read_json, read_text
 from deploygate.adapters.mlflow_registry import MlflowRegistry
+from deploygate.adapters.result_files import ResultFiles
 from deploygate.core.errors import ConfigError, MetricsError
 from deploygate.core.metrics import parse_metrics
-from deploygate.core.model import GateResult, RunContext
+from deploygate.core.model import Candidate, GateResult, RunContext
 from deploygate.core.settings import GateConfig, build_config
 from deploygate.core.signature import signature_for
-from deploygate.service.gate import Candidate, Shipper, run
+from deploygate.ports import Shipper
+from deploygate.service.gate import run
 
 if TYPE_CHECKING:
     from deploygate.adapters.hf_hub import HubPublisher
     from deploygate.core.evaluation import ExampleStats
-    from deploygate.service.rollback import RollbackResult
+    from deploygate.core.model import RollbackResult
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +232,7 @@ def hub_publisher(cfg: GateConfig, env: Mapping[str, str]) -> HubPublisher | Non
     """The Hub adapter for a rollback, or None when nothing goes to the Hub."""
     if cfg.skip_hf_push or not cfg.hf_model_id:
         return None
-    from deploygate.adapters.hf_hub import validate_hf_model_id
+    from deploygate.core.hub_names import validate_hf_model_id
 
     validate_hf_model_id(cfg.hf_model_id)
     return hub_client(env)
@@ -247,9 +251,12 @@ def build_shipper(cfg: GateConfig, env: Mapping[str, str], registry: MlflowRegis
     pushes = bool(cfg.hf_model_id) and not cfg.skip_hf_push
     if not pushes and cfg.hf_export_dir is None:
         return None
-    from deploygate.service.ship import HubShipper  # imports merge/card lazily; skip runs never get here
+    # the merge and the card library are imported when used; skip runs never get here
+    from deploygate.adapters.hf_card import HfCards
+    from deploygate.adapters.lora_merge import LoraMerger
+    from deploygate.service.ship import HubShipper
 
-    return HubShipper.create(cfg, registry, hub_client(env))
+    return HubShipper.create(cfg, registry, hub_client(env), LoraMerger(), HfCards())
 
 
 def utc_now() -> datetime:
@@ -262,7 +269,7 @@ def execute(cfg: GateConfig, ctx: RunContext, env: Mapping[str, str], candidate:
     registry = MlflowRegistry(cfg.mlflow_tracking_uri)
     registry.check()
     shipper = build_shipper(cfg, env, registry)
-    return run(cfg, ctx, cand, registry=registry, shipper=shipper, clock=utc_now)
+    return run(cfg, ctx, cand, registry=registry, shipper=shipper, files=ResultFiles(), clock=utc_now)
 
 
 def quiet_third_party_logs() -> None:

@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from deploygate.adapters.mlflow_registry import ModelSource
 from deploygate.core import strictjson
 from deploygate.core.errors import ConfigError, MetricsError, ModelSourceError, shown
+from deploygate.core.model import ModelSource
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024  # an evaluation summary is a few hundred bytes
 # A params.yaml is a few hundred values; YAML aliases can make a 400-byte file expand to millions

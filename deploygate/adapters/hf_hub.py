@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import re
 import tempfile
 import time
 import warnings
@@ -20,11 +19,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from deploygate.core.errors import ConfigError, HubError
+from deploygate.core.errors import ConfigError, HubError, first_line
+from deploygate.core.hub_names import validate_repo_id, validate_tag
 from deploygate.core.model import (
     HubPush as HubCommit,  # a commit on the Hub: url = {endpoint}/{repo}/commit/{sha}
 )
-from deploygate.core.provenance import RECORD_FILE, VersionIdentity, mismatch, parse_record
+from deploygate.core.provenance import RECORD_FILE, VersionIdentity, file_sha256, mismatch, parse_record
 from deploygate.core.redact import remember
 
 if TYPE_CHECKING:
@@ -34,11 +34,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 MAIN = "main"
-# the Hub's own limit on a repo id is 96 characters; each part must start and end alphanumeric
-_REPO_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
-_TAG = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._/-]*[A-Za-z0-9])?$")
-_MAX_REPO_ID = 96
-_MAX_TAG = 128
 _MAX_DELAY = 30.0
 # never uploaded: VCS metadata and the download cache `snapshot_download(local_dir=...)` leaves behind
 _SKIPPED_DIRS = (".git", ".cache/huggingface")
@@ -56,46 +51,6 @@ class HubHTTPError(HubError):
     def __init__(self, message: str, *, hint: str | None = None, status: int | None = None) -> None:
         super().__init__(message, hint=hint)
         self.status = status
-
-
-def validate_repo_id(repo_id: str, *, allow_canonical: bool = False) -> str:
-    """`owner/name`, alphanumerics plus `-_.`, no `--` or `..`, at most 96 characters; raises ConfigError.
-
-    `allow_canonical` also accepts the Hub's legacy one-part ids (`gpt2`), which can be read (a base
-    model) but never pushed to."""
-    value = repo_id if isinstance(repo_id, str) else repr(repo_id)
-    parts = value.split("/")
-    problem = None
-    if len(parts) != 2 and not (allow_canonical and len(parts) == 1):
-        problem = "must be 'owner/name'"
-    elif len(value) > _MAX_REPO_ID:
-        problem = f"is longer than {_MAX_REPO_ID} characters"
-    elif "--" in value or ".." in value:
-        problem = "cannot contain '--' or '..'"
-    elif not all(_REPO_PART.match(p) for p in parts):
-        problem = "may only use letters, digits, '-', '_' and '.', each part starting and ending with a letter or digit"
-    elif value.endswith(".git"):
-        problem = "cannot end with '.git'"
-    if problem:
-        raise ConfigError(f"Hugging Face repo id {value!r} {problem}.", hint="Example: 'my-user/my-model'.")
-    return value
-
-
-def validate_hf_model_id(repo_id: str) -> str:
-    """`validate_repo_id` for the `hf-model-id` setting: the error names the input."""
-    try:
-        return validate_repo_id(repo_id)
-    except ConfigError as exc:
-        raise ConfigError(f"hf-model-id: {exc.message}", hint=exc.hint) from None
-
-
-def validate_tag(tag: str) -> str:
-    """A git tag name the Hub accepts: letters, digits, `._-/`, no `..`; raises ConfigError."""
-    if not isinstance(tag, str) or len(tag) > _MAX_TAG or not _TAG.match(tag) or ".." in tag or "//" in tag \
-            or tag.endswith(".lock"):
-        raise ConfigError(f"Hub tag {tag!r} is not a valid tag name.",
-                          hint="Use letters, digits, '.', '_', '-' (e.g. 'v3' or 'deploygate-v3').")
-    return tag
 
 
 class HubPublisher:
@@ -526,7 +481,7 @@ def _short(exc: BaseException, status: int | None) -> str:
     if status is not None:
         return f"HTTP {status}"
     root = list(_causes(exc))[-1]
-    text = str(root).splitlines()[0] if str(root) else ""
+    text = first_line(root, default="")
     return f"{type(root).__name__}: {text}"[:200]
 
 
@@ -623,14 +578,6 @@ def _local_files(folder: Path) -> list[str]:
     if not files:
         raise ConfigError(f"The folder to push to the Hub is empty: {str(folder)!r}.")
     return sorted(files)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _git_blob_sha1(path: Path) -> str:

@@ -31,7 +31,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from deploygate.core import strictjson
-from deploygate.core.errors import AdapterError, DeployGateError, MergeError, ModelSourceError
+from deploygate.core.errors import AdapterError, DeployGateError, MergeError, ModelSourceError, first_line
+from deploygate.core.tokenizer import TOKENIZER_FILES, has_tokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -44,22 +45,6 @@ ADAPTER_BIN = "adapter_model.bin"
 SAFE_INDEX = "model.safetensors.index.json"
 SAFE_SINGLE = "model.safetensors"
 MODEL_FILES = ("config.json", "generation_config.json")
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "tokenizer.model",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-    "vocab.json",
-    "vocab.txt",
-    "merges.txt",
-    "chat_template.jinja",
-    "chat_template.json",
-)
-# The files whose presence says "this directory carries its own tokenizer".
-_TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 # transformers 4.x wrote 5 GB shards; the Hub and most loaders are happiest at or below that.
 DEFAULT_MAX_SHARD_BYTES = 5_000_000_000
@@ -711,7 +696,7 @@ def _auto_config(base_dir: Path) -> Any:
         return AutoConfig.from_pretrained(base_dir)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelSourceError(
-            f"{base_dir / 'config.json'}: transformers cannot read it ({_first_line(exc)}); point the base model "
+            f"{base_dir / 'config.json'}: transformers cannot read it ({first_line(exc, 300)}); point the base model "
             "at a directory written by save_pretrained."
         ) from exc
 
@@ -1087,7 +1072,7 @@ def _view_or_error(base: Path, info: AdapterInfo) -> _ModelView:
         # What peft's own loading would hit too: say it in one line rather than with a traceback.
         raise MergeError(
             f"{info.adapter_dir}: transformers or peft cannot load it onto {base} ({type(exc).__name__}: "
-            f"{_first_line(exc)}); {_ADAPTER_ONLY}."
+            f"{first_line(exc, 300)}); {_ADAPTER_ONLY}."
         ) from exc
 
 
@@ -1566,8 +1551,7 @@ def _copy_side_files(base_dir: Path, adapter_dir: Path, out: Path, *, model_file
             if (base_dir / name).is_file():
                 shutil.copyfile(base_dir / name, out / name)
                 copied.append(name)
-    has_own = any((adapter_dir / m).is_file() for m in _TOKENIZER_MARKERS)
-    source = adapter_dir if has_own else base_dir
+    source = adapter_dir if has_tokenizer(adapter_dir) else base_dir
     for name in TOKENIZER_FILES:
         if (source / name).is_file():
             shutil.copyfile(source / name, out / name)
@@ -1670,7 +1654,7 @@ def _merge_with_peft_checked(base: Path, info: AdapterInfo, out: Path, reasons: 
                 f"or {_ADAPTER_ONLY}."
             ) from exc
         raise MergeError(
-            f"{info.adapter_dir}: peft could not merge it into {base} ({type(exc).__name__}: {_first_line(exc)}); "
+            f"{info.adapter_dir}: peft could not merge it into {base} ({type(exc).__name__}: {first_line(exc, 300)}); "
             f"{_ADAPTER_ONLY}."
         ) from exc
     return _report_of(out, "peft", layers, [*(f"merged with peft: {r}" for r in reasons), *notes])
@@ -1730,10 +1714,6 @@ def _remove_weights(out: Path) -> None:
             ):
                 path.unlink(missing_ok=True)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
 
 
 @contextlib.contextmanager
@@ -1821,3 +1801,30 @@ def copy_adapter_only(
         bytes_written=sum((out / n).stat().st_size for n in written),
         warnings=warnings,
     )
+
+
+# What the merge imports (the `merge` extra); checked before the first write, not when the merge starts.
+MERGE_MODULES = ("torch", "safetensors", "transformers", "peft")
+
+
+def missing_modules(names: tuple[str, ...] = MERGE_MODULES) -> list[str]:
+    import importlib.util
+
+    return [name for name in names if importlib.util.find_spec(name) is None]
+
+
+class LoraMerger:
+    """The Merger port: the streaming merge with peft's as the checked fallback."""
+
+    def missing_modules(self) -> list[str]:
+        return missing_modules(MERGE_MODULES)
+
+    def inspect(self, adapter_dir: Path) -> AdapterInfo:
+        return inspect_adapter(adapter_dir)
+
+    def merge(self, base_dir: Path, adapter_dir: Path, out_dir: Path,
+              progress: Callable[[int, int, str], None]) -> MergeReport:
+        return merge(base_dir, adapter_dir, out_dir, fallback="peft", progress=progress)
+
+    def copy_adapter_only(self, adapter_dir: Path, out_dir: Path, base_dir: Path) -> MergeReport:
+        return copy_adapter_only(adapter_dir, out_dir, base_dir=base_dir)

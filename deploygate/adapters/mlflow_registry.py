@@ -12,7 +12,6 @@ sent: SQL backends refuse what sqlite silently keeps.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import json
 import logging
@@ -21,115 +20,47 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
 from deploygate.core.decision import Baseline
-from deploygate.core.errors import ConfigError, ModelSourceError, RegistryError
+from deploygate.core.errors import ConfigError, ModelSourceError, RegistryError, first_line
 from deploygate.core.metrics import Weights
+from deploygate.core.model import Champion, ModelSource, ResolvedSource
 from deploygate.core.promotion import Holder
 from deploygate.core.provenance import VersionFacts, VersionIdentity, parse_baseline
+from deploygate.core.records import (
+    HISTORY_KEEP,
+    RUN_SUMMARY_METRICS,
+    TAG_BASELINE,
+    TAG_CANDIDATE,
+    TAG_DECISION,
+    TAG_GATE_RUN,
+    TAG_GIT_SHA,
+    TAG_HISTORY,
+    TAG_HUB_COMMIT,
+    TAG_METRIC,
+    TAG_METRICS,
+    TAG_OVERRIDE,
+    TAG_REASON,
+    TAG_REGISTERED_VERSION,
+    TAG_SCORE,
+    TAG_SIGNATURE,
+    run_page,
+    version_page,
+)
 from deploygate.core.redact import remember, url_password
 from deploygate.core.settings import DEFAULT_LOCAL_TRACKING_URI
 
 log = logging.getLogger(__name__)
-
-TAG_PREFIX = "deploygate."
-TAG_SCORE = "deploygate.weighted_score"
-TAG_METRIC = "deploygate.metric."  # one per metric, for the MLflow UI (names folded to MLflow keys)
-TAG_METRICS = "deploygate.metrics"  # all metrics as JSON under their real names: what is read back
-TAG_CANDIDATE = "deploygate.candidate_key"
-TAG_GATE_RUN = "deploygate.gate_run_id"
-TAG_GIT_SHA = "deploygate.git_sha"
-TAG_HUB_COMMIT = "deploygate.hf_commit"
-TAG_HUB_URL = "deploygate.hf_commit_url"
-TAG_SIGNATURE = "deploygate.signature"
-TAG_OVERRIDE = "deploygate.override"  # on a version: "forced" or "rollback" when a human chose it
-TAG_DECISION = "deploygate.decision"
-# on a version, at registration: why it was deployed and the champion it was compared with (its card says so)
-TAG_REASON = "deploygate.reason"
-TAG_BASELINE = "deploygate.baseline"
-MAX_VERSION_TAG = 5000  # MLflow's limit on a tag value (enforced by PostgreSQL / MySQL backends)
-# The promotion history, on the registered model: one tag per entry, `deploygate.history.<UTC time>.<run id>`
-# (a JSON object each, so it never outgrows a tag, and concurrent writers never overwrite each
-# other). The release before kept a JSON list in the one tag `deploygate.history`: still read.
-TAG_HISTORY = "deploygate.history"
-HISTORY_KEEP = 100  # entry tags kept; older ones are deleted when a promotion is recorded
-# Metrics a gate run logs besides the input metrics (which are logged under their own names).
-RUN_SUMMARY_METRICS = frozenset({"weighted_score", "baseline_score", "improvement", "improvement_pct", "deployed"})
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where the candidate model is: an MLflow run's artifact, any model URI, or a local folder."""
-
-    run_id: str | None = None
-    artifact_path: str = "model"
-    model_uri: str | None = None
-    local_path: Path | None = None
-    tracking_uri: str | None = None  # the location file's: the server the run was logged to
-
-    def describe(self) -> str:
-        if self.model_uri:
-            return self.model_uri
-        if self.run_id:
-            return f"runs:/{self.run_id}/{self.artifact_path}"
-        return str(self.local_path)
-
-    def candidate_key(self, git_sha: str | None) -> str:
-        """Same source + same commit = same candidate: a re-run must not add a second version."""
-        raw = f"{self.describe()}|{git_sha or ''}"
-        if self.local_path is not None:
-            raw += "|" + _tree_digest(self.local_path)
-        return hashlib.sha256(raw.encode()).hexdigest()[:32]
-
-
-def _tree_digest(root: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(str(path.stat().st_size).encode())
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
 
 # Tracking URIs served by MLflow's SQL store, which mlflow-skinny does not have (the `local` extra does).
 _DATABASE_SCHEMES = frozenset({"sqlite", "postgresql", "mysql", "mssql"})
 # A folder holds a model when it (or a folder right below it, like the seed's `model/peft`) has one of these.
 MODEL_MARKERS = ("MLmodel", "adapter_config.json")
 _LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]{8,64})/?$")
-
-
-@dataclass(frozen=True)
-class ResolvedSource:
-    """What holds the candidate's files, as the registry records it: a LoggedModel (MLflow 3,
-    `models:/m-<id>` with its model_id), a run's artifact folder (MLflow 2), a given URI, or a
-    local folder (uri None: logged to the gate run first)."""
-
-    uri: str | None
-    run_id: str | None
-    model_id: str | None = None
-    where: str = ""  # one phrase for the log: what was found where
-    fetch_uri: str | None = None  # where the files are read from (no models:/ URI: MLflow resolves those
-    # against its global registry URI, not the client's)
-
-
-@dataclass(frozen=True)
-class Champion:
-    version: str
-    score: float | None
-    metrics: Mapping[str, float]
-    gate_run_id: str | None
-    source: str
-    hf_commit: str | None = None
-    signature: str | None = None
-    override: bool = False  # promoted by a forced deploy or a rollback
-    run_id: str | None = None  # the version's source run (the training run)
-    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -257,7 +188,7 @@ class MlflowRegistry:
             self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         except Exception as exc:  # bad scheme, missing sqlalchemy for sqlite:// ...
             raise ConfigError(
-                f"mlflow-tracking-uri: cannot use {tracking_uri!r}: {_first_line(exc)}; "
+                f"mlflow-tracking-uri: cannot use {tracking_uri!r}: {first_line(exc, 400)}; "
                 "give an http(s):// server URL or sqlite:///path/to/mlflow.db"
             ) from exc
 
@@ -273,7 +204,7 @@ class MlflowRegistry:
         except (RegistryError, ConfigError, ModelSourceError):
             raise
         except Exception as exc:
-            raise RegistryError(f"MLflow: {what} failed at {self.display_uri}: {_first_line(exc)}",
+            raise RegistryError(f"MLflow: {what} failed at {self.display_uri}: {first_line(exc, 400)}",
                                 hint=_fix_for(exc)) from exc
 
     @property
@@ -302,7 +233,7 @@ class MlflowRegistry:
                 warnings.simplefilter("ignore", FutureWarning)
                 self.client.search_experiments(max_results=1)
         except Exception as exc:
-            text = _first_line(exc)
+            text = first_line(exc, 400)
             if "401" in text or "403" in text or "Unauthorized" in text or "credentials" in text.lower():
                 raise RegistryError(
                     f"MLflow at {self.display_uri} refused the credentials ({text}); set "
@@ -350,7 +281,7 @@ class MlflowRegistry:
             if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") and "not found" in str(exc).lower():
                 return None
             raise RegistryError(
-                f"MLflow: reading alias {alias!r} of model {name!r} failed at {self.display_uri}: {_first_line(exc)}"
+                f"MLflow: reading alias {alias!r} of model {name!r} failed at {self.display_uri}: {first_line(exc, 400)}"
             ) from exc
         return self._champion_from(mv)
 
@@ -365,7 +296,7 @@ class MlflowRegistry:
                 raise ConfigError(
                     f"--to: version {version!r} of model {name!r} does not exist; pick one listed in the MLflow UI"
                 ) from exc
-            raise RegistryError(f"MLflow: reading {name!r} v{version} failed: {_first_line(exc)}") from exc
+            raise RegistryError(f"MLflow: reading {name!r} v{version} failed: {first_line(exc, 400)}") from exc
         if mv.status != "READY":
             raise ConfigError(f"--to: {name!r} v{version} is {mv.status}, not READY; pick a READY version")
         return self._champion_from(mv)
@@ -447,7 +378,7 @@ class MlflowRegistry:
                 run = self.client.get_run(champ.run_id)
             except Exception as exc:
                 if not _is_not_found(exc):
-                    raise RegistryError(f"MLflow: reading run {champ.run_id} failed: {_first_line(exc)}") from exc
+                    raise RegistryError(f"MLflow: reading run {champ.run_id} failed: {first_line(exc, 400)}") from exc
                 looked = f"its source run {champ.run_id} does not exist"
             else:
                 run_metrics = {str(k): float(v) for k, v in run.data.metrics.items()}
@@ -495,7 +426,7 @@ class MlflowRegistry:
         return Baseline(
             score=float(run.data.metrics["weighted_score"]),
             source="best-ever",
-            version=run.data.tags.get("deploygate.registered_version") or None,
+            version=run.data.tags.get(TAG_REGISTERED_VERSION) or None,
             run_id=run.info.run_id,
             metrics=metrics,
             signature=run.data.tags.get(TAG_SIGNATURE),
@@ -511,7 +442,7 @@ class MlflowRegistry:
         except Exception as exc:
             if _is_not_found(exc):
                 return []
-            raise RegistryError(f"MLflow: reading model {name!r} failed: {_first_line(exc)}") from exc
+            raise RegistryError(f"MLflow: reading model {name!r} failed: {first_line(exc, 400)}") from exc
         tags = dict(model.tags or {})
         entries: list[dict[str, Any]] = []
         raw = tags.get(TAG_HISTORY)
@@ -634,7 +565,7 @@ class MlflowRegistry:
                 return self.client.get_run(run_id)
         except Exception as exc:
             if not _is_not_found(exc) and "INVALID_PARAMETER_VALUE" not in str(getattr(exc, "error_code", "")):
-                raise RegistryError(f"MLflow: reading run {run_id} failed: {_first_line(exc)}") from exc
+                raise RegistryError(f"MLflow: reading run {run_id} failed: {first_line(exc, 400)}") from exc
             elsewhere = location_uri and not _same_server(location_uri, self.tracking_uri)
             if elsewhere and _run_exists_at(str(location_uri), run_id):
                 raise ModelSourceError(
@@ -665,7 +596,7 @@ class MlflowRegistry:
                 [run.info.experiment_id], filter_string=f"source_run_id = '{_run_id_literal(run.info.run_id)}'", max_results=50
             )
         except Exception as exc:  # no LoggedModel API on this server: the MLflow 2 layout is all there is
-            log.debug("searching LoggedModels of run %s: %s", run.info.run_id, _first_line(exc))
+            log.debug("searching LoggedModels of run %s: %s", run.info.run_id, first_line(exc, 400))
             return []
         return [m for m in found if m.source_run_id == run.info.run_id]
 
@@ -675,7 +606,7 @@ class MlflowRegistry:
         except Exception as exc:
             if _is_not_found(exc):
                 raise ModelSourceError(f"{what}: no LoggedModel {model_id} on {self.display_uri}; check the id") from exc
-            raise RegistryError(f"MLflow: reading LoggedModel {model_id} failed: {_first_line(exc)}") from exc
+            raise RegistryError(f"MLflow: reading LoggedModel {model_id} failed: {first_line(exc, 400)}") from exc
 
     def _list_logged(self, model_id: str, path: str) -> list[tuple[str, bool]]:
         with self._call(f"listing LoggedModel {model_id}"):
@@ -691,7 +622,7 @@ class MlflowRegistry:
         except Exception as exc:
             if _is_not_found(exc) or "No such file" in str(exc):
                 return []
-            raise RegistryError(f"MLflow: listing {target} failed at {self.display_uri}: {_first_line(exc)}") from exc
+            raise RegistryError(f"MLflow: listing {target} failed at {self.display_uri}: {first_line(exc, 400)}") from exc
         return [(PurePosixPath(i.path).name, bool(i.is_dir)) for i in infos or []]
 
     @staticmethod
@@ -835,11 +766,11 @@ class MlflowRegistry:
                     return Path(local).read_text(encoding="utf-8")
             except Exception as exc:
                 last = exc
-                log.info("reading %s of run %s failed (%s); %s", path, run_id, _first_line(exc),
+                log.info("reading %s of run %s failed (%s); %s", path, run_id, first_line(exc, 400),
                          "trying again" if attempt + 1 < attempts else "giving up")
         assert last is not None
         raise RegistryError(f"MLflow: reading {path} of run {run_id} failed {attempts} times at {self.display_uri}: "
-                            f"{_first_line(last)}", hint=_fix_for(last)) from last
+                            f"{first_line(last, 400)}", hint=_fix_for(last)) from last
 
     def artifact_uri(self, run_id: str) -> str:
         with self._call("reading the gate run"):
@@ -918,7 +849,7 @@ class MlflowRegistry:
         except Exception as exc:
             if _is_not_found(exc):
                 return None
-            raise RegistryError(f"MLflow: searching versions of {name!r} failed: {_first_line(exc)}") from exc
+            raise RegistryError(f"MLflow: searching versions of {name!r} failed: {first_line(exc, 400)}") from exc
         ready = sorted(int(v.version) for v in found if v.status == "READY" and v.name == name)
         return str(ready[0]) if ready else None
 
@@ -1026,7 +957,7 @@ class MlflowRegistry:
                     with contextlib.suppress(Exception):  # a concurrent run may have deleted it first
                         self.client.delete_registered_model_tag(name, old)
         except Exception as exc:
-            log.info("promotion history of %s: old entries not pruned (%s)", name, _first_line(exc))
+            log.info("promotion history of %s: old entries not pruned (%s)", name, first_line(exc, 400))
 
 
 def _run_of_source(source: str | None) -> str | None:
@@ -1075,45 +1006,6 @@ def _resolve_local(folder: Path) -> ResolvedSource:
             f"{MlflowRegistry._names(listing)}; point local_path at the folder save_pretrained (or mlflow) wrote"
         )
     return ResolvedSource(None, None, None, where=f"local folder {folder} ({found})")
-
-
-# --- a local store (sqlite file or folder): no server, so no links, but `mlflow ui` shows it ----------
-
-LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
-
-
-def run_page(base: str, experiment_id: str, run_id: str) -> str:
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
-
-
-def version_page(base: str, name: str, version: str) -> str:
-    return f"{base}/#/models/{quote(name, safe='')}/versions/{version}"
-
-
-def local_store(tracking_uri: str) -> Path | None:
-    """The file or folder of a local tracking store (sqlite:///..., file:..., a plain path), made
-    absolute; None for a server (http(s), databases, databricks)."""
-    if tracking_uri.startswith("sqlite:///"):
-        return Path(tracking_uri[len("sqlite:///"):]).resolve()
-    parsed = urlparse(tracking_uri)
-    if parsed.scheme == "file":
-        return Path(parsed.path).resolve()
-    if tracking_uri.split(":", 1)[0] in ("databricks", "databricks-uc", "uc"):
-        return None
-    if not parsed.scheme or len(parsed.scheme) == 1:  # a plain path (or a Windows drive letter)
-        return Path(tracking_uri).resolve()
-    return None
-
-
-def local_ui_command(tracking_uri: str) -> str | None:
-    """The command that shows a local store in the MLflow UI (at LOCAL_UI); None for a server."""
-    import shlex
-
-    path = local_store(tracking_uri)
-    if path is None:
-        return None
-    uri = f"sqlite:///{path}" if tracking_uri.startswith("sqlite:") else path.as_uri()
-    return f"mlflow ui --backend-store-uri {shlex.quote(uri)}"
 
 
 def _fix_for(exc: BaseException) -> str | None:
@@ -1188,7 +1080,3 @@ def _float_or_none(raw: object) -> float | None:
     except (TypeError, ValueError):
         return None
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:400]

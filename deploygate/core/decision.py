@@ -1,17 +1,20 @@
 """The deployment decision: a pure function from scores and a policy to a verdict with reasons.
 
-Rules, in order (first match wins; tests/unit/test_decision.py walks the table):
-  1. forced          - `force-deploy` was given: deploy whatever the scores, recorded as forced,
-                       with the checks it skipped.
-  2. guardrail       - a metric is under its floor or dropped more than allowed: skip.
-  3. first model     - there is no champion to beat: deploy.
-  4. not better      - the candidate does not score strictly higher (ties never deploy): skip.
-  5. below threshold - it is higher, but by less than `min_improvement_threshold`: skip.
-  6. not significant - per-example evidence exists and the gain does not clear the threshold
-                       with the configured confidence (paired bootstrap): skip.
-  7. improved        - higher by at least the threshold (and significantly so when measurable).
-Whether the verdict is *carried out* is a separate question (pull requests and dry runs only
-report it): see `Decision.deploy` vs `Decision.verdict`. A rejection is a value, not an exception.
+`decide` reads in this order (tests/unit/test_decision.py walks the table):
+  1. the score rule, first match wins:
+       first model     - there is no champion to beat: deploy.
+       not better      - the candidate does not score strictly higher (ties never deploy): skip.
+       below threshold - it is higher, but by less than `min_improvement_threshold`: skip.
+       improved        - higher by at least the threshold: deploy.
+  2. the checks, which only ever turn a deploy into a skip:
+       guardrail       - a metric is under its floor or dropped more than allowed: skip.
+       not significant - per-example evidence exists and an improvement does not clear the
+                         threshold with the configured confidence (paired bootstrap): skip.
+  3. forced            - `force-deploy` was given: deploy whatever 1 and 2 said, recorded as forced,
+                         with the checks it skipped.
+  4. may deploy        - whether this run may carry a deploy verdict out: pull requests and dry runs
+                         only report it (`policy_for`; `Decision.deploy` vs `Decision.verdict`).
+A rejection is a value, not an exception.
 """
 
 from __future__ import annotations
@@ -102,6 +105,16 @@ class Policy:
     force: bool = False
     may_deploy: bool = True  # False on pull requests and dry runs: decide and report only
     why_not_deploy: str = ""  # e.g. "pull request: verdict only"
+
+
+def policy_for(min_improvement: float, *, force: bool, pull_request: bool, dry_run: bool) -> Policy:
+    """Rule 4: a pull request's or a dry run's verdict is reported, never carried out."""
+    why_not = ""
+    if pull_request:
+        why_not = "pull request: verdict only, nothing is deployed from a PR"
+    elif dry_run:
+        why_not = "dry run: verdict only"
+    return Policy(min_improvement, force, may_deploy=not why_not, why_not_deploy=why_not)
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,11 @@ class MergeError(DeployGateError, RuntimeError):
     """The LoRA merge failed for a reason that is not the user's input (disk, corrupt file, ...)."""
 
 
-class Rejected(DeployGateError):
-    """The gate decided not to deploy and the caller asked for that to be a failure."""
 
-    exit_code = EXIT_REJECTED
+def first_line(exc: BaseException, limit: int | None = None, *, default: str | None = None) -> str:
+    """An exception as one line of text: the first line of its message (stripped), or `default`
+    (its type's name when not given) when it has none; cut to `limit` characters. The one helper for
+    every "what failed" a message or log line quotes from someone else's exception."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else (type(exc).__name__ if default is None else default)
+    return line[:limit] if limit is not None else line

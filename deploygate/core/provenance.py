@@ -14,10 +14,12 @@ Pure: values in, values and text out.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from deploygate.core.render.card import CardBaseline
@@ -167,3 +169,11 @@ def parse_baseline(raw: str | None) -> tuple[bool, CardBaseline | None]:
         return True, CardBaseline(None if version is None else str(version), float(data["score"]), metrics)
     except (ValueError, TypeError, KeyError, AttributeError):
         return False, None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,7 +1,7 @@
 """Every setting deploygate takes, in one table, and the frozen config built from them.
 
 The table (`SETTINGS`) is the single source for the CLI flags, the action inputs, params.yaml
-keys and the README tables; `tests/unit/test_settings_docs.py` keeps them in step. Precedence:
+keys and the README tables; tests/unit/test_docs.py and tests/action/test_action_yml.py keep them in step. Precedence:
 flag / action input > params.yaml > default. Connection settings (tracking URI, tokens) come from
 the environment as in the seed, which the shells pass in; this module reads no env and no files.
 """
@@ -504,11 +504,6 @@ def tracking_uri_and_source(
     if isinstance(params_uri, str) and params_uri.strip():
         return params_uri.strip(), "params.yaml mlflow.tracking_uri"
     return DEFAULT_LOCAL_TRACKING_URI, "default: no MLFLOW_TRACKING_URI, no params.yaml mlflow.tracking_uri"
-
-
-def settings_help() -> list[tuple[str, str, str]]:
-    """(name, default, help) rows, for --help and the README."""
-    return [(s.name, "" if s.default is None else str(s.default), s.help) for s in SETTINGS]
 
 
 Parser = Callable[[object, str], Any]

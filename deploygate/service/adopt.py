@@ -13,11 +13,11 @@ import logging
 import math
 from dataclasses import dataclass
 
-from deploygate.adapters.mlflow_registry import TAG_SCORE, MlflowRegistry
 from deploygate.core.errors import ConfigError
 from deploygate.core.model import RunContext
+from deploygate.core.records import TAG_ADOPTED, TAG_SCORE
 from deploygate.core.settings import GateConfig
-from deploygate.service.gate import Clock
+from deploygate.ports import Clock, Registry
 
 log = logging.getLogger("deploygate.adopt")
 
@@ -39,7 +39,7 @@ def parse_score(raw: str) -> float:
     return score
 
 
-def adopt(cfg: GateConfig, ctx: RunContext, *, registry: MlflowRegistry, version: str, score: float,
+def adopt(cfg: GateConfig, ctx: RunContext, *, registry: Registry, version: str, score: float,
           clock: Clock) -> AdoptResult:
     name, alias = cfg.registry_name, cfg.champion_alias
     if not version.isdigit():
@@ -58,7 +58,7 @@ def adopt(cfg: GateConfig, ctx: RunContext, *, registry: MlflowRegistry, version
     at = clock().isoformat()
     registry.set_version_tags(name, version, {
         TAG_SCORE: repr(score),
-        "deploygate.adopted": f"by {who} at {at}" + (f": {ctx.reason}" if ctx.reason else ""),
+        TAG_ADOPTED: f"by {who} at {at}" + (f": {ctx.reason}" if ctx.reason else ""),
     })
     registry.set_champion(name, version, alias=alias, promotion=cfg.promotion)
     registry.append_history(name, {"version": version, "score": score, "at": at, "adopted": True, "actor": who,

@@ -12,112 +12,66 @@ whoever holds the alias (a deploy's push may have landed after the restore).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import replace
 
-from deploygate.adapters.hf_hub import HubPublisher
-from deploygate.adapters.mlflow_registry import TAG_HUB_COMMIT, TAG_HUB_URL, TAG_OVERRIDE, MlflowRegistry
+from deploygate.core import records
 from deploygate.core.errors import ConfigError
 from deploygate.core.history import previous_champion
-from deploygate.core.model import HubPush, RunContext
+from deploygate.core.model import HubPush, RollbackResult, RunContext
 from deploygate.core.settings import GateConfig
-from deploygate.service.gate import Clock, _sync_hub, capture_log
+from deploygate.ports import Clock, Hub, Registry
+from deploygate.service.hub_sync import main_follows_champion
+from deploygate.service.run_log import capture_log
 
 log = logging.getLogger("deploygate.rollback")
-
-
-@dataclass(frozen=True)
-class RollbackResult:
-    from_version: str
-    to_version: str
-    score: float | None
-    mlflow_run_id: str
-    mlflow_run_url: str | None
-    hub: HubPush | None
-    log_text: str
 
 
 def rollback(
     cfg: GateConfig,
     ctx: RunContext,
     *,
-    registry: MlflowRegistry,
-    hub: HubPublisher | None,
+    registry: Registry,
+    hub: Hub | None,
     to: str | None,
     clock: Clock,
 ) -> RollbackResult:
     with capture_log() as buffer:
         result = _rollback(cfg, ctx, registry=registry, hub=hub, to=to, clock=clock)
-        return RollbackResult(**{**result.__dict__, "log_text": buffer.getvalue()})
+        return replace(result, log_text=buffer.getvalue())
 
 
 def _rollback(
-    cfg: GateConfig, ctx: RunContext, *, registry: MlflowRegistry, hub: HubPublisher | None, to: str | None,
+    cfg: GateConfig, ctx: RunContext, *, registry: Registry, hub: Hub | None, to: str | None,
     clock: Clock,
 ) -> RollbackResult:
     name, alias = cfg.registry_name, cfg.champion_alias
-    by_stage = cfg.promotion == "stage"
-    current = registry.champion(name, alias, by_stage=by_stage)
-    if current is None:
-        raise ConfigError(f"rollback: model {name!r} has no champion ({alias!r}); there is nothing to roll back")
-    history = registry.history(name)
-    target = to or previous_champion(history, current.version)
-    if target is None:
-        raise ConfigError(
-            f"rollback: the promotion history of {name!r} has no champion before v{current.version}; "
-            "name the version with --to VERSION"
-        )
-    if target == current.version:
-        raise ConfigError(f"rollback: v{target} already is the champion of {name!r}; name another version with --to")
+    current, target = _target(cfg, registry, to)
     target_info = registry.version(name, target)
-    who = ctx.actor or "unknown"
-    why = ctx.reason or "no reason given"
+    who, why = ctx.actor or "unknown", ctx.reason or "no reason given"
 
     def entry(run_id: str, replaced: str, hf_commit: str | None) -> dict[str, object]:
         return {"version": target, "score": target_info.score, "at": clock().isoformat(), "run_id": run_id,
                 "rollback_from": replaced, "actor": who, "reason": why, "hf_commit": hf_commit}
 
     # Everything written later must fit MLflow's limits: refuse now, before the Hub or the alias moves.
-    registry.check_history_entry(entry("0" * 32, current.version, "0" * 40))
-    log.info("rolling back %s from v%s to v%s (by %s: %s)", name, current.version, target, who, why)
-
-    pushed: HubPush | None = None
-    if hub is not None and cfg.hf_model_id:
-        # the tag must be this model's v<target>, not one a deleted or renamed model left (HubError)
-        facts = registry.version_facts(name, target)
-        hub.tag_for(cfg.hf_model_id, f"v{target}", facts.identity, recorded_commit=facts.hub_commit)
-        pushed = hub.restore_tag(
-            cfg.hf_model_id,
-            f"v{target}",
-            commit_message=f"deploygate rollback: {name} v{current.version} -> v{target} by {who}: {why}"[:300],
-        )
-        log.info("Hub %s main now holds the files of v%s (%s)", cfg.hf_model_id, target, pushed.url)
-
+    registry.check_history_entry(entry("0" * 32, current, "0" * 40))
+    log.info("rolling back %s from v%s to v%s (by %s: %s)", name, current, target, who, why)
+    pushed = _restore_hub(cfg, registry, hub, current, target, who, why)
     # A deploy may have promoted another version since the first read: the rollback (a human's
     # choice) still wins, and records what it replaced.
-    holder = registry.holder(name, alias, by_stage=by_stage)
-    replaced = holder.version if holder is not None else current.version
-    if replaced != current.version:
+    holder = registry.holder(name, alias, by_stage=cfg.promotion == "stage")
+    replaced = holder.version if holder is not None else current
+    if replaced != current:
         log.warning("v%s was promoted while rolling back from v%s; the rollback replaces it with v%s",
-                    replaced, current.version, target)
+                    replaced, current, target)
     experiment_id = registry.experiment_id(cfg.experiment_name)
     run_id = registry.start_run(
-        experiment_id,
-        run_name=f"rollback-v{replaced}-to-v{target}",
-        tags={
-            "deploygate.mode": "rollback",
-            "deploygate.decision": "rollback",
-            "deploygate.rollback_from": replaced,
-            "deploygate.rollback_to": target,
-            "deploygate.actor": who,
-            "deploygate.reason": why,
-            "deploygate.registry_name": name,
-            **({"deploygate.git_sha": ctx.git_sha} if ctx.git_sha else {}),
-            **({"deploygate.ci_run_url": ctx.ci_run_url} if ctx.ci_run_url else {}),
-            **({TAG_HUB_COMMIT: pushed.sha, TAG_HUB_URL: pushed.url} if pushed else {}),
-        },
+        experiment_id, run_name=f"rollback-v{replaced}-to-v{target}",
+        tags=records.rollback_run_tags(ctx, registry_name=name, replaced=replaced, target=target, actor=who,
+                                       reason=why, hub=pushed),
     )
     try:
-        registry.set_version_tags(name, target, {TAG_OVERRIDE: "rollback"})
+        registry.set_version_tags(name, target, {records.TAG_OVERRIDE: "rollback"})
         registry.set_champion(name, target, alias=alias, promotion=cfg.promotion)
         registry.append_history(name, entry(run_id, replaced, pushed.sha if pushed else None))
     except Exception:
@@ -126,26 +80,52 @@ def _rollback(
     if hub is not None and cfg.hf_model_id:
         # like a deploy: the Hub's main follows the alias holder (a concurrent deploy pushed after our
         # restore, or moved the alias after our move)
-        _sync_hub(cfg, registry, _HubSync(hub), fallback=target, why="the Hub's main follows the champion alias")
+        main_follows_champion(cfg, registry, _HubSync(hub), fallback=target, why="the Hub's main follows the champion alias")
     if target_info.score is not None:
-        registry.log_run(run_id, params={}, metrics={"weighted_score": target_info.score}, tags={})
+        registry.log_run(run_id, params={}, metrics={records.METRIC_SCORE: target_info.score}, tags={})
     registry.end_run(run_id, "FINISHED")
     log.info("champion of %s is v%s again", name, target)
-    return RollbackResult(
-        from_version=replaced,
-        to_version=target,
-        score=target_info.score,
-        mlflow_run_id=run_id,
-        mlflow_run_url=registry.run_url(experiment_id, run_id),
-        hub=pushed,
-        log_text="",
+    return RollbackResult(from_version=replaced, to_version=target, score=target_info.score, mlflow_run_id=run_id,
+                          mlflow_run_url=registry.run_url(experiment_id, run_id), hub=pushed, log_text="")
+
+
+def _target(cfg: GateConfig, registry: Registry, to: str | None) -> tuple[str, str]:
+    """(the champion now, the version to go back to): `to`, else the champion before it. Reads only."""
+    name, alias = cfg.registry_name, cfg.champion_alias
+    current = registry.champion(name, alias, by_stage=cfg.promotion == "stage")
+    if current is None:
+        raise ConfigError(f"rollback: model {name!r} has no champion ({alias!r}); there is nothing to roll back")
+    target = to or previous_champion(registry.history(name), current.version)
+    if target is None:
+        raise ConfigError(
+            f"rollback: the promotion history of {name!r} has no champion before v{current.version}; "
+            "name the version with --to VERSION"
+        )
+    if target == current.version:
+        raise ConfigError(f"rollback: v{target} already is the champion of {name!r}; name another version with --to")
+    return current.version, target
+
+
+def _restore_hub(cfg: GateConfig, registry: Registry, hub: Hub | None, current: str, target: str, who: str,
+                 why: str) -> HubPush | None:
+    """The Hub first: its main gets the files of the target's tag (a failure leaves the alias alone)."""
+    if hub is None or not cfg.hf_model_id:
+        return None
+    # the tag must be this model's v<target>, not one a deleted or renamed model left (HubError)
+    facts = registry.version_facts(cfg.registry_name, target)
+    hub.tag_for(cfg.hf_model_id, f"v{target}", facts.identity, recorded_commit=facts.hub_commit)
+    pushed = hub.restore_tag(
+        cfg.hf_model_id, f"v{target}",
+        commit_message=f"deploygate rollback: {cfg.registry_name} v{current} -> v{target} by {who}: {why}"[:300],
     )
+    log.info("Hub %s main now holds the files of v%s (%s)", cfg.hf_model_id, target, pushed.url)
+    return pushed
 
 
 class _HubSync:
     """The rollback's Hub publisher, as the one thing the deploy's Hub re-sync needs of a shipper."""
 
-    def __init__(self, hub: HubPublisher) -> None:
+    def __init__(self, hub: Hub) -> None:
         self.hub = hub
 
     def sync(self, config: GateConfig, version: str, why: str) -> HubPush | None:

@@ -11,7 +11,6 @@ creation time), so building it again gives the same bytes.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import re
@@ -20,33 +19,24 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from deploygate.adapters.hf_hub import HubPublisher, file_sha256, validate_hf_model_id
-from deploygate.adapters.lora_merge import inspect_adapter
-from deploygate.adapters.mlflow_registry import MlflowRegistry, ModelSource, local_ui_command
 from deploygate.core.errors import AdapterError, ConfigError, ModelSourceError
-from deploygate.core.model import HubPush
-from deploygate.core.provenance import RECORD_FILE, VersionFacts, record_text
+from deploygate.core.hub_names import hub_like, validate_hf_model_id
+from deploygate.core.model import Candidate, HubPush, ModelSource, ShipRequest
+from deploygate.core.provenance import RECORD_FILE, VersionFacts, file_sha256, record_text
+from deploygate.core.records import local_ui_command
 from deploygate.core.render.card import (
     AdapterFacts,
     CardBaseline,
     CardDecision,
     CardInputs,
-    check_template,
-    render_card,
 )
 from deploygate.core.settings import GateConfig
-from deploygate.service.gate import Candidate, ShipRequest
+from deploygate.core.tokenizer import fine_tune_tokenizer, tokenizer_files
+from deploygate.ports import AdapterSummary, CardRenderer, Hub, Merger, Registry
 
 log = logging.getLogger("deploygate.shipping")
 
-TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-    "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
-)
-# What the merge imports (the `merge` extra); checked before the first write, not when the merge starts.
-MERGE_MODULES = ("torch", "safetensors", "transformers", "peft")
 TORCH_CPU = "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
-_HUB_LIKE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
 def find_adapter_dir(root: Path) -> Path:
@@ -64,15 +54,6 @@ def find_adapter_dir(root: Path) -> Path:
     return found[0].parent
 
 
-def find_tokenizer_dir(*roots: Path) -> Path | None:
-    for root in roots:
-        # the run's `tokenizer` folder (the seed), or the MLflow transformers flavor's components/tokenizer
-        for candidate in (root, root / "tokenizer", root / "components" / "tokenizer", root.parent / "tokenizer"):
-            if (candidate / "tokenizer_config.json").is_file() or (candidate / "tokenizer.json").is_file():
-                return candidate
-    return None
-
-
 def chat_template_of(folder: Path) -> str | None:
     jinja = folder / "chat_template.jinja"
     if jinja.is_file():
@@ -87,33 +68,28 @@ def chat_template_of(folder: Path) -> str | None:
     return None
 
 
-def missing_modules(names: tuple[str, ...]) -> list[str]:
-    return [name for name in names if importlib.util.find_spec(name) is None]
-
-
-def hub_like(name: str | None) -> bool:
-    return bool(name) and bool(_HUB_LIKE.match(str(name))) and ".." not in str(name)
-
-
 class HubShipper:
     """Builds the folder the Hub gets and pushes it (or only exports it, without a repo id)."""
 
-    def __init__(self, hub: HubPublisher | None, registry: MlflowRegistry, *, push: bool) -> None:
+    def __init__(self, hub: Hub | None, registry: Registry, merger: Merger, cards: CardRenderer, *,
+                 push: bool) -> None:
         self.hub = hub
         self.registry = registry
+        self.merger = merger
+        self.cards = cards
         self.push = push and hub is not None
         self._prefetch: tempfile.TemporaryDirectory[str] | None = None
         self._fetched: dict[ModelSource, Path] = {}
 
     @classmethod
-    def create(cls, cfg: GateConfig, registry: MlflowRegistry, hub: HubPublisher) -> HubShipper:
+    def create(cls, cfg: GateConfig, registry: Registry, hub: Hub, merger: Merger, cards: CardRenderer) -> HubShipper:
         """Check the Hub settings (repo id, card template) before any write, then build the stage."""
         push = bool(cfg.hf_model_id) and not cfg.skip_hf_push
         if push:
             validate_hf_model_id(str(cfg.hf_model_id))
         if cfg.create_model_card and cfg.card_template is not None:
-            check_template(Path(cfg.card_template))  # before any write, not after the merge
-        return cls(hub, registry, push=push)
+            cards.check(Path(cfg.card_template))  # before any write, not after the merge
+        return cls(hub, registry, merger, cards, push=push)
 
     def preflight(self, candidate: Candidate, config: GateConfig) -> None:
         """Check what shipping will need from the candidate before the pipeline writes anything:
@@ -123,7 +99,7 @@ class HubShipper:
         source = candidate.source
         if source is None:
             return
-        if config.merge and (missing := missing_modules(MERGE_MODULES)):
+        if config.merge and (missing := self.merger.missing_modules()):
             raise ConfigError(
                 f"merge: merging the LoRA adapter needs {', '.join(missing)}, not installed here; install "
                 f"'deploygate[merge]' (pip install 'deploygate[merge]', with torch's CPU build first: {TORCH_CPU}), "
@@ -138,7 +114,7 @@ class HubShipper:
                 )
             log.info("%s", self.hub.check_repo_access(config.hf_model_id))  # HubError when it cannot write
         fetched = self._fetch(source, self._prefetch_dir())
-        info = inspect_adapter(find_adapter_dir(fetched))
+        info = self.merger.inspect(find_adapter_dir(fetched))
         base_name = config.base_model or info.base_model_name_or_path
         if not base_name:
             raise AdapterError(
@@ -264,14 +240,12 @@ class HubShipper:
     def build(self, request: ShipRequest, work: Path, facts: VersionFacts) -> Path:
         """The folder the Hub gets: merged model (or adapter), tokenizer, card, and deploygate.json
         (what it was built for, and the SHA-256 of every other file)."""
-        from deploygate.adapters.lora_merge import copy_adapter_only, inspect_adapter, merge
-
         cfg = request.config
         source = request.candidate.source
         assert source is not None
         fetched = self._fetch(source, work / "candidate")
         adapter_dir = find_adapter_dir(fetched)
-        info = inspect_adapter(adapter_dir)
+        info = self.merger.inspect(adapter_dir)
         base_name = cfg.base_model or info.base_model_name_or_path
         if not base_name:
             raise AdapterError(
@@ -284,18 +258,14 @@ class HubShipper:
             log.info("merge: %d/%d tensors (%s)", done, total, shard)
 
         if cfg.merge:
-            report = merge(base_dir, adapter_dir, stage, fallback="peft", progress=progress)
+            report = self.merger.merge(base_dir, adapter_dir, stage, progress)
         else:
-            report = copy_adapter_only(adapter_dir, stage, base_dir=base_dir)
+            report = self.merger.copy_adapter_only(adapter_dir, stage, base_dir)
         for warning in report.warnings:
             log.warning("%s", warning)
         log.info("%s: %d tensors (%d merged), %d shard(s), %.1f MB", report.method, report.tensors_total,
                  report.tensors_merged, len(report.shards), report.bytes_written / 1e6)
-        tokenizer_dir = find_tokenizer_dir(adapter_dir, fetched)
-        if tokenizer_dir is not None:
-            for name in TOKENIZER_FILES:
-                if (tokenizer_dir / name).is_file():
-                    shutil.copy2(tokenizer_dir / name, stage / name)  # the fine-tune's tokenizer wins
+        _use_fine_tune_tokenizer(stage, adapter_dir, fetched)
         if cfg.create_model_card:
             (stage / "README.md").write_text(self.card(request, info, base_name, base_dir, stage, facts),
                                              encoding="utf-8")
@@ -304,15 +274,12 @@ class HubShipper:
         (stage / RECORD_FILE).write_text(record_text(facts.identity, digests), encoding="utf-8")
         return stage
 
-    def card(self, request: ShipRequest, info: object, base_name: str, base_dir: Path, stage: Path,
+    def card(self, request: ShipRequest, info: AdapterSummary, base_name: str, base_dir: Path, stage: Path,
              facts: VersionFacts) -> str:
         """The model card of the version: its values are the ones MLflow recorded for the version
         (score, metrics, weights, decision, the champion it beat, gate run, creation time), so a
         re-run renders the same bytes; versions registered before those tags existed fall back to
         this run's values."""
-        from deploygate.adapters.lora_merge import AdapterInfo
-
-        assert isinstance(info, AdapterInfo)
         request = _as_recorded(request, facts)
         cfg = request.config
         on_hub = hub_like(base_name) and not Path(base_name).is_dir()
@@ -349,7 +316,7 @@ class HubShipper:
             mlflow_run_id=facts.identity.gate_run_id or request.mlflow_run_id,
             mlflow_ui_command=local_ui_command(cfg.mlflow_tracking_uri),
         )
-        return render_card(inputs, cfg.card_template)
+        return self.cards.render(inputs, cfg.card_template)
 
 
 def _as_recorded(request: ShipRequest, facts: VersionFacts) -> ShipRequest:
@@ -387,3 +354,14 @@ def _declared_name(base_dir: Path) -> str:
 def _slug(name: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
     return slug[:96]
+
+
+def _use_fine_tune_tokenizer(stage: Path, adapter_dir: Path, fetched: Path) -> None:
+    """The fine-tune's tokenizer wins over the one the merge took (the adapter folder's, else the
+    base model's): when the fine-tune keeps it beside the adapter (the seed's run `tokenizer`
+    folder), its files are laid over the merge's."""
+    tokenizer_dir = fine_tune_tokenizer(adapter_dir, fetched)
+    if tokenizer_dir is None or tokenizer_dir == adapter_dir:
+        return  # none, or the one the merge copied already
+    for name in tokenizer_files(tokenizer_dir):
+        shutil.copy2(tokenizer_dir / name, stage / name)

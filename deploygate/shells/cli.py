@@ -169,7 +169,7 @@ def print_result(result: GateResult, env_file_keys: Sequence[str] = ()) -> None:
 
 def print_tracking(cfg: GateConfig, run_id: str | None, run_url: str | None, env_file_keys: Sequence[str] = ()) -> None:
     """Which MLflow was used and why, the run, and for a local store the command that shows it."""
-    from deploygate.adapters.mlflow_registry import local_ui_command
+    from deploygate.core.records import local_ui_command
     from deploygate.shells.action import display_url
 
     source = cfg.tracking_uri_source

@@ -114,9 +114,10 @@ def _write_model(folder: Path, name: str, base: Path, seed: int) -> None:
 
 
 def run_demo(folder: Path | None) -> int:
+    from deploygate.adapters.lora_merge import MERGE_MODULES, missing_modules
     from deploygate.bootstrap import context_from_env, execute, prepare
     from deploygate.core.model import RunContext
-    from deploygate.service.ship import MERGE_MODULES, TORCH_CPU, missing_modules
+    from deploygate.service.ship import TORCH_CPU
     from deploygate.shells.cli import print_result
 
     # the demo builds models (the merge extra) and keeps a local sqlite store (the local extra)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from deploygate.adapters.files import load_params
-from deploygate.core.errors import EXIT_FAILURE, EXIT_OK, DeployGateError
+from deploygate.core.errors import EXIT_FAILURE, EXIT_OK, DeployGateError, first_line
 from deploygate.core.redact import redact
 from deploygate.core.settings import GateConfig, build_config, tracking_uri_and_source
 
@@ -52,7 +52,7 @@ class Checklist:
             self.error(name, exc)
             return False
         except Exception as exc:  # an SDK failing in a way deploygate did not translate
-            self.fail(name, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            self.fail(name, f"{type(exc).__name__}: {first_line(exc, default='')}",
                       "run again with -v, and report it if it persists")
             return False
         self.ok(name, detail)
@@ -81,8 +81,8 @@ def _config(ns: argparse.Namespace, env: Mapping[str, str], checks: Checklist) -
 
 
 def run_doctor(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from deploygate.adapters.mlflow_registry import local_store, local_ui_command
     from deploygate.bootstrap import apply_connection_env, hub_client
+    from deploygate.core.records import local_store, local_ui_command
 
     checks = Checklist()
     env_error = getattr(ns, "env_file_error", None)

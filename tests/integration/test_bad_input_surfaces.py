@@ -12,7 +12,6 @@ no output folder. `SURFACE_COUNTS` is what the README "Guarantees" section quote
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,7 +21,6 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from deploygate.service import gate as pipeline
 from deploygate.shells.cli import main
 from tests.action.harness import ActionHarness
 from tests.gatekit import SEED_METRICS
@@ -59,7 +57,6 @@ class Case:
     underscore_inputs: dict[str, str] = field(default_factory=dict)
     event_name: str = "push"
     payload: dict[str, Any] | None = None
-    pending: str | None = None  # a known gap: xfail(strict) with this reason until it is fixed
 
 
 def _dispatch(force: object) -> dict[str, Any]:
@@ -67,11 +64,6 @@ def _dispatch(force: object) -> dict[str, Any]:
 
 
 HUB = ("--hf-model-id", "{repo}")
-
-# Known gaps outside the files this suite's author may change (pipeline.py / app.py); see the reasons.
-PREFLIGHT_PENDING = None if "preflight" in inspect.getsource(pipeline) else (
-    "the pipeline must call shipper.preflight(candidate, config) before its first write: today a bad "
-    "adapter config is found after the gate run is recorded and the version registered")
 
 CASES: list[Case] = [
     # --- metrics files -------------------------------------------------------------------------
@@ -198,18 +190,18 @@ CASES: list[Case] = [
     Case("dispatch force is a list", "event payloads", "workflow_dispatch input 'force'", shell="action",
          event_name="workflow_dispatch", payload=_dispatch(["true"])),
     # --- adapter configs (the first model deploys: shipping is reached) --------------------------
-    Case("adapter config not JSON", "adapter configs", "adapter_config.json", hub=True, args=HUB, pending=PREFLIGHT_PENDING, adapter="{r: 4"),
-    Case("adapter rank 0", "adapter configs", "adapter_config.json", hub=True, args=HUB, pending=PREFLIGHT_PENDING, adapter={**ADAPTER, "r": 0}),
-    Case("adapter rank is text", "adapter configs", "'r'", hub=True, args=HUB, pending=PREFLIGHT_PENDING, adapter={**ADAPTER, "r": "eight"}),
-    Case("adapter target_modules a number", "adapter configs", "'target_modules'", hub=True, args=HUB, pending=PREFLIGHT_PENDING,
+    Case("adapter config not JSON", "adapter configs", "adapter_config.json", hub=True, args=HUB, adapter="{r: 4"),
+    Case("adapter rank 0", "adapter configs", "adapter_config.json", hub=True, args=HUB, adapter={**ADAPTER, "r": 0}),
+    Case("adapter rank is text", "adapter configs", "'r'", hub=True, args=HUB, adapter={**ADAPTER, "r": "eight"}),
+    Case("adapter target_modules a number", "adapter configs", "'target_modules'", hub=True, args=HUB,
          adapter={**ADAPTER, "target_modules": 5}),
-    Case("adapter names no base model", "adapter configs", "base_model_name_or_path", hub=True, args=HUB, pending=PREFLIGHT_PENDING,
+    Case("adapter names no base model", "adapter configs", "base_model_name_or_path", hub=True, args=HUB,
          adapter={k: v for k, v in ADAPTER.items() if k != "base_model_name_or_path"}),
-    Case("adapter config missing", "adapter configs", "no adapter_config.json", hub=True, args=HUB, pending=PREFLIGHT_PENDING, adapter=False),
-    Case("adapter config is a list", "adapter configs", "expected a JSON object", hub=True, args=HUB, pending=PREFLIGHT_PENDING, adapter=[ADAPTER]),
+    Case("adapter config missing", "adapter configs", "no adapter_config.json", hub=True, args=HUB, adapter=False),
+    Case("adapter config is a list", "adapter configs", "expected a JSON object", hub=True, args=HUB, adapter=[ADAPTER]),
     Case("adapter config rank given twice", "adapter configs", "'r' appears twice", hub=True, args=HUB,
-         pending=PREFLIGHT_PENDING, adapter=json.dumps(ADAPTER)[:-1] + ', "r": 64}'),
-    Case("base model neither folder nor Hub id", "adapter configs", "base-model", hub=True, pending=PREFLIGHT_PENDING,
+         adapter=json.dumps(ADAPTER)[:-1] + ', "r": 64}'),
+    Case("base model neither folder nor Hub id", "adapter configs", "base-model", hub=True,
          args=(*HUB, "--base-model", "../no such/base")),
     # --- Hub repo ids --------------------------------------------------------------------------
     Case("repo id without owner", "repo ids", "hf-model-id", hub=True, args=("--hf-model-id", "model")),
@@ -279,8 +271,7 @@ def _one_error_line(lines: list[str], prefix: str, needle: str, text: str) -> No
 
 
 def _params(shell: str) -> list[Any]:
-    return [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(reason=c.pending, strict=True)] if c.pending else [])
-            for c in CASES if c.shell == shell]
+    return [pytest.param(c, id=c.id) for c in CASES if c.shell == shell]
 
 
 @pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")

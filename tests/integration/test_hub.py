@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi, ModelCard
 
+from deploygate.adapters.hf_card import render_card
 from deploygate.adapters.hf_hub import HubPublisher
 from deploygate.core.errors import ConfigError, HubError
-from deploygate.core.render.card import AdapterFacts, CardDecision, CardInputs, render_card
+from deploygate.core.render.card import AdapterFacts, CardDecision, CardInputs
 from tests.hub_server import HubServer, iter_repo_files
 
 # huggingface_hub's LFS PUT passes `data=<file>` to httpx2, which deprecates it in favour of `content=`:

@@ -216,5 +216,10 @@ def test_model_card_metadata_survives_injected_metric_names_and_tags(
     assert all("\n" not in m for m in commit_messages)
 
 
-def test_injection_counts() -> None:
+def test_injection_table_is_hostile() -> None:
+    """The strings above are what the sinks are checked against: distinct, and each carrying the
+    syntax of at least one sink (workflow commands, Markdown/HTML, YAML, the comment marker)."""
+    assert len(set(INJECTIONS)) == len(INJECTIONS)
+    syntax = re.compile(r"::|%0A|[\n\r<>|`@\[\]#~*:$]|---")
+    assert [s for s in INJECTIONS if not syntax.search(s)] == []
     print(f"\ninjection: {len(INJECTIONS)} strings x {len(SINKS)} sinks ({', '.join(SINKS)})")

@@ -16,14 +16,13 @@ import yaml
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
+from deploygate.adapters.hf_card import default_template_path, render_card
 from deploygate.core.errors import ConfigError
 from deploygate.core.render.card import (
     AdapterFacts,
     CardBaseline,
     CardDecision,
     CardInputs,
-    default_template_path,
-    render_card,
 )
 
 GOLDEN = Path(__file__).parent / "golden" / "model_card.md"
@@ -261,7 +260,7 @@ def test_a_card_template_cannot_reach_the_environment_or_run_commands(expression
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """{{ lipsum.__globals__['os'].environ['HF_TOKEN'] }} read the token into the card: every template
     now renders in jinja2's sandbox, and check_template refuses it before anything is written."""
-    from deploygate.core.render.card import check_template
+    from deploygate.adapters.hf_card import check_template
 
     token = "hf_sandbox_sentinel_" + os.urandom(8).hex()
     monkeypatch.setenv("HF_TOKEN", token)

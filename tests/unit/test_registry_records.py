@@ -8,8 +8,6 @@ import json
 import pytest
 
 from deploygate.adapters.mlflow_registry import (
-    HISTORY_KEEP,
-    TAG_HISTORY,
     Limits,
     check_fits,
     clip,
@@ -20,6 +18,7 @@ from deploygate.adapters.mlflow_registry import (
 )
 from deploygate.core.errors import ConfigError, RegistryError
 from deploygate.core.model import REASON_MAX, RunContext
+from deploygate.core.records import HISTORY_KEEP, TAG_HISTORY
 
 # The first line of each server's answer to two runs creating the same alias at once (real texts,
 # from MLflow's BAD_REQUEST around sqlalchemy's IntegrityError), and errors that are no conflict.

@@ -9,9 +9,7 @@ the environment, files other than its template, or talk to anything.
 
 from __future__ import annotations
 
-import html
 import re
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,46 +18,18 @@ import jinja2
 
 from deploygate import __version__
 from deploygate.core.model import GateResult, HistoryPoint, RunContext
+from deploygate.core.render.markdown import code, link, md
 from deploygate.core.render.templating import environment
 
 if TYPE_CHECKING:
+    from deploygate.core.model import RollbackResult
     from deploygate.core.settings import GateConfig
-    from deploygate.service.rollback import RollbackResult
 
 COMMENT_MARKER = "<!-- deploygate -->"
 HISTORY_POINTS = 20  # the chart shows the last deployments, not all of them
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#~>!])")
 
 
-# --- escaping (also registered as Jinja filters) ------------------------------------------------
-
-
-def md(value: object) -> str:
-    """Inline Markdown text: HTML-escaped, Markdown punctuation and table pipes backslashed,
-    newlines folded, @mentions defused (a reason must not ping anyone)."""
-    text = " ".join(str(value).split())
-    text = html.escape(text, quote=False)
-    text = _MD_SPECIAL.sub(r"\\\1", text)
-    return text.replace("@", "&#64;")
-
-
-def code(value: object) -> str:
-    """Inline code that survives backticks and pipes: `<code>` with the text HTML-escaped."""
-    text = " ".join(str(value).split())
-    return "<code>" + html.escape(text, quote=True).replace("|", "&#124;") + "</code>"
-
-
-def link(text: str, url: str | None) -> str:
-    """`[text](url)` for http(s) URLs (escaped so `)` or spaces cannot end it early), else the text."""
-    label = md(text)
-    if not url:
-        return label
-    parts = urllib.parse.urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return label
-    safe = urllib.parse.quote(url.strip(), safe=":/?#@!$&'*+,;=%~-._")
-    safe = safe.replace("(", "%28").replace(")", "%29")
-    return f"[{label}]({safe})"
+# --- formatting (md, code and link are core/render/markdown.py; all are Jinja filters) -------------
 
 
 def num(value: float | None, places: int = 4) -> str:
