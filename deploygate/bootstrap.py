@@ -133,8 +133,11 @@ def prepare_config(
     config_path = Path(str(config_given)) if config_given else Path("params.yaml")
     params = load_params(config_path, explicit=config_given is not None)
     return build_config(
-        given, params, env_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
-        env_experiment_name=env.get("MLFLOW_EXPERIMENT_NAME") or None, source_names=source_names,
+        given,
+        params,
+        env_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
+        env_experiment_name=env.get("MLFLOW_EXPERIMENT_NAME") or None,
+        source_names=source_names,
     )
 
 
@@ -146,9 +149,14 @@ def prepare(
 ) -> tuple[GateConfig, Candidate]:
     """Read params.yaml and the input files, check everything; raise InputError before any write."""
     cfg = prepare_config(given, env, source_names=source_names)
-    check_output_dir(cfg.output_dir, source_names.get("output-dir", "--output-dir") if source_names else "--output-dir")
+    check_output_dir(
+        cfg.output_dir, source_names.get("output-dir", "--output-dir") if source_names else "--output-dir"
+    )
     if cfg.hf_export_dir is not None:
-        check_output_dir(cfg.hf_export_dir, source_names.get("hf-export-dir", "--hf-export-dir") if source_names else "--hf-export-dir")
+        check_output_dir(
+            cfg.hf_export_dir,
+            source_names.get("hf-export-dir", "--hf-export-dir") if source_names else "--hf-export-dir",
+        )
     return cfg, load_candidate(cfg)
 
 
@@ -166,7 +174,9 @@ def check_output_dir(path: Path, name: str) -> None:
 
 
 # How metrics computed from predictions were measured: the seed's evaluation, reproduced exactly.
-PREDICTIONS_IMPLEMENTATION = "deploygate/1: nltk corpus_bleu (no smoothing, weights 1/.5/.33/.25) + rouge_score rougeL precision"
+PREDICTIONS_IMPLEMENTATION = (
+    "deploygate/1: nltk corpus_bleu (no smoothing, weights 1/.5/.33/.25) + rouge_score rougeL precision"
+)
 PREDICTIONS_TOKENISATION = "bleu: lower+whitespace; rougeL: rouge_score tokenizer + porter stemmer"
 
 
@@ -183,7 +193,9 @@ def load_predictions(path: Path) -> tuple[ExampleStats, tuple[str, ...]]:
     text = read_text(path, "predictions", MetricsError)
     parsed = parse_predictions(text, fmt=fmt, source=str(path))  # type: ignore[arg-type]
     if not parsed.pairs:
-        raise MetricsError(f"predictions: {path} holds no examples; write one prediction/reference pair per line")
+        raise MetricsError(
+            f"predictions: {path} holds no examples; write one prediction/reference pair per line"
+        )
     return compute_stats(parsed.pairs), parsed.notes
 
 
@@ -201,8 +213,13 @@ def load_candidate(cfg: GateConfig) -> Candidate:
         metrics = parse_metrics(computed, cfg.weights, scale=1.0, source=str(cfg.predictions), also=also)
         metrics = replace(metrics, notes=(*notes, *metrics.notes))
         signature = signature_for(
-            cfg.weights.values, 1.0, implementation=PREDICTIONS_IMPLEMENTATION, tokenisation=PREDICTIONS_TOKENISATION,
-            smoothing="none", references_sha256=stats.references_sha256, examples=stats.n,
+            cfg.weights.values,
+            1.0,
+            implementation=PREDICTIONS_IMPLEMENTATION,
+            tokenisation=PREDICTIONS_TOKENISATION,
+            smoothing="none",
+            references_sha256=stats.references_sha256,
+            examples=stats.n,
         )
     else:
         data = read_json(cfg.evaluation_results, "evaluation-results")
@@ -238,7 +255,9 @@ def hub_publisher(cfg: GateConfig, env: Mapping[str, str]) -> HubPublisher | Non
     return hub_client(env)
 
 
-def execute_rollback(cfg: GateConfig, ctx: RunContext, env: Mapping[str, str], to: str | None) -> RollbackResult:
+def execute_rollback(
+    cfg: GateConfig, ctx: RunContext, env: Mapping[str, str], to: str | None
+) -> RollbackResult:
     from deploygate.service.rollback import rollback
 
     registry = MlflowRegistry(cfg.mlflow_tracking_uri)
@@ -263,7 +282,9 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def execute(cfg: GateConfig, ctx: RunContext, env: Mapping[str, str], candidate: Candidate | None = None) -> GateResult:
+def execute(
+    cfg: GateConfig, ctx: RunContext, env: Mapping[str, str], candidate: Candidate | None = None
+) -> GateResult:
     """Connect, run the gate once, return what happened (files are written by the pipeline)."""
     cand = candidate if candidate is not None else load_candidate(cfg)
     registry = MlflowRegistry(cfg.mlflow_tracking_uri)

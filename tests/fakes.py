@@ -51,7 +51,9 @@ class Journal(list[tuple[str, ...]]):
 class Faults:
     """Operations that raise on their n-th call: {"hub.push": 1} fails the first push."""
 
-    def __init__(self, fail_on: Mapping[str, int] | None = None, error: Callable[[str], Exception] | None = None) -> None:
+    def __init__(
+        self, fail_on: Mapping[str, int] | None = None, error: Callable[[str], Exception] | None = None
+    ) -> None:
         self.fail_on = dict(fail_on or {})
         self.calls: dict[str, int] = {}
         self.error = error
@@ -59,8 +61,11 @@ class Faults:
     def check(self, op: str) -> None:
         self.calls[op] = self.calls.get(op, 0) + 1
         if self.fail_on.get(op) == self.calls[op]:
-            make = self.error or (lambda what: (HubError if what.startswith("hub.") else RegistryError)(
-                f"{what} failed (injected by the test)"))
+            make = self.error or (
+                lambda what: (HubError if what.startswith("hub.") else RegistryError)(
+                    f"{what} failed (injected by the test)"
+                )
+            )
             raise make(op)
 
 
@@ -103,17 +108,31 @@ class FakeRegistry:
         self.faults.check(f"registry.{op}")
         self.journal.append(("registry", op, *detail))
 
-    def seed_champion(self, name: str, score: float, metrics: Mapping[str, float], *, alias: str = "champion",
-                      signature: str | None = None) -> str:
+    def seed_champion(
+        self,
+        name: str,
+        score: float,
+        metrics: Mapping[str, float],
+        *,
+        alias: str = "champion",
+        signature: str | None = None,
+    ) -> str:
         """A champion registered by an earlier run (nothing in the journal)."""
         version = str(len(self.versions.get(name, {})) + 1)
-        tags = {records.TAG_SCORE: repr(score), records.TAG_METRICS: json.dumps(dict(metrics)),
-                records.TAG_GATE_RUN: "0" * 32}
+        tags = {
+            records.TAG_SCORE: repr(score),
+            records.TAG_METRICS: json.dumps(dict(metrics)),
+            records.TAG_GATE_RUN: "0" * 32,
+        }
         if signature:
             tags[records.TAG_SIGNATURE] = signature
-        self.versions.setdefault(name, {})[version] = _Version(version, "fake:/seed", None, tags, 1_700_000_000_000)
+        self.versions.setdefault(name, {})[version] = _Version(
+            version, "fake:/seed", None, tags, 1_700_000_000_000
+        )
         self.aliases[(name, alias)] = version
-        self.histories.setdefault(name, []).append({"version": version, "score": score, "at": "2026-01-01T00:00:00+00:00"})
+        self.histories.setdefault(name, []).append(
+            {"version": version, "score": score, "at": "2026-01-01T00:00:00+00:00"}
+        )
         return version
 
     def champion_version(self, name: str, alias: str = "champion") -> str | None:
@@ -124,10 +143,16 @@ class FakeRegistry:
         tags = v.tags
         metrics = json.loads(tags[records.TAG_METRICS]) if records.TAG_METRICS in tags else {}
         return Champion(
-            version=v.version, score=float(tags[records.TAG_SCORE]) if records.TAG_SCORE in tags else None,
-            metrics=metrics, gate_run_id=tags.get(records.TAG_GATE_RUN), source=v.source_uri,
-            hf_commit=tags.get(records.TAG_HUB_COMMIT), signature=tags.get(records.TAG_SIGNATURE),
-            override=tags.get(records.TAG_OVERRIDE) in ("forced", "rollback"), run_id=v.run_id, tags=dict(tags),
+            version=v.version,
+            score=float(tags[records.TAG_SCORE]) if records.TAG_SCORE in tags else None,
+            metrics=metrics,
+            gate_run_id=tags.get(records.TAG_GATE_RUN),
+            source=v.source_uri,
+            hf_commit=tags.get(records.TAG_HUB_COMMIT),
+            signature=tags.get(records.TAG_SIGNATURE),
+            override=tags.get(records.TAG_OVERRIDE) in ("forced", "rollback"),
+            run_id=v.run_id,
+            tags=dict(tags),
         )
 
     def champion(self, name: str, alias: str, *, by_stage: bool = False) -> Champion | None:
@@ -137,14 +162,27 @@ class FakeRegistry:
     def version(self, name: str, version: str) -> Champion:
         return self._champion_of(name, self.versions[name][version])
 
-    def champion_baseline(self, name: str, alias: str, *, by_stage: bool = False, weights: Weights | None = None,
-                          scale: float = 1.0) -> Baseline | None:
+    def champion_baseline(
+        self,
+        name: str,
+        alias: str,
+        *,
+        by_stage: bool = False,
+        weights: Weights | None = None,
+        scale: float = 1.0,
+    ) -> Baseline | None:
         champ = self.champion(name, alias, by_stage=by_stage)
         if champ is None:
             return None
         assert champ.score is not None, "the fake only holds versions with a recorded score"
-        return Baseline(score=champ.score, source="champion", version=champ.version, run_id=champ.gate_run_id,
-                        metrics=dict(champ.metrics), signature=champ.signature)
+        return Baseline(
+            score=champ.score,
+            source="champion",
+            version=champ.version,
+            run_id=champ.gate_run_id,
+            metrics=dict(champ.metrics),
+            signature=champ.signature,
+        )
 
     def best_ever_baseline(self, experiment_name: str) -> Baseline | None:
         return None
@@ -178,14 +216,25 @@ class FakeRegistry:
         v = self.versions[name][version]
         recorded, baseline = parse_baseline(v.tags.get(records.TAG_BASELINE))
         return VersionFacts(
-            identity=VersionIdentity(name, version, v.created_ms, v.tags.get(records.TAG_CANDIDATE),
-                                     v.tags.get(records.TAG_GATE_RUN), self.server),
+            identity=VersionIdentity(
+                name,
+                version,
+                v.created_ms,
+                v.tags.get(records.TAG_CANDIDATE),
+                v.tags.get(records.TAG_GATE_RUN),
+                self.server,
+            ),
             hub_commit=v.tags.get(records.TAG_HUB_COMMIT),
             score=float(v.tags[records.TAG_SCORE]) if records.TAG_SCORE in v.tags else None,
             metrics=json.loads(v.tags[records.TAG_METRICS]) if records.TAG_METRICS in v.tags else None,
-            weights=None, verdict=v.tags.get(records.TAG_DECISION), reason=v.tags.get(records.TAG_REASON),
-            baseline=baseline, baseline_recorded=recorded, git_sha=v.tags.get(records.TAG_GIT_SHA),
-            gate_run_url=None, version_url=None,
+            weights=None,
+            verdict=v.tags.get(records.TAG_DECISION),
+            reason=v.tags.get(records.TAG_REASON),
+            baseline=baseline,
+            baseline_recorded=recorded,
+            git_sha=v.tags.get(records.TAG_GIT_SHA),
+            gate_run_url=None,
+            version_url=None,
         )
 
     def read_artifact(self, run_id: str, path: str) -> str | None:
@@ -216,8 +265,9 @@ class FakeRegistry:
         self.runs[run_id] = _Run(experiment_id, dict(tags))
         return run_id
 
-    def log_run(self, run_id: str, *, params: Mapping[str, str], metrics: Mapping[str, float],
-                tags: Mapping[str, str]) -> None:
+    def log_run(
+        self, run_id: str, *, params: Mapping[str, str], metrics: Mapping[str, float], tags: Mapping[str, str]
+    ) -> None:
         self._write("log_run", run_id)
         run = self.runs[run_id]
         run.params.update(params)
@@ -237,12 +287,22 @@ class FakeRegistry:
         self._write("end_run", run_id, status)
         self.runs[run_id].status = status
 
-    def register(self, name: str, *, source_uri: str, run_id: str | None, tags: Mapping[str, str],
-                 description: str, model_id: str | None = None) -> str:
+    def register(
+        self,
+        name: str,
+        *,
+        source_uri: str,
+        run_id: str | None,
+        tags: Mapping[str, str],
+        description: str,
+        model_id: str | None = None,
+    ) -> str:
         self._write("register", name)
         versions = self.versions.setdefault(name, {})
         version = str(len(versions) + 1)
-        versions[version] = _Version(version, source_uri, run_id, dict(tags), 1_800_000_000_000 + len(versions))
+        versions[version] = _Version(
+            version, source_uri, run_id, dict(tags), 1_800_000_000_000 + len(versions)
+        )
         return version
 
     def set_version_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
@@ -266,7 +326,9 @@ class FakeHub:
 
     endpoint = "http://fake-hub"
 
-    def __init__(self, journal: Journal | None = None, faults: Faults | None = None, token: str | None = "hf_fake") -> None:
+    def __init__(
+        self, journal: Journal | None = None, faults: Faults | None = None, token: str | None = "hf_fake"
+    ) -> None:
         self.journal = journal if journal is not None else Journal()
         self.faults = faults or Faults()
         self.token = token
@@ -293,8 +355,9 @@ class FakeHub:
     def head(self, repo_id: str) -> str | None:
         return self.main.get(repo_id)
 
-    def tag_for(self, repo_id: str, tag: str, expected: VersionIdentity, *,
-                recorded_commit: str | None) -> HubPush | None:
+    def tag_for(
+        self, repo_id: str, tag: str, expected: VersionIdentity, *, recorded_commit: str | None
+    ) -> HubPush | None:
         sha = self.tags.get((repo_id, tag))
         if sha is None:
             return None
@@ -303,16 +366,21 @@ class FakeHub:
             raise HubError(f"Hub {repo_id} tag {tag} was made for another version")
         return HubPush(repo_id, sha, f"{self.endpoint}/{repo_id}/commit/{sha}", tag)
 
-    def adopt_push(self, repo_id: str, tag: str, title_prefix: str, expected: VersionIdentity) -> HubPush | None:
+    def adopt_push(
+        self, repo_id: str, tag: str, title_prefix: str, expected: VersionIdentity
+    ) -> HubPush | None:
         return None
 
     def snapshot(self, repo_id: str, local_dir: Path) -> Path:
         raise AssertionError("the fakes' base models are local folders")
 
-    def push(self, repo_id: str, folder: Path, *, commit_message: str, private: bool,
-             tag: str | None = None) -> HubPush:
+    def push(
+        self, repo_id: str, folder: Path, *, commit_message: str, private: bool, tag: str | None = None
+    ) -> HubPush:
         self._write("push", repo_id, tag or "")
-        files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+        files = {
+            p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+        }
         commit = self._commit(repo_id, files)
         if tag is not None:
             self._write("create_tag", repo_id, tag)
@@ -369,8 +437,9 @@ class FakeMerger:
             raise AdapterError(f"{adapter_dir / 'adapter_config.json'}: not JSON ({exc})") from None
         return FakeAdapterInfo(config.get("base_model_name_or_path"))
 
-    def merge(self, base_dir: Path, adapter_dir: Path, out_dir: Path,
-              progress: Callable[[int, int, str], None]) -> FakeMergeReport:
+    def merge(
+        self, base_dir: Path, adapter_dir: Path, out_dir: Path, progress: Callable[[int, int, str], None]
+    ) -> FakeMergeReport:
         self.journal.append(("merger", "merge", str(adapter_dir)))
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "model.safetensors").write_bytes((adapter_dir / "adapter_model.safetensors").read_bytes())

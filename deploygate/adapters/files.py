@@ -30,7 +30,9 @@ def read_text(path: Path, what: str, error: type[Exception]) -> str:
         raise error(f"{what}: {path} is a directory, not a file; give the file's path")
     try:
         if path.stat().st_size > MAX_INPUT_BYTES:
-            raise error(f"{what}: {path} is over {MAX_INPUT_BYTES >> 20} MiB; give the summary file, not the data")
+            raise error(
+                f"{what}: {path} is over {MAX_INPUT_BYTES >> 20} MiB; give the summary file, not the data"
+            )
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise error(f"{what}: {path} is not UTF-8 text; give a JSON file") from None
@@ -71,14 +73,20 @@ def load_params(path: Path, *, explicit: bool) -> dict[str, Any]:
     except ConfigError:
         raise
     except ValueError as exc:  # a value YAML matches but cannot build, e.g. the date 2001-02-30
-        raise ConfigError(f"config: {path} holds a value YAML cannot read ({shown(str(exc))}); fix the file") from None
+        raise ConfigError(
+            f"config: {path} holds a value YAML cannot read ({shown(str(exc))}); fix the file"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config: {path} holds a YAML {type(data).__name__}, not a mapping with a deployment: section")
+        raise ConfigError(
+            f"config: {path} holds a YAML {type(data).__name__}, not a mapping with a deployment: section"
+        )
     for section in ("deployment", "mlflow"):
         if section in data and data[section] is not None and not isinstance(data[section], dict):
-            raise ConfigError(f"config: {path} section {shown(section)} is a {type(data[section]).__name__}, not a mapping")
+            raise ConfigError(
+                f"config: {path} section {shown(section)} is a {type(data[section]).__name__}, not a mapping"
+            )
     return data
 
 
@@ -91,8 +99,10 @@ class _BoundedLoader(yaml.SafeLoader):  # type: ignore[misc]  # (no stubs for ya
         limit = sys.get_int_max_str_digits()
         digits = sum(c.isdigit() for c in str(node.value))
         if limit and digits > limit:
-            raise ConfigError(f"config: {self.path} line {node.start_mark.line + 1} holds an integer of {digits} digits, too long "
-                              "to be a number; write a real value")
+            raise ConfigError(
+                f"config: {self.path} line {node.start_mark.line + 1} holds an integer of {digits} digits, too long "
+                "to be a number; write a real value"
+            )
         return int(super().construct_yaml_int(node))
 
 
@@ -127,15 +137,18 @@ def _expanded_size(root: yaml.Node, path: Path) -> int:
             aliased = True
             continue
         if key in on_path:
-            raise ConfigError(f"config: {path} line {node.start_mark.line + 1} holds a YAML alias that contains "
-                              "itself; write the value out")
+            raise ConfigError(
+                f"config: {path} line {node.start_mark.line + 1} holds a YAML alias that contains "
+                "itself; write the value out"
+            )
         on_path.add(key)
         stack.append((node, True))
         stack.extend((child, False) for child in children(node))  # one already counted: an alias
     if aliased and first_over is not None:
         raise ConfigError(
             f"config: {path} expands to more than {MAX_YAML_VALUES} values through YAML aliases "
-            f"(line {first_over.start_mark.line + 1}); write the values out instead of repeating aliases")
+            f"(line {first_over.start_mark.line + 1}); write the values out instead of repeating aliases"
+        )
     return sizes[id(root)]
 
 
@@ -188,13 +201,24 @@ def load_model_source(
     logged_at = record.get("tracking_uri") if isinstance(record.get("tracking_uri"), str) else None
     local = record.get("local_path")
     art = record.get("artifact_path", artifact_path)
-    for key, value in (("mlflow_run_id", run_id), ("model_uri", uri), ("local_path", local), ("artifact_path", art)):
+    for key, value in (
+        ("mlflow_run_id", run_id),
+        ("model_uri", uri),
+        ("local_path", local),
+        ("artifact_path", art),
+    ):
         if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise ModelSourceError(f"model-artifact-path: {path} key {shown(key)} is {shown(value)}; it must be a non-empty string")
+            raise ModelSourceError(
+                f"model-artifact-path: {path} key {shown(key)} is {shown(value)}; it must be a non-empty string"
+            )
         if isinstance(value, str) and "\x00" in value:
-            raise ModelSourceError(f"model-artifact-path: {path} key {shown(key)} is {shown(value)}; it contains a NUL byte")
+            raise ModelSourceError(
+                f"model-artifact-path: {path} key {shown(key)} is {shown(value)}; it contains a NUL byte"
+            )
     if run_id is not None and not all(c.isalnum() or c in "-_" for c in run_id):
-        raise ModelSourceError(f"model-artifact-path: {path} mlflow_run_id {shown(run_id)} is not an MLflow run id")
+        raise ModelSourceError(
+            f"model-artifact-path: {path} mlflow_run_id {shown(run_id)} is not an MLflow run id"
+        )
     if uri:
         return ModelSource(model_uri=uri, run_id=run_id, artifact_path=art, tracking_uri=logged_at), record
     if run_id:
@@ -208,7 +232,9 @@ def load_model_source(
                 f"model-artifact-path: {path} local_path {shown(local)} is not a directory; point it at the saved model folder"
             )
         return ModelSource(local_path=local_path, artifact_path=art), record
-    keys = ", ".join(k if k.isprintable() and len(k) <= 40 else shown(k) for k in sorted(record)[:12]) or "none"
+    keys = (
+        ", ".join(k if k.isprintable() and len(k) <= 40 else shown(k) for k in sorted(record)[:12]) or "none"
+    )
     raise ModelSourceError(
         f"model-artifact-path: {path} names no model source (keys: {keys}); "
         "add mlflow_run_id, model_uri or local_path"

@@ -128,7 +128,9 @@ class Runner:
                 self.masked.add(value)
                 self._write(command("add-mask", value))  # the one line that must hold the secret
 
-    def annotate(self, level: Literal["error", "warning", "notice"], message: str, title: str = "deploygate") -> None:
+    def annotate(
+        self, level: Literal["error", "warning", "notice"], message: str, title: str = "deploygate"
+    ) -> None:
         self.emit(command(level, message, title=title))
 
     def error(self, message: str, title: str = "deploygate") -> None:
@@ -225,9 +227,13 @@ class PullRequestComments:
         try:
             existing = self._find(pr_number, marker)
             if existing is not None:
-                data = self._request("PATCH", f"/repos/{self.repo_path}/issues/comments/{existing}", {"body": body})
+                data = self._request(
+                    "PATCH", f"/repos/{self.repo_path}/issues/comments/{existing}", {"body": body}
+                )
                 return CommentOutcome("updated", _str(data.get("html_url")))
-            data = self._request("POST", f"/repos/{self.repo_path}/issues/{pr_number}/comments", {"body": body})
+            data = self._request(
+                "POST", f"/repos/{self.repo_path}/issues/{pr_number}/comments", {"body": body}
+            )
             return CommentOutcome("created", _str(data.get("html_url")))
         except _Forbidden as exc:
             return CommentOutcome("forbidden", detail=str(exc))
@@ -253,7 +259,9 @@ class PullRequestComments:
         data, _ = self._send(method, self.api_url + path, payload)
         return data if isinstance(data, dict) else {}
 
-    def _send(self, method: str, url: str, payload: Mapping[str, Any] | None) -> tuple[Any, Mapping[str, str]]:
+    def _send(
+        self, method: str, url: str, payload: Mapping[str, Any] | None
+    ) -> tuple[Any, Mapping[str, str]]:
         request = urllib.request.Request(
             url,
             method=method,
@@ -274,14 +282,18 @@ class PullRequestComments:
             message = _error_message(exc)
             if exc.code in (401, 403, 404):
                 raise _Forbidden(f"{method} {_route(url)}: HTTP {exc.code} {message}".strip()) from None
-            raise GitHubError(f"GitHub API {method} {_route(url)} failed: HTTP {exc.code} {message}".strip()) from None
+            raise GitHubError(
+                f"GitHub API {method} {_route(url)} failed: HTTP {exc.code} {message}".strip()
+            ) from None
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise GitHubError(f"GitHub API at {self.api_url} is unreachable: {reason}") from None
         try:
             return (json.loads(raw) if raw else {}), headers
         except ValueError:
-            raise GitHubError(f"GitHub API {method} {_route(url)} answered with something that is not JSON") from None
+            raise GitHubError(
+                f"GitHub API {method} {_route(url)} answered with something that is not JSON"
+            ) from None
 
 
 class _Forbidden(Exception):
@@ -307,7 +319,7 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
 def _next_link(header: str) -> str | None:
     """The `rel="next"` URL of a Link header, if any."""
     for part in header.split(","):
-        match = re.match(r'\s*<([^>]+)>\s*;(.*)', part)
+        match = re.match(r"\s*<([^>]+)>\s*;(.*)", part)
         if match and re.search(r'rel="?next"?', match.group(2)):
             return match.group(1)
     return None

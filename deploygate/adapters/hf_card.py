@@ -39,11 +39,16 @@ def card_data(inputs: CardInputs) -> Any:
 
     def result(metric_type: str, name: str, value: float, args: Mapping[str, Any] | None) -> EvalResult:
         return EvalResult(
-            task_type="text-generation", task_name="Text Generation",
-            dataset_type=inputs.dataset_type, dataset_name=inputs.dataset_name,
-            metric_type=metric_type, metric_name=name, metric_value=round(float(value), 6),
+            task_type="text-generation",
+            task_name="Text Generation",
+            dataset_type=inputs.dataset_type,
+            dataset_name=inputs.dataset_name,
+            metric_type=metric_type,
+            metric_name=name,
+            metric_value=round(float(value), 6),
             metric_args=dict(args) if args else None,
-            source_name="MLflow run" if source_url else None, source_url=source_url,
+            source_name="MLflow run" if source_url else None,
+            source_url=source_url,
         )
 
     results = []
@@ -76,7 +81,9 @@ def render_card(inputs: CardInputs, template_path: Path | None = None) -> str:
     try:
         source = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"Cannot read the model card template {str(path)!r}: {exc.strerror or exc}.") from exc
+        raise ConfigError(
+            f"Cannot read the model card template {str(path)!r}: {exc.strerror or exc}."
+        ) from exc
     except UnicodeDecodeError:
         raise ConfigError(f"The model card template {str(path)!r} is not UTF-8 text.") from None
     env = environment()  # sandboxed: the template may come from a pull request
@@ -84,19 +91,27 @@ def render_card(inputs: CardInputs, template_path: Path | None = None) -> str:
     try:
         text = env.from_string(source).render(card_data=data.to_yaml(), **body_values(inputs))
     except jinja2.UndefinedError as exc:
-        raise ConfigError(f"Model card template {str(path)!r} uses an undefined value: {exc.message}.",
-                          hint="Use only the documented card values (see deploygate/core/render/card.py body_values).") from exc
+        raise ConfigError(
+            f"Model card template {str(path)!r} uses an undefined value: {exc.message}.",
+            hint="Use only the documented card values (see deploygate/core/render/card.py body_values).",
+        ) from exc
     except jinja2.TemplateError as exc:
-        raise ConfigError(f"Model card template {str(path)!r} is invalid: {' '.join(str(exc).split())}.") from exc
+        raise ConfigError(
+            f"Model card template {str(path)!r} is invalid: {' '.join(str(exc).split())}."
+        ) from exc
     except Exception as exc:  # e.g. {{ 1 / 0 }}: the user's template, not deploygate, failed
-        raise ConfigError(f"Model card template {str(path)!r} failed to render: {type(exc).__name__}: "
-                          f"{' '.join(str(exc).split())}.") from exc
+        raise ConfigError(
+            f"Model card template {str(path)!r} failed to render: {type(exc).__name__}: "
+            f"{' '.join(str(exc).split())}."
+        ) from exc
     # the metadata must survive the template intact: parse it back and compare (without a block,
     # huggingface_hub would only log a warning and read empty metadata)
     same = text.startswith("---") and ModelCard(text).data.to_dict() == data.to_dict()  # type: ignore[no-untyped-call]
     if not same:
-        raise ConfigError(f"Model card template {str(path)!r} must start with '---', "
-                          "'{{ card_data }}', '---' and leave the metadata unchanged.")
+        raise ConfigError(
+            f"Model card template {str(path)!r} must start with '---', "
+            "'{{ card_data }}', '---' and leave the metadata unchanged."
+        )
     return text
 
 
@@ -105,12 +120,22 @@ def check_template(template_path: Path) -> None:
     with sample values, with and without a champion to compare against. Raises ConfigError naming
     `card-template`."""
     sample = CardInputs(
-        repo_id="owner/model", base_model="owner/base", registry_name="model", registry_version="1",
-        weighted_score=0.5, metrics={"bleu4": 0.5}, weights={"bleu4": 1.0},
-        decision=CardDecision("deploy", "check"), adapter=AdapterFacts(r=8, lora_alpha=16, target_modules=("q_proj",)),
-        created_at="2000-01-01T00:00:00+00:00", chat_template="{{ messages }}",
-        mlflow_run_url="https://mlflow.example/run", mlflow_model_url="https://mlflow.example/model",
-        license="apache-2.0", language=("en",), git_sha="0" * 40,
+        repo_id="owner/model",
+        base_model="owner/base",
+        registry_name="model",
+        registry_version="1",
+        weighted_score=0.5,
+        metrics={"bleu4": 0.5},
+        weights={"bleu4": 1.0},
+        decision=CardDecision("deploy", "check"),
+        adapter=AdapterFacts(r=8, lora_alpha=16, target_modules=("q_proj",)),
+        created_at="2000-01-01T00:00:00+00:00",
+        chat_template="{{ messages }}",
+        mlflow_run_url="https://mlflow.example/run",
+        mlflow_model_url="https://mlflow.example/model",
+        license="apache-2.0",
+        language=("en",),
+        git_sha="0" * 40,
     )
     with_baseline = dataclasses.replace(sample, baseline=CardBaseline("1", 0.4, {"bleu4": 0.4}))
     try:

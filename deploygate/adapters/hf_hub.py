@@ -63,9 +63,17 @@ class HubPublisher:
     that accepts a connection and never answers would hang the gate for ever.
     """
 
-    def __init__(self, token: str | None, endpoint: str | None = None, *, retries: int = 3, backoff: float = 1.0,
-                 progress_bars: bool = False, sleep: Callable[[float], None] = time.sleep,
-                 timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        token: str | None,
+        endpoint: str | None = None,
+        *,
+        retries: int = 3,
+        backoff: float = 1.0,
+        progress_bars: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+        timeout: float = 120.0,
+    ) -> None:
         if retries < 0 or backoff < 0:
             raise ConfigError(f"Hub retries/backoff must be >= 0, got retries={retries}, backoff={backoff}.")
         self.token = token or None
@@ -101,13 +109,17 @@ class HubPublisher:
             return f"Hub repo {repo_id} exists and {user} can write to it"
         namespace = repo_id.split("/")[0]
         if role == "read":
-            raise HubError(f"Hub repo {repo_id} does not exist and the token of {user} is read-only.",
-                           hint=f"Fix: create a token with the 'write' role at {self._tokens_url()} and set HF_TOKEN.")
+            raise HubError(
+                f"Hub repo {repo_id} does not exist and the token of {user} is read-only.",
+                hint=f"Fix: create a token with the 'write' role at {self._tokens_url()} and set HF_TOKEN.",
+            )
         if namespace not in namespaces:
-            raise HubError(f"Hub repo {repo_id} does not exist (or is not visible) and {user} cannot create repos "
-                           f"under '{namespace}'.",
-                           hint=f"Fix: use one of your namespaces ({', '.join(sorted(namespaces))}) or create the "
-                                f"repo on the Hub first.")
+            raise HubError(
+                f"Hub repo {repo_id} does not exist (or is not visible) and {user} cannot create repos "
+                f"under '{namespace}'.",
+                hint=f"Fix: use one of your namespaces ({', '.join(sorted(namespaces))}) or create the "
+                f"repo on the Hub first.",
+            )
         return f"Hub repo {repo_id} does not exist yet; it will be created on the first push (as {user})"
 
     def head(self, repo_id: str) -> str | None:
@@ -132,15 +144,22 @@ class HubPublisher:
         api = self._api()
         with tempfile.TemporaryDirectory(prefix="deploygate-record-") as tmp:
             try:
-                path = self._call(f"read {RECORD_FILE} at {revision[:12]} of", repo_id, lambda: api.hf_hub_download(
-                    repo_id, RECORD_FILE, revision=revision, cache_dir=Path(tmp) / "cache"))
+                path = self._call(
+                    f"read {RECORD_FILE} at {revision[:12]} of",
+                    repo_id,
+                    lambda: api.hf_hub_download(
+                        repo_id, RECORD_FILE, revision=revision, cache_dir=Path(tmp) / "cache"
+                    ),
+                )
             except HubError as exc:
                 if _status(exc) == 404:
                     return None
                 raise
             return Path(path).read_text(encoding="utf-8", errors="replace")
 
-    def tag_for(self, repo_id: str, tag: str, expected: VersionIdentity, *, recorded_commit: str | None) -> HubCommit | None:
+    def tag_for(
+        self, repo_id: str, tag: str, expected: VersionIdentity, *, recorded_commit: str | None
+    ) -> HubCommit | None:
         """The commit of `tag` when it was made for the `expected` version; None when there is no
         such tag. HubError (naming both versions and the fix) when it was made for another one, or
         when nothing says whose it is: a tag without deploygate.json (an earlier release's push) is
@@ -149,35 +168,49 @@ class HubPublisher:
         if existing is None:
             return None
         found = parse_record(self.record_at(repo_id, existing.sha))
-        fix = (f"Fix: if {repo_id} belonged to a registered model that was renamed or deleted and recreated "
-               f"(its versions restart at 1), push to a new repo (hf-model-id), or delete its stale v<N> tags at "
-               f"{self.endpoint}/{repo_id}/tree/main (the commits stay in the history) and re-run the same command.")
+        fix = (
+            f"Fix: if {repo_id} belonged to a registered model that was renamed or deleted and recreated "
+            f"(its versions restart at 1), push to a new repo (hf-model-id), or delete its stale v<N> tags at "
+            f"{self.endpoint}/{repo_id}/tree/main (the commits stay in the history) and re-run the same command."
+        )
         if found is None:
-            if recorded_commit and (recorded_commit == existing.sha
-                                    or self._same_tree(repo_id, recorded_commit, existing.sha)):
+            if recorded_commit and (
+                recorded_commit == existing.sha or self._same_tree(repo_id, recorded_commit, existing.sha)
+            ):
                 return existing  # an earlier release's push, recorded on this very version
-            raise HubError(f"Hub tag {tag} in {repo_id} (commit {existing.sha[:12]}) has no {RECORD_FILE} and "
-                           f"{expected.describe()} records no Hub commit for it: it may hold another model.",
-                           hint=fix)
+            raise HubError(
+                f"Hub tag {tag} in {repo_id} (commit {existing.sha[:12]}) has no {RECORD_FILE} and "
+                f"{expected.describe()} records no Hub commit for it: it may hold another model.",
+                hint=fix,
+            )
         differences = mismatch(expected, found)
         if differences:
-            raise HubError(f"Hub tag {tag} in {repo_id} was made for {found.describe()}, but this is "
-                           f"{expected.describe()} ({', '.join(differences)} differ); a tag is never trusted by its "
-                           "name.", hint=fix)
+            raise HubError(
+                f"Hub tag {tag} in {repo_id} was made for {found.describe()}, but this is "
+                f"{expected.describe()} ({', '.join(differences)} differ); a tag is never trusted by its "
+                "name.",
+                hint=fix,
+            )
         return existing
 
     def snapshot(self, repo_id: str, local_dir: Path, *, revision: str | None = None) -> Path:
         """Download a repo's files (e.g. the base model) into `local_dir`."""
         validate_repo_id(repo_id, allow_canonical=True)
         api = self._api()
-        self._call("download", repo_id, lambda: api.snapshot_download(
-            repo_id, revision=revision, local_dir=local_dir, cache_dir=local_dir.parent / ".hf-cache"))
+        self._call(
+            "download",
+            repo_id,
+            lambda: api.snapshot_download(
+                repo_id, revision=revision, local_dir=local_dir, cache_dir=local_dir.parent / ".hf-cache"
+            ),
+        )
         return local_dir
 
     # --- writes ----------------------------------------------------------------------------------
 
-    def push(self, repo_id: str, folder: Path, *, commit_message: str, private: bool,
-             tag: str | None = None) -> HubCommit:
+    def push(
+        self, repo_id: str, folder: Path, *, commit_message: str, private: bool, tag: str | None = None
+    ) -> HubCommit:
         """Make `main` hold exactly the files of `folder` in ONE commit, then tag that commit.
 
         Creates the repo if needed (with `private`; an existing repo keeps its visibility). Files on
@@ -198,13 +231,19 @@ class HubPublisher:
             if self._same_files(repo_id, existing.sha, folder, files):
                 log.info("Hub: %s@%s already holds these files; not pushing again", repo_id, tag)
                 return existing
-            raise HubError(f"Hub tag {tag} already exists in {repo_id} on commit {existing.sha[:12]} with different "
-                           f"files; a version tag is never moved.",
-                           hint=f"Fix: deploy under a new version, or delete the tag ({self.endpoint}/{repo_id}/tree/"
-                                f"{tag}) if that push was a mistake.")
+            raise HubError(
+                f"Hub tag {tag} already exists in {repo_id} on commit {existing.sha[:12]} with different "
+                f"files; a version tag is never moved.",
+                hint=f"Fix: deploy under a new version, or delete the tag ({self.endpoint}/{repo_id}/tree/"
+                f"{tag}) if that push was a mistake.",
+            )
 
-        self._call("create the Hub repo", repo_id, lambda: api.create_repo(repo_id, private=private, exist_ok=True))
-        sha = self._call("push to", repo_id, lambda: self._commit_folder(repo_id, folder, files, commit_message))
+        self._call(
+            "create the Hub repo", repo_id, lambda: api.create_repo(repo_id, private=private, exist_ok=True)
+        )
+        sha = self._call(
+            "push to", repo_id, lambda: self._commit_folder(repo_id, folder, files, commit_message)
+        )
         if tag is not None:
             self._tag(repo_id, tag, sha)
         return self._commit(repo_id, sha, tag)
@@ -215,15 +254,24 @@ class HubPublisher:
         validate_tag(tag)
         target = self.find_tag(repo_id, tag)
         if target is None:
-            raise HubError(f"Hub tag {tag} not found in {repo_id}; cannot restore it.",
-                           hint=f"Fix: pick one of the tags listed at {self.endpoint}/{repo_id}/tree/main.")
+            raise HubError(
+                f"Hub tag {tag} not found in {repo_id}; cannot restore it.",
+                hint=f"Fix: pick one of the tags listed at {self.endpoint}/{repo_id}/tree/main.",
+            )
         api = self._api(write=True)
         with tempfile.TemporaryDirectory(prefix="deploygate-restore-") as tmp:
             snapshot = Path(tmp) / "snapshot"
-            self._call(f"download tag {tag} of", repo_id, lambda: api.snapshot_download(
-                repo_id, revision=target.sha, local_dir=snapshot, cache_dir=Path(tmp) / "cache"))
+            self._call(
+                f"download tag {tag} of",
+                repo_id,
+                lambda: api.snapshot_download(
+                    repo_id, revision=target.sha, local_dir=snapshot, cache_dir=Path(tmp) / "cache"
+                ),
+            )
             files = _local_files(snapshot)
-            sha = self._call("restore", repo_id, lambda: self._commit_folder(repo_id, snapshot, files, commit_message))
+            sha = self._call(
+                "restore", repo_id, lambda: self._commit_folder(repo_id, snapshot, files, commit_message)
+            )
         return self._commit(repo_id, sha, tag)
 
     # --- internals -------------------------------------------------------------------------------
@@ -231,8 +279,10 @@ class HubPublisher:
     def _api(self, *, write: bool = False) -> HfApi:
         _install_timeout(self.timeout)
         if write and not self.token:
-            raise HubError("No Hugging Face token: pushing to the Hub needs one.",
-                           hint=f"Fix: create a write token at {self._tokens_url()} and set HF_TOKEN.")
+            raise HubError(
+                "No Hugging Face token: pushing to the Hub needs one.",
+                hint=f"Fix: create a write token at {self._tokens_url()} and set HF_TOKEN.",
+            )
         if self._api_instance is None:
             from huggingface_hub import HfApi
 
@@ -242,10 +292,14 @@ class HubPublisher:
 
     def _whoami(self) -> dict[str, Any]:
         if not self.token:
-            raise HubError("No Hugging Face token.", hint=f"Fix: create a write token at {self._tokens_url()} "
-                                                          "and set HF_TOKEN.")
+            raise HubError(
+                "No Hugging Face token.",
+                hint=f"Fix: create a write token at {self._tokens_url()} and set HF_TOKEN.",
+            )
         api = self._api()
-        return dict(self._call("check the Hub token at", self.endpoint, lambda: api.whoami(), repo_scoped=False))
+        return dict(
+            self._call("check the Hub token at", self.endpoint, lambda: api.whoami(), repo_scoped=False)
+        )
 
     def _refs(self, repo_id: str) -> Any | None:
         validate_repo_id(repo_id)
@@ -280,13 +334,21 @@ class HubPublisher:
             # parent_commit: if main moved since we listed it, the Hub refuses instead of mixing two pushes;
             # then the stale list is recomputed against the new head and the commit tried again
             try:
-                info: CommitInfo = api.create_commit(repo_id, operations=operations, commit_message=message,
-                                                     parent_commit=head)
+                info: CommitInfo = api.create_commit(
+                    repo_id, operations=operations, commit_message=message, parent_commit=head
+                )
             except HfHubHTTPError as exc:
-                if exc.response is None or exc.response.status_code not in (409, 412) or race == _PARENT_RACES:
+                if (
+                    exc.response is None
+                    or exc.response.status_code not in (409, 412)
+                    or race == _PARENT_RACES
+                ):
                     raise
-                log.warning("Hub: main of %s moved during the push (%s); committing again on the new head",
-                            repo_id, exc.response.status_code)
+                log.warning(
+                    "Hub: main of %s moved during the push (%s); committing again on the new head",
+                    repo_id,
+                    exc.response.status_code,
+                )
                 continue
             return str(info.oid)
         raise AssertionError("unreachable")
@@ -300,13 +362,16 @@ class HubPublisher:
         if target is None:
             return None
         head = self.head(repo_id)
-        if head is not None and (head == target.sha or self._tree(repo_id, head) == self._tree(repo_id, target.sha)):
+        if head is not None and (
+            head == target.sha or self._tree(repo_id, head) == self._tree(repo_id, target.sha)
+        ):
             return self._commit(repo_id, head, tag)
         log.info("Hub: main of %s does not hold %s; restoring its files", repo_id, tag)
         return self.restore_tag(repo_id, tag, commit_message=commit_message)
 
-    def adopt_push(self, repo_id: str, tag: str, title_prefix: str, expected: VersionIdentity, *,
-                   depth: int = 20) -> HubCommit | None:
+    def adopt_push(
+        self, repo_id: str, tag: str, title_prefix: str, expected: VersionIdentity, *, depth: int = 20
+    ) -> HubCommit | None:
         """Tag an untagged push of the `expected` version with `tag`: the newest of main's last
         `depth` commits whose title starts with `title_prefix` and whose deploygate.json names this
         version (a run that died, or whose tag call failed, after its commit; main may have been put
@@ -316,15 +381,21 @@ class HubPublisher:
         if head is None:
             return None
         api = self._api()
-        commits = self._call("list the commits of", repo_id, lambda: api.list_repo_commits(repo_id, revision=head))
+        commits = self._call(
+            "list the commits of", repo_id, lambda: api.list_repo_commits(repo_id, revision=head)
+        )
         for commit in commits[:depth]:
             if not commit.title.startswith(title_prefix):
                 continue
             found = parse_record(self.record_at(repo_id, commit.commit_id))
             if found is None or mismatch(expected, found):
                 continue
-            log.info("Hub: %s of %s is an untagged push of this version; tagging it %s", commit.commit_id[:12],
-                     repo_id, tag)
+            log.info(
+                "Hub: %s of %s is an untagged push of this version; tagging it %s",
+                commit.commit_id[:12],
+                repo_id,
+                tag,
+            )
             self._tag(repo_id, tag, commit.commit_id)
             return self._commit(repo_id, commit.commit_id, tag)
         return None
@@ -342,30 +413,44 @@ class HubPublisher:
         from huggingface_hub.hf_api import RepoFile
 
         api = self._api()
-        tree = self._call("list the files of", repo_id,
-                          lambda: list(api.list_repo_tree(repo_id, revision=revision, recursive=True)))
-        return {f.path: (f.lfs.sha256 if f.lfs is not None else f.blob_id) for f in tree if isinstance(f, RepoFile)}
+        tree = self._call(
+            "list the files of",
+            repo_id,
+            lambda: list(api.list_repo_tree(repo_id, revision=revision, recursive=True)),
+        )
+        return {
+            f.path: (f.lfs.sha256 if f.lfs is not None else f.blob_id)
+            for f in tree
+            if isinstance(f, RepoFile)
+        }
 
     def _tag(self, repo_id: str, tag: str, sha: str) -> None:
         api = self._api(write=True)
         try:
-            self._call(f"create tag {tag} in", repo_id, lambda: api.create_tag(repo_id, tag=tag, revision=sha))
+            self._call(
+                f"create tag {tag} in", repo_id, lambda: api.create_tag(repo_id, tag=tag, revision=sha)
+            )
         except HubError as exc:
             if _status(exc) != 409:
                 raise
             existing = self.find_tag(repo_id, tag)  # 409: idempotent if it already names this commit
             if existing is None or existing.sha != sha:
                 where = f"commit {existing.sha[:12]}" if existing else "another ref"
-                raise HubError(f"Hub tag {tag} in {repo_id} already points to {where}, not to the new commit "
-                               f"{sha[:12]}.", hint="Fix: deploy under a new version, or delete the stale tag on "
-                                                    "the Hub and re-run.") from exc
+                raise HubError(
+                    f"Hub tag {tag} in {repo_id} already points to {where}, not to the new commit "
+                    f"{sha[:12]}.",
+                    hint="Fix: deploy under a new version, or delete the stale tag on the Hub and re-run.",
+                ) from exc
 
     def _same_files(self, repo_id: str, sha: str, folder: Path, files: list[str]) -> bool:
         from huggingface_hub.hf_api import RepoFile
 
         api = self._api()
-        tree = self._call("list the files of", repo_id,
-                          lambda: list(api.list_repo_tree(repo_id, revision=sha, recursive=True)))
+        tree = self._call(
+            "list the files of",
+            repo_id,
+            lambda: list(api.list_repo_tree(repo_id, revision=sha, recursive=True)),
+        )
         remote = {f.path: f for f in tree if isinstance(f, RepoFile)}
         if ".gitattributes" not in files:
             remote.pop(".gitattributes", None)  # the Hub creates it; pushes never delete it
@@ -405,11 +490,19 @@ class HubPublisher:
             except Exception as exc:
                 status, transient = _classify(exc)
                 if not transient or attempt == self.retries:
-                    raise _translate(exc, status, action, target, self, attempts=attempt + 1,
-                                     repo_scoped=repo_scoped) from exc
+                    raise _translate(
+                        exc, status, action, target, self, attempts=attempt + 1, repo_scoped=repo_scoped
+                    ) from exc
                 delay = min(self.backoff * 2**attempt, _MAX_DELAY)
-                log.warning("Hub: could not %s %s (%s); retry %d/%d in %.1fs", action, target,
-                            _short(exc, status), attempt + 1, self.retries, delay)
+                log.warning(
+                    "Hub: could not %s %s (%s); retry %d/%d in %.1fs",
+                    action,
+                    target,
+                    _short(exc, status),
+                    attempt + 1,
+                    self.retries,
+                    delay,
+                )
                 self._sleep(delay)
         raise AssertionError("unreachable")
 
@@ -426,6 +519,7 @@ def _install_timeout(seconds: float) -> None:
     try:
         from huggingface_hub.utils._http import default_client_factory as base_factory
     except ImportError:  # pragma: no cover - a later huggingface_hub may move it
+
         def base_factory() -> httpx2.Client:
             return httpx2.Client(follow_redirects=True)
 
@@ -493,8 +587,16 @@ def _server_message(exc: BaseException) -> str:
     return ""
 
 
-def _translate(exc: BaseException, status: int | None, action: str, target: str, hub: HubPublisher, *,
-               attempts: int, repo_scoped: bool) -> HubError:
+def _translate(
+    exc: BaseException,
+    status: int | None,
+    action: str,
+    target: str,
+    hub: HubPublisher,
+    *,
+    attempts: int,
+    repo_scoped: bool,
+) -> HubError:
     from huggingface_hub.errors import (
         EntryNotFoundError,
         OfflineModeIsEnabled,
@@ -522,8 +624,10 @@ def _translate(exc: BaseException, status: int | None, action: str, target: str,
         hint = f"Fix: create a write token at {hub._tokens_url()} and set it as HF_TOKEN."
     elif status == 403:
         message = f"{what}: the token lacks write access to {target} (403){said}."
-        hint = (f"Fix: use a token with the 'write' role (or fine-grained write access to '{namespace}') from "
-                f"{hub._tokens_url()}.")
+        hint = (
+            f"Fix: use a token with the 'write' role (or fine-grained write access to '{namespace}') from "
+            f"{hub._tokens_url()}."
+        )
     elif has(RevisionNotFoundError):
         message = f"{what}: revision or tag not found (404){said}."
         hint = f"Fix: check the tag / branch name at {hub.endpoint}/{target}/tree/main."

@@ -121,7 +121,9 @@ def inspect_adapter(adapter_dir: str | Path) -> AdapterInfo:
             f"(it holds {ADAPTER_CONFIG} and {ADAPTER_SAFETENSORS})."
         )
     try:
-        raw = strictjson.loads(path.read_text(encoding="utf-8"))  # a key given twice is an error, not the last one
+        raw = strictjson.loads(
+            path.read_text(encoding="utf-8")
+        )  # a key given twice is an error, not the last one
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise AdapterError(f"{path}: not valid JSON ({exc}); re-save the adapter with peft.") from exc
     if not isinstance(raw, dict):
@@ -1715,7 +1717,6 @@ def _remove_weights(out: Path) -> None:
                 path.unlink(missing_ok=True)
 
 
-
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence transformers' and peft's logs, progress bars and warnings for the loads this module makes
@@ -1822,8 +1823,9 @@ class LoraMerger:
     def inspect(self, adapter_dir: Path) -> AdapterInfo:
         return inspect_adapter(adapter_dir)
 
-    def merge(self, base_dir: Path, adapter_dir: Path, out_dir: Path,
-              progress: Callable[[int, int, str], None]) -> MergeReport:
+    def merge(
+        self, base_dir: Path, adapter_dir: Path, out_dir: Path, progress: Callable[[int, int, str], None]
+    ) -> MergeReport:
         return merge(base_dir, adapter_dir, out_dir, fallback="peft", progress=progress)
 
     def copy_adapter_only(self, adapter_dir: Path, out_dir: Path, base_dir: Path) -> MergeReport:

@@ -93,28 +93,39 @@ class Limits:
             model_tag=min(int(getattr(v, "MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH", column)), column),
             version_tag=min(int(getattr(v, "MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH", column)), column),
             description=column,
-            key=min(int(getattr(v, "MAX_ENTITY_KEY_LENGTH", 250)), int(getattr(v, "MAX_MODEL_REGISTRY_TAG_KEY_LENGTH", 250))),
+            key=min(
+                int(getattr(v, "MAX_ENTITY_KEY_LENGTH", 250)),
+                int(getattr(v, "MAX_MODEL_REGISTRY_TAG_KEY_LENGTH", 250)),
+            ),
             alias=min(int(getattr(v, "MAX_REGISTERED_MODEL_ALIAS_LENGTH", 255)), 256),
             experiment_name=int(getattr(v, "MAX_EXPERIMENT_NAME_LENGTH", 500)),
         )
 
     def check_names(self, *, registry_name: str, alias: str) -> None:
         """The names every run uses, before the first read that would take a too-long one as absent."""
-        for setting, value, limit in (("registry-name", registry_name, self.model_name),
-                                      ("champion-alias", alias, self.alias)):
+        for setting, value, limit in (
+            ("registry-name", registry_name, self.model_name),
+            ("champion-alias", alias, self.alias),
+        ):
             if len(value) > limit:
-                raise ConfigError(f"{setting}: {len(value):,} characters ({value[:40]!r}...); MLflow keeps at most "
-                                  f"{limit:,}; choose a shorter one")
+                raise ConfigError(
+                    f"{setting}: {len(value):,} characters ({value[:40]!r}...); MLflow keeps at most "
+                    f"{limit:,}; choose a shorter one"
+                )
 
 
 def check_fits(what: str, key: str, value: str, limit: int, key_limit: int = 250) -> None:
     """Refuse, before it is sent, a value the server would reject (or sqlite silently keep)."""
     if len(key) > key_limit:
-        raise ConfigError(f"registry: the {what} key {key[:60]!r}... is {len(key):,} characters; MLflow keeps at "
-                          f"most {key_limit:,}; shorten the name it comes from")
+        raise ConfigError(
+            f"registry: the {what} key {key[:60]!r}... is {len(key):,} characters; MLflow keeps at "
+            f"most {key_limit:,}; shorten the name it comes from"
+        )
     if len(value) > limit:
-        raise ConfigError(f"registry: the {what} {key!r} would be {len(value):,} characters; MLflow keeps at most "
-                          f"{limit:,}; shorten the input it comes from")
+        raise ConfigError(
+            f"registry: the {what} {key!r} would be {len(value):,} characters; MLflow keeps at most "
+            f"{limit:,}; shorten the input it comes from"
+        )
 
 
 def clip(value: str, limit: int) -> str:
@@ -127,8 +138,14 @@ def clip(value: str, limit: int) -> str:
 
 # How each SQL backend words a concurrent insert of the same key (a first alias, a registered model
 # created at once by two runs); sqlite also answers "database is locked" under write contention.
-_INSERT_CONFLICT = ("UNIQUE constraint", "UniqueViolation", "duplicate key value violates unique constraint",
-                    "Duplicate entry", "IntegrityError", "database is locked")
+_INSERT_CONFLICT = (
+    "UNIQUE constraint",
+    "UniqueViolation",
+    "duplicate key value violates unique constraint",
+    "Duplicate entry",
+    "IntegrityError",
+    "database is locked",
+)
 
 
 def is_insert_conflict(exc: BaseException) -> bool:
@@ -161,7 +178,9 @@ def history_value(entry: Mapping[str, Any]) -> str:
 def _is_not_found(exc: BaseException) -> bool:
     code = getattr(exc, "error_code", "")
     text = str(exc)
-    return code == "RESOURCE_DOES_NOT_EXIST" or "not found" in text.lower() or "does not exist" in text.lower()
+    return (
+        code == "RESOURCE_DOES_NOT_EXIST" or "not found" in text.lower() or "does not exist" in text.lower()
+    )
 
 
 class MlflowRegistry:
@@ -204,8 +223,9 @@ class MlflowRegistry:
         except (RegistryError, ConfigError, ModelSourceError):
             raise
         except Exception as exc:
-            raise RegistryError(f"MLflow: {what} failed at {self.display_uri}: {first_line(exc, 400)}",
-                                hint=_fix_for(exc)) from exc
+            raise RegistryError(
+                f"MLflow: {what} failed at {self.display_uri}: {first_line(exc, 400)}", hint=_fix_for(exc)
+            ) from exc
 
     @property
     def display_uri(self) -> str:
@@ -278,7 +298,10 @@ class MlflowRegistry:
             # 5xx error whose text merely mentions the /alias endpoint must fail, never read as a
             # first model (that would deploy anything and move the alias away from the champion).
             code = str(getattr(exc, "error_code", ""))
-            if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") and "not found" in str(exc).lower():
+            if (
+                code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+                and "not found" in str(exc).lower()
+            ):
                 return None
             raise RegistryError(
                 f"MLflow: reading alias {alias!r} of model {name!r} failed at {self.display_uri}: {first_line(exc, 400)}"
@@ -296,7 +319,9 @@ class MlflowRegistry:
                 raise ConfigError(
                     f"--to: version {version!r} of model {name!r} does not exist; pick one listed in the MLflow UI"
                 ) from exc
-            raise RegistryError(f"MLflow: reading {name!r} v{version} failed: {first_line(exc, 400)}") from exc
+            raise RegistryError(
+                f"MLflow: reading {name!r} v{version} failed: {first_line(exc, 400)}"
+            ) from exc
         if mv.status != "READY":
             raise ConfigError(f"--to: {name!r} v{version} is {mv.status}, not READY; pick a READY version")
         return self._champion_from(mv)
@@ -306,7 +331,7 @@ class MlflowRegistry:
         metrics = _metrics_from_json(tags.get(TAG_METRICS))
         if metrics is None:  # a version promoted before the JSON tag existed: the per-metric tags
             metrics = {
-                k[len(TAG_METRIC):]: v
+                k[len(TAG_METRIC) :]: v
                 for k, raw in tags.items()
                 if k.startswith(TAG_METRIC) and (v := _float_or_none(raw)) is not None
             }
@@ -323,8 +348,15 @@ class MlflowRegistry:
             tags=tags,
         )
 
-    def champion_baseline(self, name: str, alias: str, *, by_stage: bool = False,
-                          weights: Weights | None = None, scale: float = 1.0) -> Baseline | None:
+    def champion_baseline(
+        self,
+        name: str,
+        alias: str,
+        *,
+        by_stage: bool = False,
+        weights: Weights | None = None,
+        scale: float = 1.0,
+    ) -> Baseline | None:
         """The production model to beat and its score; None only when the registry has none.
 
         The alias holder (or with `by_stage` the Production stage holder). A registry from before
@@ -340,8 +372,11 @@ class MlflowRegistry:
             stage_only = champ is not None
         if champ is None:
             return None
-        held = (f"v{champ.version} holds the Production stage and no {alias!r} alias" if stage_only
-                else f"v{champ.version} holds {'the Production stage' if by_stage else f'alias {alias!r}'}")
+        held = (
+            f"v{champ.version} holds the Production stage and no {alias!r} alias"
+            if stage_only
+            else f"v{champ.version} holds {'the Production stage' if by_stage else f'alias {alias!r}'}"
+        )
         score, metrics, found = champ.score, dict(champ.metrics), None
         if score is None:
             score, run_metrics, found = self._score_elsewhere(champ, weights, scale)
@@ -367,8 +402,9 @@ class MlflowRegistry:
             stage_only=stage_only,
         )
 
-    def _score_elsewhere(self, champ: Champion, weights: Weights | None,
-                         scale: float) -> tuple[float | None, dict[str, float], str]:
+    def _score_elsewhere(
+        self, champ: Champion, weights: Weights | None, scale: float
+    ) -> tuple[float | None, dict[str, float], str]:
         """(score, metrics, where it came from) for a version deploygate did not score; (None, {},
         what was looked at) when nothing holds it."""
         looked = "no source run"
@@ -378,7 +414,9 @@ class MlflowRegistry:
                 run = self.client.get_run(champ.run_id)
             except Exception as exc:
                 if not _is_not_found(exc):
-                    raise RegistryError(f"MLflow: reading run {champ.run_id} failed: {first_line(exc, 400)}") from exc
+                    raise RegistryError(
+                        f"MLflow: reading run {champ.run_id} failed: {first_line(exc, 400)}"
+                    ) from exc
                 looked = f"its source run {champ.run_id} does not exist"
             else:
                 run_metrics = {str(k): float(v) for k, v in run.data.metrics.items()}
@@ -389,14 +427,21 @@ class MlflowRegistry:
                     from deploygate.core.metrics import parse_metrics, weighted_score
 
                     try:
-                        parsed = parse_metrics(run_metrics, weights, scale=scale, source=f"run {champ.run_id}")
+                        parsed = parse_metrics(
+                            run_metrics, weights, scale=scale, source=f"run {champ.run_id}"
+                        )
                     except MetricsError:
                         pass
                     else:
-                        return (weighted_score(parsed, weights).score, dict(parsed.values),
-                                f"recomputed from its run {champ.run_id}'s metrics with the configured weights")
-                looked = (f"its source run {champ.run_id} has no weighted_score metric nor "
-                          f"{', '.join(weights.values) if weights else 'the weighted metrics'}")
+                        return (
+                            weighted_score(parsed, weights).score,
+                            dict(parsed.values),
+                            f"recomputed from its run {champ.run_id}'s metrics with the configured weights",
+                        )
+                looked = (
+                    f"its source run {champ.run_id} has no weighted_score metric nor "
+                    f"{', '.join(weights.values) if weights else 'the weighted metrics'}"
+                )
         seed_tag = _float_or_none(champ.tags.get("weighted_score"))
         if seed_tag is not None:
             return seed_tag, run_metrics, "from its weighted_score tag (set by the seed's deployment script)"
@@ -421,8 +466,11 @@ class MlflowRegistry:
         run = runs[0]
         metrics = _metrics_from_json(run.data.tags.get(TAG_METRICS))
         if metrics is None:
-            metrics = {k: v for k, v in run.data.metrics.items()
-                       if k not in RUN_SUMMARY_METRICS and not k.startswith("contribution_")}
+            metrics = {
+                k: v
+                for k, v in run.data.metrics.items()
+                if k not in RUN_SUMMARY_METRICS and not k.startswith("contribution_")
+            }
         return Baseline(
             score=float(run.data.metrics["weighted_score"]),
             source="best-ever",
@@ -449,7 +497,11 @@ class MlflowRegistry:
         try:
             legacy = json.loads(raw) if raw else []
         except json.JSONDecodeError:
-            log.warning("registered model %s: tag %s is not JSON; that part of the history is ignored", name, TAG_HISTORY)
+            log.warning(
+                "registered model %s: tag %s is not JSON; that part of the history is ignored",
+                name,
+                TAG_HISTORY,
+            )
             legacy = []
         if isinstance(legacy, list):
             entries.extend(e for e in legacy if isinstance(e, dict))
@@ -477,8 +529,11 @@ class MlflowRegistry:
             elif source.model_uri:
                 cached = self._resolve_uri(source)
             elif source.run_id:
-                cached = self._resolve_run(source.run_id, source.artifact_path.strip("/") or "model",
-                                           location_uri=source.tracking_uri)
+                cached = self._resolve_run(
+                    source.run_id,
+                    source.artifact_path.strip("/") or "model",
+                    location_uri=source.tracking_uri,
+                )
             else:
                 raise ModelSourceError("model location: no source to register")
             log.info("candidate model: %s", cached.where)
@@ -488,7 +543,7 @@ class MlflowRegistry:
     def _resolve_uri(self, source: ModelSource) -> ResolvedSource:
         uri = str(source.model_uri)
         if uri.startswith("runs:/"):
-            run_id, _, path = uri[len("runs:/"):].partition("/")
+            run_id, _, path = uri[len("runs:/") :].partition("/")
             return self._resolve_run(run_id, path.strip("/") or "model", location_uri=source.tracking_uri)
         logged = _LOGGED_MODEL_URI.match(uri)
         if logged:
@@ -500,8 +555,13 @@ class MlflowRegistry:
                     f"{' or '.join(MODEL_MARKERS)} among {self._names(lambda p: self._list_logged(model.model_id, p))}; "
                     "give the URI of the model that holds the adapter"
                 )
-            return ResolvedSource(uri, source.run_id or model.source_run_id, model.model_id,
-                                  where=f"LoggedModel {model.model_id} ({found})", fetch_uri=model.artifact_location)
+            return ResolvedSource(
+                uri,
+                source.run_id or model.source_run_id,
+                model.model_id,
+                where=f"LoggedModel {model.model_id} ({found})",
+                fetch_uri=model.artifact_location,
+            )
         fetch = self._underlying(uri)
         found = self._marker(lambda p: self._list_uri(fetch, p))
         if found is None:
@@ -515,7 +575,7 @@ class MlflowRegistry:
         """A registered model URI (models:/name/version, models:/name@alias) as the URI of its files."""
         if not uri.startswith("models:/"):
             return uri
-        ref = uri[len("models:/"):].strip("/")
+        ref = uri[len("models:/") :].strip("/")
         name, at, alias = ref.partition("@")
         with self._call(f"resolving {uri}"):
             if at:
@@ -523,7 +583,9 @@ class MlflowRegistry:
             else:
                 name, _, version = ref.rpartition("/")
                 if not name or not version:
-                    raise ModelSourceError(f"model-uri: {uri!r} is not models:/<name>/<version> or models:/<name>@<alias>")
+                    raise ModelSourceError(
+                        f"model-uri: {uri!r} is not models:/<name>/<version> or models:/<name>@<alias>"
+                    )
             return str(self.client.get_model_version_download_uri(name, version))
 
     def _resolve_run(self, run_id: str, path: str, *, location_uri: str | None) -> ResolvedSource:
@@ -541,14 +603,23 @@ class MlflowRegistry:
                     f"{status}, not READY (its upload did not finish); log the model again"
                 )
             if found is not None:
-                return ResolvedSource(f"models:/{model.model_id}", run_id, model.model_id,
-                                      where=f"LoggedModel {model.model_id} {path!r} of run {run_id} ({found})",
-                                      fetch_uri=model.artifact_location)
+                return ResolvedSource(
+                    f"models:/{model.model_id}",
+                    run_id,
+                    model.model_id,
+                    where=f"LoggedModel {model.model_id} {path!r} of run {run_id} ({found})",
+                    fetch_uri=model.artifact_location,
+                )
         artifact_root = f"{run.info.artifact_uri.rstrip('/')}/{path}"
         found = self._marker(lambda p: self._list_uri(artifact_root, p))
         if found is not None:
-            return ResolvedSource(artifact_root, run_id, None,
-                                  where=f"run {run_id} artifacts under {path!r} ({found})", fetch_uri=artifact_root)
+            return ResolvedSource(
+                artifact_root,
+                run_id,
+                None,
+                where=f"run {run_id} artifacts under {path!r} ({found})",
+                fetch_uri=artifact_root,
+            )
         logged = ", ".join(f"{m.model_id} {m.name!r}" for m in models) or "none"
         raise ModelSourceError(
             f"model location: run {run_id} holds no model under {path!r}: its artifacts under {path!r} are "
@@ -564,7 +635,9 @@ class MlflowRegistry:
                 warnings.simplefilter("ignore", FutureWarning)
                 return self.client.get_run(run_id)
         except Exception as exc:
-            if not _is_not_found(exc) and "INVALID_PARAMETER_VALUE" not in str(getattr(exc, "error_code", "")):
+            if not _is_not_found(exc) and "INVALID_PARAMETER_VALUE" not in str(
+                getattr(exc, "error_code", "")
+            ):
                 raise RegistryError(f"MLflow: reading run {run_id} failed: {first_line(exc, 400)}") from exc
             elsewhere = location_uri and not _same_server(location_uri, self.tracking_uri)
             if elsewhere and _run_exists_at(str(location_uri), run_id):
@@ -574,8 +647,11 @@ class MlflowRegistry:
                     f"own server only: run it with MLFLOW_TRACKING_URI={_display(str(location_uri))}, or give the "
                     "model as local_path or model_uri"
                 ) from exc
-            also = (f" (the location file's tracking_uri {_display(str(location_uri))} does not have it either)"
-                    if elsewhere else "")
+            also = (
+                f" (the location file's tracking_uri {_display(str(location_uri))} does not have it either)"
+                if elsewhere
+                else ""
+            )
             raise ModelSourceError(
                 f"model location: mlflow_run_id {run_id!r} is not a run on {self.display_uri}{also}; "
                 "point MLFLOW_TRACKING_URI at the server the model was logged to, or fix the run id"
@@ -593,7 +669,9 @@ class MlflowRegistry:
             return models
         try:
             found = self.client.search_logged_models(
-                [run.info.experiment_id], filter_string=f"source_run_id = '{_run_id_literal(run.info.run_id)}'", max_results=50
+                [run.info.experiment_id],
+                filter_string=f"source_run_id = '{_run_id_literal(run.info.run_id)}'",
+                max_results=50,
             )
         except Exception as exc:  # no LoggedModel API on this server: the MLflow 2 layout is all there is
             log.debug("searching LoggedModels of run %s: %s", run.info.run_id, first_line(exc, 400))
@@ -605,8 +683,12 @@ class MlflowRegistry:
             return self.client.get_logged_model(model_id)
         except Exception as exc:
             if _is_not_found(exc):
-                raise ModelSourceError(f"{what}: no LoggedModel {model_id} on {self.display_uri}; check the id") from exc
-            raise RegistryError(f"MLflow: reading LoggedModel {model_id} failed: {first_line(exc, 400)}") from exc
+                raise ModelSourceError(
+                    f"{what}: no LoggedModel {model_id} on {self.display_uri}; check the id"
+                ) from exc
+            raise RegistryError(
+                f"MLflow: reading LoggedModel {model_id} failed: {first_line(exc, 400)}"
+            ) from exc
 
     def _list_logged(self, model_id: str, path: str) -> list[tuple[str, bool]]:
         with self._call(f"listing LoggedModel {model_id}"):
@@ -622,7 +704,9 @@ class MlflowRegistry:
         except Exception as exc:
             if _is_not_found(exc) or "No such file" in str(exc):
                 return []
-            raise RegistryError(f"MLflow: listing {target} failed at {self.display_uri}: {first_line(exc, 400)}") from exc
+            raise RegistryError(
+                f"MLflow: listing {target} failed at {self.display_uri}: {first_line(exc, 400)}"
+            ) from exc
         return [(PurePosixPath(i.path).name, bool(i.is_dir)) for i in infos or []]
 
     @staticmethod
@@ -658,20 +742,31 @@ class MlflowRegistry:
             return source.local_path
         dst.mkdir(parents=True, exist_ok=True)
         with self._call(f"downloading the candidate {resolved.uri}"):
-            model = Path(download_artifacts(artifact_uri=resolved.fetch_uri or resolved.uri, dst_path=str(dst / "model"),
-                                            tracking_uri=self.tracking_uri))
+            model = Path(
+                download_artifacts(
+                    artifact_uri=resolved.fetch_uri or resolved.uri,
+                    dst_path=str(dst / "model"),
+                    tracking_uri=self.tracking_uri,
+                )
+            )
             if resolved.run_id:
                 with contextlib.suppress(Exception):  # the tokenizer is optional beside the model
-                    download_artifacts(run_id=resolved.run_id, artifact_path="tokenizer", dst_path=str(dst),
-                                       tracking_uri=self.tracking_uri)
+                    download_artifacts(
+                        run_id=resolved.run_id,
+                        artifact_path="tokenizer",
+                        dst_path=str(dst),
+                        tracking_uri=self.tracking_uri,
+                    )
             return model
 
     # --- gate runs -----------------------------------------------------------------------------
 
     def experiment_id(self, name: str) -> str:
         if len(name) > self.limits.experiment_name:
-            raise ConfigError(f"experiment-name: {len(name):,} characters ({name[:40]!r}...); MLflow keeps at most "
-                              f"{self.limits.experiment_name:,}; choose a shorter one")
+            raise ConfigError(
+                f"experiment-name: {len(name):,} characters ({name[:40]!r}...); MLflow keeps at most "
+                f"{self.limits.experiment_name:,}; choose a shorter one"
+            )
         with self._call(f"opening experiment {name!r}"):
             exp = self.client.get_experiment_by_name(name)
             if exp is not None:
@@ -682,7 +777,9 @@ class MlflowRegistry:
                     )
                 return str(exp.experiment_id)
             try:
-                return str(self.client.create_experiment(name, artifact_location=self._local_artifact_location(name)))
+                return str(
+                    self.client.create_experiment(name, artifact_location=self._local_artifact_location(name))
+                )
             except Exception:
                 exp = self.client.get_experiment_by_name(name)  # created meanwhile by a parallel run
                 if exp is None:
@@ -693,7 +790,7 @@ class MlflowRegistry:
         """For a local sqlite store, keep artifacts beside the database, not in ./mlruns of the cwd."""
         if not self.tracking_uri.startswith("sqlite:///"):
             return None
-        db = Path(self.tracking_uri[len("sqlite:///"):])
+        db = Path(self.tracking_uri[len("sqlite:///") :])
         slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment)
         return (db.resolve().parent / "mlartifacts" / slug).as_uri()
 
@@ -759,18 +856,28 @@ class MlflowRegistry:
                     if str(getattr(exc, "error_code", "")) == "RESOURCE_DOES_NOT_EXIST":
                         return None
                     raise
-                if not any(f.path == path and not f.is_dir for f in self.client.list_artifacts(run_id, folder)):
+                if not any(
+                    f.path == path and not f.is_dir for f in self.client.list_artifacts(run_id, folder)
+                ):
                     return None
                 with tempfile.TemporaryDirectory(prefix="deploygate-artifact-") as tmp:
                     local = self.client.download_artifacts(run_id, path, tmp)
                     return Path(local).read_text(encoding="utf-8")
             except Exception as exc:
                 last = exc
-                log.info("reading %s of run %s failed (%s); %s", path, run_id, first_line(exc, 400),
-                         "trying again" if attempt + 1 < attempts else "giving up")
+                log.info(
+                    "reading %s of run %s failed (%s); %s",
+                    path,
+                    run_id,
+                    first_line(exc, 400),
+                    "trying again" if attempt + 1 < attempts else "giving up",
+                )
         assert last is not None
-        raise RegistryError(f"MLflow: reading {path} of run {run_id} failed {attempts} times at {self.display_uri}: "
-                            f"{first_line(last, 400)}", hint=_fix_for(last)) from last
+        raise RegistryError(
+            f"MLflow: reading {path} of run {run_id} failed {attempts} times at {self.display_uri}: "
+            f"{first_line(last, 400)}",
+            hint=_fix_for(last),
+        ) from last
 
     def artifact_uri(self, run_id: str) -> str:
         with self._call("reading the gate run"):
@@ -786,7 +893,11 @@ class MlflowRegistry:
         """The tracking server as a Hub repo may show it: a server's URL (no credentials), but only the
         kind of a local store or database (its path or host is nobody's business on a public repo)."""
         scheme = urlparse(self.tracking_uri).scheme
-        return self.display_uri if scheme in ("http", "https") else f"a local {scheme.split('+')[0] or 'file'} store"
+        return (
+            self.display_uri
+            if scheme in ("http", "https")
+            else f"a local {scheme.split('+')[0] or 'file'} store"
+        )
 
     def version_facts(self, name: str, version: str) -> VersionFacts:
         """What MLflow recorded for one version: the identity its Hub tag is made for and what its
@@ -810,9 +921,12 @@ class MlflowRegistry:
         created = getattr(mv, "creation_timestamp", None)
         return VersionFacts(
             identity=VersionIdentity(
-                registry_name=name, version=str(mv.version),
+                registry_name=name,
+                version=str(mv.version),
                 created_ms=int(created) if isinstance(created, int | float) else None,
-                candidate_key=tags.get(TAG_CANDIDATE), gate_run_id=gate_run, tracking_server=self._server_name(),
+                candidate_key=tags.get(TAG_CANDIDATE),
+                gate_run_id=gate_run,
+                tracking_server=self._server_name(),
             ),
             hub_commit=tags.get(TAG_HUB_COMMIT),
             score=_float_or_none(tags.get(TAG_SCORE)),
@@ -849,7 +963,9 @@ class MlflowRegistry:
         except Exception as exc:
             if _is_not_found(exc):
                 return None
-            raise RegistryError(f"MLflow: searching versions of {name!r} failed: {first_line(exc, 400)}") from exc
+            raise RegistryError(
+                f"MLflow: searching versions of {name!r} failed: {first_line(exc, 400)}"
+            ) from exc
         ready = sorted(int(v.version) for v in found if v.status == "READY" and v.name == name)
         return str(ready[0]) if ready else None
 
@@ -876,8 +992,11 @@ class MlflowRegistry:
                 )
             except Exception as exc:
                 # a concurrent run may have created it a moment ago (each database words that its own way)
-                if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS" and "already exists" not in str(exc) \
-                        and not is_insert_conflict(exc):
+                if (
+                    getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS"
+                    and "already exists" not in str(exc)
+                    and not is_insert_conflict(exc)
+                ):
                     raise
         with self._call(f"creating a version of {name!r} from {source_uri}"):
             mv = self.client.create_model_version(
@@ -937,8 +1056,13 @@ class MlflowRegistry:
 
     def check_history_entry(self, entry: Mapping[str, Any]) -> None:
         """ConfigError now when `entry` would not fit its tag (before anything is moved)."""
-        check_fits("promotion history entry", history_key(entry), history_value(entry), self.limits.model_tag,
-                   self.limits.key)
+        check_fits(
+            "promotion history entry",
+            history_key(entry),
+            history_value(entry),
+            self.limits.model_tag,
+            self.limits.key,
+        )
 
     def append_history(self, name: str, entry: Mapping[str, Any]) -> None:
         """Record a promotion: one new tag, so concurrent writers never drop each other's entries and
@@ -951,8 +1075,11 @@ class MlflowRegistry:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
-                keys = sorted(k for k in (self.client.get_registered_model(name).tags or {})
-                              if k.startswith(TAG_HISTORY + "."))
+                keys = sorted(
+                    k
+                    for k in (self.client.get_registered_model(name).tags or {})
+                    if k.startswith(TAG_HISTORY + ".")
+                )
                 for old in keys[: max(0, len(keys) - HISTORY_KEEP)]:
                     with contextlib.suppress(Exception):  # a concurrent run may have deleted it first
                         self.client.delete_registered_model_tag(name, old)
@@ -963,7 +1090,7 @@ class MlflowRegistry:
 def _run_of_source(source: str | None) -> str | None:
     """The run id in a `runs:/<id>/...` source (versions registered without run_id, as the seed did)."""
     if source and source.startswith("runs:/"):
-        return source[len("runs:/"):].split("/", 1)[0] or None
+        return source[len("runs:/") :].split("/", 1)[0] or None
     return None
 
 
@@ -1017,17 +1144,25 @@ def _fix_for(exc: BaseException) -> str | None:
     if status in (401, 403, 404):
         text += f" error code {status}"
     if "error code 401" in text or code == "UNAUTHENTICATED":
-        return ("Fix: the server refused the credentials (401): set MLFLOW_TRACKING_USERNAME and "
-                "MLFLOW_TRACKING_PASSWORD (or DAGSHUB_USERNAME and DAGSHUB_USER_TOKEN).")
+        return (
+            "Fix: the server refused the credentials (401): set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (or DAGSHUB_USERNAME and DAGSHUB_USER_TOKEN)."
+        )
     if "error code 403" in text or code == "PERMISSION_DENIED":
-        return ("Fix: these credentials may not write to this experiment or registered model (403): "
-                "grant the user write/manage permission, or use a token that has it.")
+        return (
+            "Fix: these credentials may not write to this experiment or registered model (403): "
+            "grant the user write/manage permission, or use a token that has it."
+        )
     if "error code 404" in text or code == "ENDPOINT_NOT_FOUND":
-        return ("Fix: the server has no such endpoint or resource (404): check that MLFLOW_TRACKING_URI is the "
-                "MLflow server's base URL and that the server supports the model registry.")
+        return (
+            "Fix: the server has no such endpoint or resource (404): check that MLFLOW_TRACKING_URI is the "
+            "MLflow server's base URL and that the server supports the model registry."
+        )
     if ("too many" in text and "error responses" in text) or "Max retries exceeded" in text:
-        return ("Fix: the server kept failing after MLFLOW_HTTP_REQUEST_MAX_RETRIES retries; re-run the same "
-                "command when it is healthy (a registered version and a pushed Hub commit are reused).")
+        return (
+            "Fix: the server kept failing after MLFLOW_HTTP_REQUEST_MAX_RETRIES retries; re-run the same "
+            "command when it is healthy (a registered version and a pushed Hub commit are reused)."
+        )
     return None
 
 
@@ -1079,4 +1214,3 @@ def _float_or_none(raw: object) -> float | None:
         return float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-

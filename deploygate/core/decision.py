@@ -93,7 +93,11 @@ def check_guardrails(
             checks.append(GuardrailCheck(g.metric, "min", g.min, value, value >= g.min))
         if g.max_drop is not None and baseline and g.metric in baseline:
             drop = baseline[g.metric] - value
-            checks.append(GuardrailCheck(g.metric, "max_drop", g.max_drop, drop, drop <= g.max_drop + THRESHOLD_TOLERANCE))
+            checks.append(
+                GuardrailCheck(
+                    g.metric, "max_drop", g.max_drop, drop, drop <= g.max_drop + THRESHOLD_TOLERANCE
+                )
+            )
     return tuple(checks)
 
 
@@ -180,7 +184,12 @@ def decide(
     if verdict == "deploy" and breached:
         verdict, rule = "skip", "guardrail"
         reason = "guardrail: " + "; ".join(c.describe() for c in breached)
-    elif verdict == "deploy" and rule == "improved" and significance is not None and not significance.significant:
+    elif (
+        verdict == "deploy"
+        and rule == "improved"
+        and significance is not None
+        and not significance.significant
+    ):
         verdict, rule = "skip", "not-significant"
         reason = (
             f"improvement {significance.observed:+.4f} is not significant: the {significance.confidence:.0%} lower "
@@ -204,7 +213,11 @@ def decide(
             verdict, rule, reason = "forced", "forced", f"forced deploy; the checks alone say skip: {reason}"
         else:
             notes.append("forced, though the checks alone would deploy")
-            verdict, rule, reason = "forced", "forced", f"forced deploy; the checks alone would deploy too: {reason}"
+            verdict, rule, reason = (
+                "forced",
+                "forced",
+                f"forced deploy; the checks alone would deploy too: {reason}",
+            )
     improvement = None if baseline is None else score - baseline.score
     improvement_pct = None
     if baseline is not None and baseline.score > 0:

@@ -117,7 +117,6 @@ class MergeError(DeployGateError, RuntimeError):
     """The LoRA merge failed for a reason that is not the user's input (disk, corrupt file, ...)."""
 
 
-
 def first_line(exc: BaseException, limit: int | None = None, *, default: str | None = None) -> str:
     """An exception as one line of text: the first line of its message (stripped), or `default`
     (its type's name when not given) when it has none; cut to `limit` characters. The one helper for

@@ -44,13 +44,33 @@ DEFAULT_BLEU_WEIGHTS: Mapping[str, tuple[float, ...]] = {
 STATS_FORMAT = "deploygate/example-stats"
 STATS_VERSION = 1
 BLEU_TOKENISATION = "nltk corpus_bleu: text.lower().split(), one reference, no smoothing"
-ROUGE_TOKENISATION = "rouge_score rougeL: lowercase, [^a-z0-9]+ -> space, Porter stem (nltk extensions) if len > 3"
+ROUGE_TOKENISATION = (
+    "rouge_score rougeL: lowercase, [^a-z0-9]+ -> space, Porter stem (nltk extensions) if len > 3"
+)
 
 # Field names accepted in a predictions file, in order of preference (compared case-insensitively).
-PREDICTION_FIELDS = ("prediction", "predicted", "generated", "generated_text", "generation", "output",
-                     "hypothesis", "completion", "response", "candidate")
-REFERENCE_FIELDS = ("reference", "target", "expected", "expected_output", "answer", "label",
-                    "ground_truth", "gold")
+PREDICTION_FIELDS = (
+    "prediction",
+    "predicted",
+    "generated",
+    "generated_text",
+    "generation",
+    "output",
+    "hypothesis",
+    "completion",
+    "response",
+    "candidate",
+)
+REFERENCE_FIELDS = (
+    "reference",
+    "target",
+    "expected",
+    "expected_output",
+    "answer",
+    "label",
+    "ground_truth",
+    "gold",
+)
 
 Format = Literal["jsonl", "csv"]
 
@@ -70,8 +90,10 @@ class PredictionsFile:
 
     @property
     def notes(self) -> tuple[str, ...]:
-        return (f"{self.source}: {len(self.pairs)} examples, prediction from {self.prediction_field!r}, "
-                f"reference from {self.reference_field!r}",)
+        return (
+            f"{self.source}: {len(self.pairs)} examples, prediction from {self.prediction_field!r}, "
+            f"reference from {self.reference_field!r}",
+        )
 
 
 def _pick_field(names: Iterable[str], wanted: tuple[str, ...]) -> str | None:
@@ -105,8 +127,10 @@ def parse_predictions(text: str, *, fmt: Format, source: str) -> PredictionsFile
         raise ConfigError(f"{source}: unknown predictions format {fmt!r}; use 'jsonl' or 'csv'")
     text = text.removeprefix("\ufeff")
     if not text.strip():
-        raise MetricsError(f"{source}: the predictions file is empty; write one example per line "
-                           "with a prediction and a reference")
+        raise MetricsError(
+            f"{source}: the predictions file is empty; write one example per line "
+            "with a prediction and a reference"
+        )
     return _parse_jsonl(text, source) if fmt == "jsonl" else _parse_csv(text, source)
 
 
@@ -126,28 +150,36 @@ def _parse_jsonl(text: str, source: str) -> PredictionsFile:
         try:
             record = strictjson.loads(line)
         except json.JSONDecodeError as exc:
-            raise MetricsError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}) in "
-                               f"{_shown(line)}; write one JSON object per line") from None
+            raise MetricsError(
+                f"{where}: not valid JSON ({exc.msg} at column {exc.colno}) in "
+                f"{_shown(line)}; write one JSON object per line"
+            ) from None
         except (strictjson.DuplicateKeyError, strictjson.NumberTooLongError) as exc:
             raise MetricsError(f"{where}: {exc}") from None
         except RecursionError:
             raise MetricsError(f"{where}: nested too deeply; write one flat JSON object per line") from None
         if not isinstance(record, dict):
-            raise MetricsError(f"{where}: expected a JSON object, got {type(record).__name__} "
-                               f"{_shown(record)}; write {{\"prediction\": ..., \"reference\": ...}}")
+            raise MetricsError(
+                f"{where}: expected a JSON object, got {type(record).__name__} "
+                f'{_shown(record)}; write {{"prediction": ..., "reference": ...}}'
+            )
         if keys is None:
             keys = _pick_fields(record, f"{where}: no <kind> field among {_shown(sorted(record))}; <fix>")
         values = []
         for kind, first_key in zip(("prediction", "reference"), keys, strict=True):
             key = _pick_field(record, (first_key.strip().lower(),))
             if key is None:
-                raise MetricsError(f"{where}: missing the {first_key!r} field (earlier lines have it; found "
-                                   f"{_shown(sorted(record))}); give every line a {kind} under {first_key!r}")
+                raise MetricsError(
+                    f"{where}: missing the {first_key!r} field (earlier lines have it; found "
+                    f"{_shown(sorted(record))}); give every line a {kind} under {first_key!r}"
+                )
             value = record[key]
             if not isinstance(value, str):
-                raise MetricsError(f"{where}: {key!r} must be a string, got {type(value).__name__} "
-                                   f"{_shown(value)}; write the {kind} text as a JSON string "
-                                   f"(one reference per example)")
+                raise MetricsError(
+                    f"{where}: {key!r} must be a string, got {type(value).__name__} "
+                    f"{_shown(value)}; write the {kind} text as a JSON string "
+                    f"(one reference per example)"
+                )
             values.append(value)
         pairs.append((values[0], values[1]))
     if keys is None:  # only blank lines: caught above, kept for the type checker
@@ -170,16 +202,22 @@ def _parse_csv(text: str, source: str) -> PredictionsFile:
             if header is None:
                 header = row
                 pred_key, ref_key = _pick_fields(
-                    row, f"{where}: the CSV header {_shown(row)} has no <kind> column; <fix> in the first line")
+                    row,
+                    f"{where}: the CSV header {_shown(row)} has no <kind> column; <fix> in the first line",
+                )
                 columns = (row.index(pred_key), row.index(ref_key))
                 continue
             if len(row) != len(header):
-                raise MetricsError(f"{where}: {len(row)} fields where the header has {len(header)} "
-                                   f"({_shown(row)}); quote values that contain commas or newlines")
+                raise MetricsError(
+                    f"{where}: {len(row)} fields where the header has {len(header)} "
+                    f"({_shown(row)}); quote values that contain commas or newlines"
+                )
             pairs.append((row[columns[0]], row[columns[1]]))
     except csv.Error as exc:
-        raise MetricsError(f"{source}:{reader.line_num}: not valid CSV ({exc}); quote values with "
-                           "commas, quotes or newlines and double any quote inside them") from None
+        raise MetricsError(
+            f"{source}:{reader.line_num}: not valid CSV ({exc}); quote values with "
+            "commas, quotes or newlines and double any quote inside them"
+        ) from None
     if header is None or not pairs:
         raise MetricsError(f"{source}: the CSV has a header but no examples; add one row per example")
     return PredictionsFile(tuple(pairs), header[columns[0]], header[columns[1]], "csv", source)
@@ -191,10 +229,24 @@ def _parse_csv(text: str, source: str) -> PredictionsFile:
 # check it against nltk word for word.
 
 _VOWELS = frozenset("aeiou")
-_IRREGULAR = {"skies": "sky", "sky": "sky", "dying": "die", "lying": "lie", "tying": "tie", "news": "news",
-              "innings": "inning", "inning": "inning", "outings": "outing", "outing": "outing",
-              "cannings": "canning", "canning": "canning", "howe": "howe", "proceed": "proceed",
-              "exceed": "exceed", "succeed": "succeed"}
+_IRREGULAR = {
+    "skies": "sky",
+    "sky": "sky",
+    "dying": "die",
+    "lying": "lie",
+    "tying": "tie",
+    "news": "news",
+    "innings": "inning",
+    "inning": "inning",
+    "outings": "outing",
+    "outing": "outing",
+    "cannings": "canning",
+    "canning": "canning",
+    "howe": "howe",
+    "proceed": "proceed",
+    "exceed": "exceed",
+    "succeed": "succeed",
+}
 
 
 def _consonant_flags(word: str) -> list[bool]:
@@ -259,16 +311,49 @@ def _above_one(stem: str) -> bool:
 
 
 _STEP1A = (("sses", "ss", None), ("ies", "i", None), ("ss", "ss", None), ("s", "", None))
-_STEP2 = tuple((s, r, _positive) for s, r in (
-    ("ational", "ate"), ("tional", "tion"), ("enci", "ence"), ("anci", "ance"), ("izer", "ize"),
-    ("bli", "ble"), ("alli", "al"), ("entli", "ent"), ("eli", "e"), ("ousli", "ous"), ("ization", "ize"),
-    ("ation", "ate"), ("ator", "ate"), ("alism", "al"), ("iveness", "ive"), ("fulness", "ful"),
-    ("ousness", "ous"), ("aliti", "al"), ("iviti", "ive"), ("biliti", "ble"), ("fulli", "ful")))
-_STEP3 = tuple((s, r, _positive) for s, r in (
-    ("icate", "ic"), ("ative", ""), ("alize", "al"), ("iciti", "ic"), ("ical", "ic"), ("ful", ""),
-    ("ness", "")))
+_STEP2 = tuple(
+    (s, r, _positive)
+    for s, r in (
+        ("ational", "ate"),
+        ("tional", "tion"),
+        ("enci", "ence"),
+        ("anci", "ance"),
+        ("izer", "ize"),
+        ("bli", "ble"),
+        ("alli", "al"),
+        ("entli", "ent"),
+        ("eli", "e"),
+        ("ousli", "ous"),
+        ("ization", "ize"),
+        ("ation", "ate"),
+        ("ator", "ate"),
+        ("alism", "al"),
+        ("iveness", "ive"),
+        ("fulness", "ful"),
+        ("ousness", "ous"),
+        ("aliti", "al"),
+        ("iviti", "ive"),
+        ("biliti", "ble"),
+        ("fulli", "ful"),
+    )
+)
+_STEP3 = tuple(
+    (s, r, _positive)
+    for s, r in (
+        ("icate", "ic"),
+        ("ative", ""),
+        ("alize", "al"),
+        ("iciti", "ic"),
+        ("ical", "ic"),
+        ("ful", ""),
+        ("ness", ""),
+    )
+)
 _STEP4 = (
-    *((s, "", _above_one) for s in ("al", "ance", "ence", "er", "ic", "able", "ible", "ant", "ement", "ment", "ent")),
+    *(
+        (s, "", _above_one)
+        for s in ("al", "ance", "ence", "er", "ic", "able", "ible", "ant", "ement", "ment", "ent")
+    ),
     ("ion", "", lambda stem: _measure(stem) > 1 and stem[-1] in "st"),
     *((s, "", _above_one) for s in ("ou", "ism", "ate", "iti", "ous", "ive", "ize")),
 )
@@ -286,11 +371,16 @@ def _step1b(word: str) -> str:
             break
     else:
         return word
-    return _apply_rules(base, (
-        ("at", "ate", None), ("bl", "ble", None), ("iz", "ize", None),
-        ("*d", base[-1], lambda stem: base[-1] not in "lsz"),
-        ("", "e", lambda stem: _measure(stem) == 1 and _ends_cvc(stem)),
-    ))
+    return _apply_rules(
+        base,
+        (
+            ("at", "ate", None),
+            ("bl", "ble", None),
+            ("iz", "ize", None),
+            ("*d", base[-1], lambda stem: base[-1] not in "lsz"),
+            ("", "e", lambda stem: _measure(stem) == 1 and _ends_cvc(stem)),
+        ),
+    )
 
 
 def _step2(word: str) -> str:
@@ -397,25 +487,37 @@ class ExampleStats:
         if n == 0:
             raise MetricsError("example statistics hold no examples; score at least one prediction")
         if len(self.matches) != MAX_ORDER:
-            raise MetricsError(f"example statistics need matches for orders 1..{MAX_ORDER}, "
-                               f"got {len(self.matches)} orders; recompute them")
-        columns = {"reference_lengths": self.reference_lengths, "lcs_lengths": self.lcs_lengths,
-                   "prediction_tokens": self.prediction_tokens,
-                   **{f"matches[{k + 1}]": m for k, m in enumerate(self.matches)}}
+            raise MetricsError(
+                f"example statistics need matches for orders 1..{MAX_ORDER}, "
+                f"got {len(self.matches)} orders; recompute them"
+            )
+        columns = {
+            "reference_lengths": self.reference_lengths,
+            "lcs_lengths": self.lcs_lengths,
+            "prediction_tokens": self.prediction_tokens,
+            **{f"matches[{k + 1}]": m for k, m in enumerate(self.matches)},
+        }
         for name, column in columns.items():
             if len(column) != n:
-                raise MetricsError(f"example statistics: {name} has {len(column)} values for {n} examples; "
-                                   "recompute them")
+                raise MetricsError(
+                    f"example statistics: {name} has {len(column)} values for {n} examples; recompute them"
+                )
         if not re.fullmatch(r"[0-9a-f]{64}", self.references_sha256):
-            raise MetricsError(f"example statistics: references_sha256 {_shown(self.references_sha256)} is "
-                               "not a SHA-256 hex digest; recompute them")
+            raise MetricsError(
+                f"example statistics: references_sha256 {_shown(self.references_sha256)} is "
+                "not a SHA-256 hex digest; recompute them"
+            )
         for i in range(n):
             c = self.hypothesis_lengths[i]
-            if min(c, self.reference_lengths[i], self.lcs_lengths[i], self.prediction_tokens[i]) < 0 or any(
-                    not 0 <= self.matches[k][i] <= (c - k if c > k else 0) for k in range(MAX_ORDER)) or (
-                    self.lcs_lengths[i] > self.prediction_tokens[i]):
-                raise MetricsError(f"example statistics: example {i} is inconsistent (lengths, matches or "
-                                   "LCS out of range); recompute them from the predictions")
+            if (
+                min(c, self.reference_lengths[i], self.lcs_lengths[i], self.prediction_tokens[i]) < 0
+                or any(not 0 <= self.matches[k][i] <= (c - k if c > k else 0) for k in range(MAX_ORDER))
+                or (self.lcs_lengths[i] > self.prediction_tokens[i])
+            ):
+                raise MetricsError(
+                    f"example statistics: example {i} is inconsistent (lengths, matches or "
+                    "LCS out of range); recompute them from the predictions"
+                )
 
     @property
     def n(self) -> int:
@@ -423,8 +525,10 @@ class ExampleStats:
 
     @property
     def rougeL_precisions(self) -> tuple[float, ...]:
-        return tuple(lcs / count if count else 0.0
-                     for lcs, count in zip(self.lcs_lengths, self.prediction_tokens, strict=True))
+        return tuple(
+            lcs / count if count else 0.0
+            for lcs, count in zip(self.lcs_lengths, self.prediction_tokens, strict=True)
+        )
 
     @cached_property
     def corpus_sums(self) -> tuple[tuple[int, ...], tuple[int, ...], int, int]:
@@ -487,8 +591,14 @@ def compute_stats(pairs: Iterable[tuple[str, str]]) -> ExampleStats:
         rouge_pred, rouge_ref = rouge_tokens(prediction), rouge_tokens(reference)
         lcs_lengths.append(lcs_length(rouge_ref, rouge_pred))
         pred_tokens.append(len(rouge_pred))
-    return ExampleStats(tuple(tuple(m) for m in matches), tuple(hyp_lengths), tuple(ref_lengths),
-                        tuple(lcs_lengths), tuple(pred_tokens), digest.hexdigest())
+    return ExampleStats(
+        tuple(tuple(m) for m in matches),
+        tuple(hyp_lengths),
+        tuple(ref_lengths),
+        tuple(lcs_lengths),
+        tuple(pred_tokens),
+        digest.hexdigest(),
+    )
 
 
 # --- metrics from statistics ------------------------------------------------------------------------
@@ -497,23 +607,32 @@ def compute_stats(pairs: Iterable[tuple[str, str]]) -> ExampleStats:
 def _check_bleu_weights(bleu_weights: Mapping[str, Sequence[float]]) -> None:
     for name, weight in bleu_weights.items():
         if not 1 <= len(weight) <= MAX_ORDER or not all(math.isfinite(w) and w >= 0 for w in weight):
-            raise ConfigError(f"BLEU weights for {name!r} are {_shown(tuple(weight))}; give 1 to {MAX_ORDER} "
-                              "non-negative numbers, e.g. (0.25, 0.25, 0.25, 0.25)")
+            raise ConfigError(
+                f"BLEU weights for {name!r} are {_shown(tuple(weight))}; give 1 to {MAX_ORDER} "
+                "non-negative numbers, e.g. (0.25, 0.25, 0.25, 0.25)"
+            )
 
 
-def _bleu_exact(matches: Sequence[int], totals: Sequence[int], hyp_len: int, ref_len: int,
-                weight: Sequence[float]) -> float:
+def _bleu_exact(
+    matches: Sequence[int], totals: Sequence[int], hyp_len: int, ref_len: int, weight: Sequence[float]
+) -> float:
     """nltk corpus_bleu on summed statistics, operation for operation (method0: log(tiny) for 0 matches)."""
     if matches[0] == 0:
         return 0.0
     bp = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
-    logs = (w * math.log(m / t if m else sys.float_info.min)
-            for w, m, t in zip(weight, matches, totals, strict=False))
+    logs = (
+        w * math.log(m / t if m else sys.float_info.min)
+        for w, m, t in zip(weight, matches, totals, strict=False)
+    )
     return bp * math.exp(math.fsum(logs))
 
 
-def metrics_from_stats(stats: ExampleStats, indices: Sequence[int] | npt.ArrayLike | None = None, *,
-                       bleu_weights: Mapping[str, Sequence[float]] = DEFAULT_BLEU_WEIGHTS) -> dict[str, float]:
+def metrics_from_stats(
+    stats: ExampleStats,
+    indices: Sequence[int] | npt.ArrayLike | None = None,
+    *,
+    bleu_weights: Mapping[str, Sequence[float]] = DEFAULT_BLEU_WEIGHTS,
+) -> dict[str, float]:
     """bleu1..bleu4 and rougeL_precision over all examples, or over the resample `indices` (with repeats).
 
     Over all examples the arithmetic is nltk's and rouge_score's, operation for operation; over a resample
@@ -535,12 +654,13 @@ def metrics_from_stats(stats: ExampleStats, indices: Sequence[int] | npt.ArrayLi
     return {name: float(values[0]) for name, values in arrays.items()}
 
 
-def _metric_arrays(sums: np.ndarray, size: int,
-                   bleu_weights: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
+def _metric_arrays(
+    sums: np.ndarray, size: int, bleu_weights: Mapping[str, Sequence[float]]
+) -> dict[str, np.ndarray]:
     """Metrics for each row of summed statistics (rows x 11, as `ExampleStats.columns`), vectorised."""
     import numpy as np
 
-    m, t = sums[:, :MAX_ORDER], sums[:, MAX_ORDER:2 * MAX_ORDER]
+    m, t = sums[:, :MAX_ORDER], sums[:, MAX_ORDER : 2 * MAX_ORDER]
     hyp, ref = sums[:, 2 * MAX_ORDER], sums[:, 2 * MAX_ORDER + 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         log_p = np.log(np.where(m > 0, m / t, sys.float_info.min))
@@ -558,19 +678,22 @@ def _metric_arrays(sums: np.ndarray, size: int,
 
 def stats_to_json(stats: ExampleStats) -> str:
     """Compact, versioned JSON of the statistics (an MLflow artifact), reloadable by `stats_from_json`."""
-    return json.dumps({
-        "format": STATS_FORMAT,
-        "version": STATS_VERSION,
-        "examples": stats.n,
-        "references_sha256": stats.references_sha256,
-        "bleu_tokenisation": BLEU_TOKENISATION,
-        "rouge_tokenisation": ROUGE_TOKENISATION,
-        "matches": [list(m) for m in stats.matches],
-        "hypothesis_lengths": list(stats.hypothesis_lengths),
-        "reference_lengths": list(stats.reference_lengths),
-        "lcs_lengths": list(stats.lcs_lengths),
-        "prediction_tokens": list(stats.prediction_tokens),
-    }, separators=(",", ":"))
+    return json.dumps(
+        {
+            "format": STATS_FORMAT,
+            "version": STATS_VERSION,
+            "examples": stats.n,
+            "references_sha256": stats.references_sha256,
+            "bleu_tokenisation": BLEU_TOKENISATION,
+            "rouge_tokenisation": ROUGE_TOKENISATION,
+            "matches": [list(m) for m in stats.matches],
+            "hypothesis_lengths": list(stats.hypothesis_lengths),
+            "reference_lengths": list(stats.reference_lengths),
+            "lcs_lengths": list(stats.lcs_lengths),
+            "prediction_tokens": list(stats.prediction_tokens),
+        },
+        separators=(",", ":"),
+    )
 
 
 def stats_from_json(text: str, *, source: str = "example_stats.json") -> ExampleStats:
@@ -578,29 +701,44 @@ def stats_from_json(text: str, *, source: str = "example_stats.json") -> Example
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise MetricsError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno}); "
-                           "store the output of stats_to_json unchanged") from None
+        raise MetricsError(
+            f"{source}: not valid JSON ({exc.msg} at line {exc.lineno}); "
+            "store the output of stats_to_json unchanged"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != STATS_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise MetricsError(f"{source}: not deploygate example statistics (format {_shown(found)}, expected "
-                           f"{STATS_FORMAT!r}); point at the example_stats.json artifact")
+        raise MetricsError(
+            f"{source}: not deploygate example statistics (format {_shown(found)}, expected "
+            f"{STATS_FORMAT!r}); point at the example_stats.json artifact"
+        )
     if data.get("version") != STATS_VERSION:
-        raise MetricsError(f"{source}: example statistics version {_shown(data.get('version'))} is not "
-                           f"{STATS_VERSION}; recompute them from the predictions with this deploygate")
-    if data.get("bleu_tokenisation") != BLEU_TOKENISATION or data.get("rouge_tokenisation") != ROUGE_TOKENISATION:
-        raise MetricsError(f"{source}: example statistics were tokenised differently "
-                           f"({_shown(data.get('bleu_tokenisation'))}); recompute them from the predictions")
+        raise MetricsError(
+            f"{source}: example statistics version {_shown(data.get('version'))} is not "
+            f"{STATS_VERSION}; recompute them from the predictions with this deploygate"
+        )
+    if (
+        data.get("bleu_tokenisation") != BLEU_TOKENISATION
+        or data.get("rouge_tokenisation") != ROUGE_TOKENISATION
+    ):
+        raise MetricsError(
+            f"{source}: example statistics were tokenised differently "
+            f"({_shown(data.get('bleu_tokenisation'))}); recompute them from the predictions"
+        )
 
     def ints(name: str, value: Any) -> tuple[int, ...]:
         if not isinstance(value, list) or not all(type(v) is int for v in value):
-            raise MetricsError(f"{source}: {name} must be a list of integers, got {_shown(value)}; "
-                               "store the output of stats_to_json unchanged")
+            raise MetricsError(
+                f"{source}: {name} must be a list of integers, got {_shown(value)}; "
+                "store the output of stats_to_json unchanged"
+            )
         return tuple(value)
 
     matches = data.get("matches")
     if not isinstance(matches, list):
-        raise MetricsError(f"{source}: matches must be a list of {MAX_ORDER} lists, got {_shown(matches)}; "
-                           "store the output of stats_to_json unchanged")
+        raise MetricsError(
+            f"{source}: matches must be a list of {MAX_ORDER} lists, got {_shown(matches)}; "
+            "store the output of stats_to_json unchanged"
+        )
     digest = data.get("references_sha256")
     try:
         stats = ExampleStats(
@@ -616,8 +754,10 @@ def stats_from_json(text: str, *, source: str = "example_stats.json") -> Example
             raise
         raise MetricsError(f"{source}: {exc.message}") from None
     if data.get("examples") != stats.n:
-        raise MetricsError(f"{source}: says {_shown(data.get('examples'))} examples but holds {stats.n}; "
-                           "store the output of stats_to_json unchanged")
+        raise MetricsError(
+            f"{source}: says {_shown(data.get('examples'))} examples but holds {stats.n}; "
+            "store the output of stats_to_json unchanged"
+        )
     return stats
 
 
@@ -658,21 +798,33 @@ def _order_statistic_rank(alpha: float, resamples: int) -> int:
 def check_comparable(candidate: ExampleStats, champion: ExampleStats) -> None:
     """Raise IncomparableError unless both statistics were computed on the same references."""
     if candidate.n != champion.n:
-        raise IncomparableError(f"candidate was scored on {candidate.n} examples, the champion on "
-                                f"{champion.n}; score both on the same evaluation set")
+        raise IncomparableError(
+            f"candidate was scored on {candidate.n} examples, the champion on "
+            f"{champion.n}; score both on the same evaluation set"
+        )
     if candidate.references_sha256 != champion.references_sha256:
-        raise IncomparableError(f"candidate and champion were scored on different references (sha256 "
-                                f"{candidate.references_sha256[:12]} vs {champion.references_sha256[:12]}); "
-                                "score both on the same evaluation set")
+        raise IncomparableError(
+            f"candidate and champion were scored on different references (sha256 "
+            f"{candidate.references_sha256[:12]} vs {champion.references_sha256[:12]}); "
+            "score both on the same evaluation set"
+        )
 
 
 def weighted(values: Mapping[str, float], weights: Mapping[str, float]) -> float:
     return math.fsum(weights[name] * values[name] for name in weights)
 
 
-def paired_bootstrap(candidate: ExampleStats, champion: ExampleStats, weights: Mapping[str, float], *,
-                     threshold: float, resamples: int = 1000, seed: int = 0, confidence: float = 0.95,
-                     bleu_weights: Mapping[str, Sequence[float]] = DEFAULT_BLEU_WEIGHTS) -> BootstrapResult:
+def paired_bootstrap(
+    candidate: ExampleStats,
+    champion: ExampleStats,
+    weights: Mapping[str, float],
+    *,
+    threshold: float,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    bleu_weights: Mapping[str, Sequence[float]] = DEFAULT_BLEU_WEIGHTS,
+) -> BootstrapResult:
     """Paired bootstrap of the weighted-score difference, corpus-level on every resample.
 
     The same resample indices serve every metric and both systems; BLEU sums the statistics over each
@@ -683,17 +835,22 @@ def paired_bootstrap(candidate: ExampleStats, champion: ExampleStats, weights: M
     check_comparable(candidate, champion)
     unknown = sorted(set(weights) - set(METRIC_NAMES))
     if unknown or not weights:
-        raise ConfigError(f"bootstrap weights name {_shown(unknown or dict(weights))}; use only "
-                          f"{', '.join(METRIC_NAMES)}")
+        raise ConfigError(
+            f"bootstrap weights name {_shown(unknown or dict(weights))}; use only {', '.join(METRIC_NAMES)}"
+        )
     if not all(math.isfinite(w) for w in weights.values()) or not math.isfinite(threshold):
-        raise ConfigError(f"bootstrap weights and threshold must be finite numbers, got {_shown(dict(weights))} "
-                          f"and {threshold!r}")
+        raise ConfigError(
+            f"bootstrap weights and threshold must be finite numbers, got {_shown(dict(weights))} "
+            f"and {threshold!r}"
+        )
     if not 0.5 <= confidence < 1:
         raise ConfigError(f"confidence must be in [0.5, 1), got {confidence!r}; e.g. 0.95")
     alpha = 1.0 - confidence
     if _order_statistic_rank(alpha / 2, resamples) < 0:
-        raise ConfigError(f"{resamples} resamples are too few for a {confidence:g} two-sided interval; "
-                          f"use at least {math.ceil(2 / alpha)} (1000 is the default)")
+        raise ConfigError(
+            f"{resamples} resamples are too few for a {confidence:g} two-sided interval; "
+            f"use at least {math.ceil(2 / alpha)} (1000 is the default)"
+        )
     _check_bleu_weights(bleu_weights)
     missing = sorted(set(weights) - set(bleu_weights) - {"rougeL_precision"})
     if missing:
@@ -715,7 +872,7 @@ def paired_bootstrap(candidate: ExampleStats, champion: ExampleStats, weights: M
         index = rng.integers(0, n, size=(rows, n), dtype=np.int32 if n < 2**31 else np.int64)
         for row in range(rows):
             counts[row] = np.bincount(index[row], minlength=n)
-        sums[start:start + rows] = counts[:rows] @ both
+        sums[start : start + rows] = counts[:rows] @ both
     used = {name: bleu_weights[name] for name in weights if name != "rougeL_precision"}
     cand = _metric_arrays(sums[:, :width], n, used)
     champ = _metric_arrays(sums[:, width:], n, used)
@@ -726,7 +883,10 @@ def paired_bootstrap(candidate: ExampleStats, champion: ExampleStats, weights: M
     cand_obs = metrics_from_stats(candidate, bleu_weights=used)
     champ_obs = metrics_from_stats(champion, bleu_weights=used)
     cand_score, champ_score = weighted(cand_obs, w), weighted(champ_obs, w)
-    low, high = _order_statistic_rank(alpha / 2, resamples), resamples - 1 - _order_statistic_rank(alpha / 2, resamples)
+    low, high = (
+        _order_statistic_rank(alpha / 2, resamples),
+        resamples - 1 - _order_statistic_rank(alpha / 2, resamples),
+    )
 
     def interval(values: np.ndarray) -> tuple[float, float]:
         ordered = np.sort(values)

@@ -18,7 +18,7 @@ def champion_stack(entries: Sequence[Mapping[str, Any]]) -> list[str]:
         if not version:
             continue
         if entry.get("rollback_from") is not None and version in stack:
-            del stack[len(stack) - stack[::-1].index(version):]  # pop everything above the target
+            del stack[len(stack) - stack[::-1].index(version) :]  # pop everything above the target
             continue
         if stack and stack[-1] == version:
             continue  # a re-run that promoted the same version again

@@ -56,8 +56,16 @@ def validate_hf_model_id(repo_id: str) -> str:
 
 def validate_tag(tag: str) -> str:
     """A git tag name the Hub accepts: letters, digits, `._-/`, no `..`; raises ConfigError."""
-    if not isinstance(tag, str) or len(tag) > _MAX_TAG or not _TAG.match(tag) or ".." in tag or "//" in tag \
-            or tag.endswith(".lock"):
-        raise ConfigError(f"Hub tag {tag!r} is not a valid tag name.",
-                          hint="Use letters, digits, '.', '_', '-' (e.g. 'v3' or 'deploygate-v3').")
+    if (
+        not isinstance(tag, str)
+        or len(tag) > _MAX_TAG
+        or not _TAG.match(tag)
+        or ".." in tag
+        or "//" in tag
+        or tag.endswith(".lock")
+    ):
+        raise ConfigError(
+            f"Hub tag {tag!r} is not a valid tag name.",
+            hint="Use letters, digits, '.', '_', '-' (e.g. 'v3' or 'deploygate-v3').",
+        )
     return tag

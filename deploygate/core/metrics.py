@@ -110,7 +110,9 @@ def resolve_weights(raw: Mapping[str, object] | None, *, source: str = "weights"
             raise ConfigError(f"{source}: weight name {shown(key)} is not a metric name")
         name = canonical_name(key.strip())
         if name in values:
-            raise ConfigError(f"{source}: metric {shown(name)} has two weights (spelled {shown(key)} too); keep one")
+            raise ConfigError(
+                f"{source}: metric {shown(name)} has two weights (spelled {shown(key)} too); keep one"
+            )
         weight = _number(value, f"{source}.{_shown(key)}", "give a number such as 0.25")
         if weight < 0:
             raise ConfigError(f"{source}.{_shown(key)}: {weight:g} is negative; weights must be >= 0")
@@ -130,7 +132,9 @@ def parse_scale(raw: object, *, source: str = "metrics-scale") -> float:
     except ValueError:
         scale = math.nan
     if scale not in _SCALES:
-        raise ConfigError(f"{source}: {shown(raw)} is not a metric scale; use 1 (values 0-1) or 100 (values 0-100)")
+        raise ConfigError(
+            f"{source}: {shown(raw)} is not a metric scale; use 1 (values 0-1) or 100 (values 0-100)"
+        )
     return scale
 
 
@@ -174,16 +178,24 @@ def parse_metrics(
         assert match is not None
         raw = data[match]
         if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise MetricsError(f"{source}: {shown(match)} is {shown(raw)}, not a number; write it as a number from 0 to 1")
+            raise MetricsError(
+                f"{source}: {shown(match)} is {shown(raw)}, not a number; write it as a number from 0 to 1"
+            )
         try:
             value = float(raw)
         except OverflowError:  # an integer of hundreds of digits
-            raise MetricsError(f"{source}: {shown(match)} is {shown(raw)}, too large to be a metric; "
-                               "write it as a number from 0 to 1") from None
+            raise MetricsError(
+                f"{source}: {shown(match)} is {shown(raw)}, too large to be a metric; "
+                "write it as a number from 0 to 1"
+            ) from None
         if not math.isfinite(value):
-            raise MetricsError(f"{source}: {shown(match)} is {shown(raw)}; the evaluation produced no usable value, re-run it")
+            raise MetricsError(
+                f"{source}: {shown(match)} is {shown(raw)}; the evaluation produced no usable value, re-run it"
+            )
         if value < 0:
-            raise MetricsError(f"{source}: {shown(match)} is {value:g}, below 0; metrics are scores from 0 to 1")
+            raise MetricsError(
+                f"{source}: {shown(match)} is {value:g}, below 0; metrics are scores from 0 to 1"
+            )
         value /= scale
         if value > 1:
             if scale == 1.0:
@@ -191,18 +203,24 @@ def parse_metrics(
                     f"{source}: {shown(match)} is {shown(raw)}, above 1; it looks like a 0-100 scale: "
                     "declare it with --metrics-scale 100 (params.yaml deployment.metrics_scale: 100)"
                 )
-            raise MetricsError(f"{source}: {shown(match)} is {shown(raw)}, above 100 on the declared 0-100 scale")
+            raise MetricsError(
+                f"{source}: {shown(match)} is {shown(raw)}, above 100 on the declared 0-100 scale"
+            )
         values[name] = value
         keys_used[name] = match
-    notes = tuple(
-        f"{name}: read from key {shown(key)}" for name, key in keys_used.items() if key != name
-    )
+    notes = tuple(f"{name}: read from key {shown(key)}" for name, key in keys_used.items() if key != name)
     return EvaluationMetrics(values=values, keys_used=keys_used, source=source, notes=notes)
 
 
-def _missing_message(data: Mapping[object, object], missing: list[str], matches: Mapping[str, str | None],
-                     weights: Weights, source: str) -> str:
+def _missing_message(
+    data: Mapping[object, object],
+    missing: list[str],
+    matches: Mapping[str, str | None],
+    weights: Weights,
+    source: str,
+) -> str:
     """Every missing metric in one line, and the --weights that would score the keys present instead."""
+
     def role(name: str) -> str:
         return f"weight {weights.values[name]:.3g}" if name in weights.values else "guardrail"
 
@@ -216,14 +234,28 @@ def _missing_message(data: Mapping[object, object], missing: list[str], matches:
         fix = f"check the spelling of {', '.join(map(repr, unusual))}, or {fix}"
     if any(name in weights.values for name in missing):
         # the weighted metrics present keep their weights; with none present, the numeric keys share equally
-        present = {name: weights.values[name] for name, match in matches.items()
-                   if match is not None and name in weights.values}
+        present = {
+            name: weights.values[name]
+            for name, match in matches.items()
+            if match is not None and name in weights.values
+        }
         if not present:
-            numeric = [k for k, v in data.items() if isinstance(k, str) and k.isprintable() and not set(k) & set(",=:'")
-                       and isinstance(v, int | float) and not isinstance(v, bool)][:8]
+            numeric = [
+                k
+                for k, v in data.items()
+                if isinstance(k, str)
+                and k.isprintable()
+                and not set(k) & set(",=:'")
+                and isinstance(v, int | float)
+                and not isinstance(v, bool)
+            ][:8]
             present = {k: 1 / len(numeric) for k in numeric}
         if present:
-            fix += ", or score only the keys present: --weights '" + ",".join(f"{k}={v:.3g}" for k, v in present.items()) + "'"
+            fix += (
+                ", or score only the keys present: --weights '"
+                + ",".join(f"{k}={v:.3g}" for k, v in present.items())
+                + "'"
+            )
     # keys are the file's: shown as typed unless they hold newlines or other unprintables
     keys = ", ".join(_shown(k) for k in sorted(k for k in data if isinstance(k, str))[:12]) or "none"
     return f"{source}: {what}; {fix} (keys present: {keys})"

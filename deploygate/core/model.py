@@ -45,8 +45,10 @@ class RunContext:
 
     def __post_init__(self) -> None:
         if self.reason is not None and len(self.reason) > REASON_MAX:
-            raise ConfigError(f"reason: {len(self.reason):,} characters ({self.reason[:40]!r}...); at most "
-                              f"{REASON_MAX:,} are recorded with the run and the promotion history; shorten it")
+            raise ConfigError(
+                f"reason: {len(self.reason):,} characters ({self.reason[:40]!r}...); at most "
+                f"{REASON_MAX:,} are recorded with the run and the promotion history; shorten it"
+            )
 
     @property
     def is_pull_request(self) -> bool:

@@ -112,8 +112,12 @@ def mismatch(expected: VersionIdentity, found: VersionIdentity) -> list[str]:
 
 def record_text(identity: VersionIdentity, files: Mapping[str, str]) -> str:
     """The text of deploygate.json for a folder whose other files have these SHA-256 digests."""
-    data = {"format": RECORD_FORMAT, "written_by": "deploygate", "registry": identity.to_json(),
-            "files": dict(sorted(files.items()))}
+    data = {
+        "format": RECORD_FORMAT,
+        "written_by": "deploygate",
+        "registry": identity.to_json(),
+        "files": dict(sorted(files.items())),
+    }
     return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
 
@@ -145,7 +149,9 @@ class VersionFacts:
     version_url: str | None
 
 
-def baseline_json(version: str | None, score: float | None, metrics: Mapping[str, float], *, limit: int) -> str:
+def baseline_json(
+    version: str | None, score: float | None, metrics: Mapping[str, float], *, limit: int
+) -> str:
     """The champion a version was compared with, as a version tag value of at most `limit` characters
     (the metrics are dropped rather than cut when they do not fit); "none" for a first model."""
     if score is None:

@@ -87,8 +87,9 @@ METRIC_IMPROVEMENT = "improvement"
 METRIC_IMPROVEMENT_PCT = "improvement_pct"
 METRIC_DEPLOYED = "deployed"
 CONTRIBUTION_PREFIX = "contribution_"
-RUN_SUMMARY_METRICS = frozenset({METRIC_SCORE, METRIC_BASELINE, METRIC_IMPROVEMENT, METRIC_IMPROVEMENT_PCT,
-                                 METRIC_DEPLOYED})
+RUN_SUMMARY_METRICS = frozenset(
+    {METRIC_SCORE, METRIC_BASELINE, METRIC_IMPROVEMENT, METRIC_IMPROVEMENT_PCT, METRIC_DEPLOYED}
+)
 
 # Artifacts of a gate run
 STATS_ARTIFACT = "evaluation/example_stats.json"  # per-example statistics, for a later significance test
@@ -139,8 +140,13 @@ def gate_run_tags(cfg: GateConfig, ctx: RunContext, source: ModelSource | None) 
     return tags
 
 
-def gate_run_metrics(metrics: EvaluationMetrics, contributions: Mapping[str, float], score: float,
-                     baseline: Baseline | None, decision: Decision) -> dict[str, float]:
+def gate_run_metrics(
+    metrics: EvaluationMetrics,
+    contributions: Mapping[str, float],
+    score: float,
+    baseline: Baseline | None,
+    decision: Decision,
+) -> dict[str, float]:
     """The input metrics under their MLflow keys, each contribution, the score and the comparison."""
     keys = metric_keys(list(metrics.values))
     logged = {keys[k]: v for k, v in metrics.values.items()}
@@ -155,8 +161,13 @@ def gate_run_metrics(metrics: EvaluationMetrics, contributions: Mapping[str, flo
     return logged
 
 
-def decision_tags(decision: Decision, metrics: EvaluationMetrics, signature: MetricSignature,
-                  comparability: str, checks: tuple[GuardrailCheck, ...] | list[GuardrailCheck]) -> dict[str, str]:
+def decision_tags(
+    decision: Decision,
+    metrics: EvaluationMetrics,
+    signature: MetricSignature,
+    comparability: str,
+    checks: tuple[GuardrailCheck, ...] | list[GuardrailCheck],
+) -> dict[str, str]:
     """What a gate run decided and why: the verdict, the rule, the checks."""
     tags = {
         TAG_DECISION: decision.verdict,
@@ -206,7 +217,10 @@ def version_tags(
         # All metrics, under their own names, as one JSON tag (names may hold any character);
         # one tag per metric too, for reading in the MLflow UI.
         TAG_METRICS: metrics_json(metrics),
-        **{f"{TAG_METRIC}{mkey}": repr(metrics.values[name]) for name, mkey in metric_keys(list(metrics.values)).items()},
+        **{
+            f"{TAG_METRIC}{mkey}": repr(metrics.values[name])
+            for name, mkey in metric_keys(list(metrics.values)).items()
+        },
         TAG_REASON: reason[:REASON_TAG_MAX],
         TAG_BASELINE: baseline,
     }
@@ -223,8 +237,16 @@ def hub_tags(sha: str, url: str) -> dict[str, str]:
     return {TAG_HUB_COMMIT: sha, TAG_HUB_URL: url}
 
 
-def rollback_run_tags(ctx: RunContext, *, registry_name: str, replaced: str, target: str, actor: str, reason: str,
-                      hub: HubPush | None = None) -> dict[str, str]:
+def rollback_run_tags(
+    ctx: RunContext,
+    *,
+    registry_name: str,
+    replaced: str,
+    target: str,
+    actor: str,
+    reason: str,
+    hub: HubPush | None = None,
+) -> dict[str, str]:
     tags = {
         TAG_MODE: "rollback",
         TAG_DECISION: "rollback",

@@ -46,102 +46,239 @@ class Setting:
         return self.name.replace("-", "_")
 
 
-def _s(name: str, kind: Kind, default: Any, help: str, *params: str, choices: tuple[str, ...] = ()) -> Setting:
+def _s(
+    name: str, kind: Kind, default: Any, help: str, *params: str, choices: tuple[str, ...] = ()
+) -> Setting:
     return Setting(name, kind, default, help, tuple(tuple(p.split(".")) for p in params), choices)
 
 
 SETTINGS: tuple[Setting, ...] = (
-    _s("evaluation-results", "path", "results/evaluations/metrics.json",
-       "Evaluation results: a flat JSON object of metrics on a 0-1 scale (bleu1..bleu4, rougeL_precision, ...)."),
-    _s("model-artifact-path", "path", "results/fine_tuned_model_location.json",
-       "Model location JSON: mlflow_run_id (+ artifact_path), model_uri, or local_path of the candidate."),
-    _s("config", "path", "params.yaml",
-       "params.yaml with a `deployment:` section (and `mlflow:`); optional when left at the default."),
-    _s("output-dir", "path", "results/deployment",
-       "Where deployment_info.json, model_comparison.json and deployment_logs.txt are written."),
-    _s("min-improvement-threshold", "float", 0.001,
-       "Minimum absolute gain in weighted score over the champion needed to deploy.",
-       "deployment.min_improvement_threshold"),
-    _s("predictions", "path", None,
-       "Per-example predictions (JSONL with prediction/reference, or CSV): metrics are computed from them "
-       "exactly as the E-commerce-Chatbot evaluation did (nltk BLEU, rouge_score ROUGE-L), and enable the "
-       "significance test.",
-       "deployment.predictions"),
-    _s("weights", "weights", None,
-       "Metric weights, e.g. 'bleu1=0.1,bleu2=0.15,bleu3=0.25,bleu4=0.4,rougeL_precision=0.1'; normalised to sum to 1.",
-       "deployment.weighted_scoring.weights"),
-    _s("metrics-scale", "choice", "1",
-       "Scale of the evaluation results: 1 (values 0-1) or 100 (percentages).",
-       "deployment.metrics_scale", choices=("1", "100")),
-    _s("guardrails", "guardrails", None,
-       "Per-metric limits that block a deploy, e.g. 'rougeL_precision.max_drop=0.01,bleu4.min=0.1'.",
-       "deployment.guardrails"),
-    _s("confidence", "float", 0.95,
-       "Confidence for the paired bootstrap: deploy only if the gain clears the threshold at this level.",
-       "deployment.significance.confidence"),
-    _s("bootstrap-resamples", "int", 1000,
-       "Paired bootstrap resamples (seeded; 0 turns the significance test off).",
-       "deployment.significance.resamples"),
-    _s("allow-incomparable", "bool", False,
-       "Decide even when candidate and champion were scored differently (reported as such).",
-       "deployment.allow_incomparable"),
-    _s("registry-name", "str", "deploygate-model",
-       "Registered model name in the MLflow Model Registry.",
-       "deployment.model_registry_name"),
-    _s("experiment-name", "str", "deploygate",
-       "MLflow experiment that records every gate run.",
-       "deployment.experiment_name", "mlflow.experiment_name"),
-    _s("champion-alias", "str", "champion",
-       "Registry alias that marks the production model.",
-       "deployment.champion_alias"),
-    _s("baseline", "choice", "champion",
-       "What to beat: 'champion' (the alias holder's recorded score) or 'best-ever' (the best past gate run).",
-       "deployment.baseline", choices=("champion", "best-ever")),
-    _s("promotion", "choice", "alias",
-       "How to promote: 'alias' (MLflow 3), 'stage' (Production stage, for older servers) or 'both'.",
-       "deployment.promotion", choices=("alias", "stage", "both")),
-    _s("mlflow-tracking-uri", "str", None,
-       "MLflow tracking URI; else MLFLOW_TRACKING_URI, else params.yaml mlflow.tracking_uri, else a local sqlite store.",
-       "mlflow.tracking_uri"),
-    _s("model-uri", "str", None,
-       "Register this MLflow model URI (runs:/..., models:/..., mlflow-artifacts:/...) instead of the model location file.",
-       "deployment.model_uri"),
-    _s("source-artifact-path", "str", "model",
-       "Artifact path of the model inside the candidate's MLflow run (the E-commerce-Chatbot training logs it "
-       "under 'model').",
-       "deployment.source_artifact_path"),
-    _s("force-deploy", "bool", False,
-       "Deploy whatever the scores say (recorded as forced)."),
-    _s("dry-run", "bool", False,
-       "Decide and report only: nothing is registered or pushed (the gate run is still recorded)."),
-    _s("fail-on-reject", "bool", False,
-       "Exit 3 when the gate decides not to deploy (a red step instead of a green one)."),
-    _s("skip-hf-push", "bool", False,
-       "Do not build or push anything to the Hugging Face Hub (params.yaml deployment.huggingface.push_to_hub: "
-       "false does the same).",),
-    _s("hf-model-id", "str", None,
-       "Hugging Face Hub repo id (owner/name) to push the merged model to.",
-       "deployment.huggingface.model_id"),
-    _s("hf-private", "bool", False,
-       "Create the Hub repo as private.", "deployment.huggingface.private"),
-    _s("create-model-card", "bool", True,
-       "Render and push a model card (README.md).", "deployment.huggingface.create_model_card"),
-    _s("merge", "bool", True,
-       "Merge the LoRA adapter into the base model; false pushes the adapter alone.",
-       "deployment.huggingface.merge"),
-    _s("base-model", "str", None,
-       "Base model (local path or Hub id); default: the adapter's base_model_name_or_path.",
-       "deployment.huggingface.base_model"),
-    _s("card-template", "path", None,
-       "A Jinja2 model card template to use instead of the packaged one.",
-       "deployment.huggingface.template"),
-    _s("hf-export-dir", "path", None,
-       "Also write the exact folder that is (or would be) pushed to the Hub here, for inspection."),
-    _s("hf-license", "str", "apache-2.0", "License in the model card metadata.", "deployment.huggingface.license"),
-    _s("hf-language", "list", ("en",), "Languages in the model card metadata (comma-separated).",
-       "deployment.huggingface.language"),
-    _s("hf-tags", "list", (), "Extra tags in the model card metadata (comma-separated).",
-       "deployment.huggingface.tags"),
+    _s(
+        "evaluation-results",
+        "path",
+        "results/evaluations/metrics.json",
+        "Evaluation results: a flat JSON object of metrics on a 0-1 scale (bleu1..bleu4, rougeL_precision, ...).",
+    ),
+    _s(
+        "model-artifact-path",
+        "path",
+        "results/fine_tuned_model_location.json",
+        "Model location JSON: mlflow_run_id (+ artifact_path), model_uri, or local_path of the candidate.",
+    ),
+    _s(
+        "config",
+        "path",
+        "params.yaml",
+        "params.yaml with a `deployment:` section (and `mlflow:`); optional when left at the default.",
+    ),
+    _s(
+        "output-dir",
+        "path",
+        "results/deployment",
+        "Where deployment_info.json, model_comparison.json and deployment_logs.txt are written.",
+    ),
+    _s(
+        "min-improvement-threshold",
+        "float",
+        0.001,
+        "Minimum absolute gain in weighted score over the champion needed to deploy.",
+        "deployment.min_improvement_threshold",
+    ),
+    _s(
+        "predictions",
+        "path",
+        None,
+        "Per-example predictions (JSONL with prediction/reference, or CSV): metrics are computed from them "
+        "exactly as the E-commerce-Chatbot evaluation did (nltk BLEU, rouge_score ROUGE-L), and enable the "
+        "significance test.",
+        "deployment.predictions",
+    ),
+    _s(
+        "weights",
+        "weights",
+        None,
+        "Metric weights, e.g. 'bleu1=0.1,bleu2=0.15,bleu3=0.25,bleu4=0.4,rougeL_precision=0.1'; normalised to sum to 1.",
+        "deployment.weighted_scoring.weights",
+    ),
+    _s(
+        "metrics-scale",
+        "choice",
+        "1",
+        "Scale of the evaluation results: 1 (values 0-1) or 100 (percentages).",
+        "deployment.metrics_scale",
+        choices=("1", "100"),
+    ),
+    _s(
+        "guardrails",
+        "guardrails",
+        None,
+        "Per-metric limits that block a deploy, e.g. 'rougeL_precision.max_drop=0.01,bleu4.min=0.1'.",
+        "deployment.guardrails",
+    ),
+    _s(
+        "confidence",
+        "float",
+        0.95,
+        "Confidence for the paired bootstrap: deploy only if the gain clears the threshold at this level.",
+        "deployment.significance.confidence",
+    ),
+    _s(
+        "bootstrap-resamples",
+        "int",
+        1000,
+        "Paired bootstrap resamples (seeded; 0 turns the significance test off).",
+        "deployment.significance.resamples",
+    ),
+    _s(
+        "allow-incomparable",
+        "bool",
+        False,
+        "Decide even when candidate and champion were scored differently (reported as such).",
+        "deployment.allow_incomparable",
+    ),
+    _s(
+        "registry-name",
+        "str",
+        "deploygate-model",
+        "Registered model name in the MLflow Model Registry.",
+        "deployment.model_registry_name",
+    ),
+    _s(
+        "experiment-name",
+        "str",
+        "deploygate",
+        "MLflow experiment that records every gate run.",
+        "deployment.experiment_name",
+        "mlflow.experiment_name",
+    ),
+    _s(
+        "champion-alias",
+        "str",
+        "champion",
+        "Registry alias that marks the production model.",
+        "deployment.champion_alias",
+    ),
+    _s(
+        "baseline",
+        "choice",
+        "champion",
+        "What to beat: 'champion' (the alias holder's recorded score) or 'best-ever' (the best past gate run).",
+        "deployment.baseline",
+        choices=("champion", "best-ever"),
+    ),
+    _s(
+        "promotion",
+        "choice",
+        "alias",
+        "How to promote: 'alias' (MLflow 3), 'stage' (Production stage, for older servers) or 'both'.",
+        "deployment.promotion",
+        choices=("alias", "stage", "both"),
+    ),
+    _s(
+        "mlflow-tracking-uri",
+        "str",
+        None,
+        "MLflow tracking URI; else MLFLOW_TRACKING_URI, else params.yaml mlflow.tracking_uri, else a local sqlite store.",
+        "mlflow.tracking_uri",
+    ),
+    _s(
+        "model-uri",
+        "str",
+        None,
+        "Register this MLflow model URI (runs:/..., models:/..., mlflow-artifacts:/...) instead of the model location file.",
+        "deployment.model_uri",
+    ),
+    _s(
+        "source-artifact-path",
+        "str",
+        "model",
+        "Artifact path of the model inside the candidate's MLflow run (the E-commerce-Chatbot training logs it "
+        "under 'model').",
+        "deployment.source_artifact_path",
+    ),
+    _s("force-deploy", "bool", False, "Deploy whatever the scores say (recorded as forced)."),
+    _s(
+        "dry-run",
+        "bool",
+        False,
+        "Decide and report only: nothing is registered or pushed (the gate run is still recorded).",
+    ),
+    _s(
+        "fail-on-reject",
+        "bool",
+        False,
+        "Exit 3 when the gate decides not to deploy (a red step instead of a green one).",
+    ),
+    _s(
+        "skip-hf-push",
+        "bool",
+        False,
+        "Do not build or push anything to the Hugging Face Hub (params.yaml deployment.huggingface.push_to_hub: "
+        "false does the same).",
+    ),
+    _s(
+        "hf-model-id",
+        "str",
+        None,
+        "Hugging Face Hub repo id (owner/name) to push the merged model to.",
+        "deployment.huggingface.model_id",
+    ),
+    _s("hf-private", "bool", False, "Create the Hub repo as private.", "deployment.huggingface.private"),
+    _s(
+        "create-model-card",
+        "bool",
+        True,
+        "Render and push a model card (README.md).",
+        "deployment.huggingface.create_model_card",
+    ),
+    _s(
+        "merge",
+        "bool",
+        True,
+        "Merge the LoRA adapter into the base model; false pushes the adapter alone.",
+        "deployment.huggingface.merge",
+    ),
+    _s(
+        "base-model",
+        "str",
+        None,
+        "Base model (local path or Hub id); default: the adapter's base_model_name_or_path.",
+        "deployment.huggingface.base_model",
+    ),
+    _s(
+        "card-template",
+        "path",
+        None,
+        "A Jinja2 model card template to use instead of the packaged one.",
+        "deployment.huggingface.template",
+    ),
+    _s(
+        "hf-export-dir",
+        "path",
+        None,
+        "Also write the exact folder that is (or would be) pushed to the Hub here, for inspection.",
+    ),
+    _s(
+        "hf-license",
+        "str",
+        "apache-2.0",
+        "License in the model card metadata.",
+        "deployment.huggingface.license",
+    ),
+    _s(
+        "hf-language",
+        "list",
+        ("en",),
+        "Languages in the model card metadata (comma-separated).",
+        "deployment.huggingface.language",
+    ),
+    _s(
+        "hf-tags",
+        "list",
+        (),
+        "Extra tags in the model card metadata (comma-separated).",
+        "deployment.huggingface.tags",
+    ),
 )
 SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
 
@@ -169,7 +306,9 @@ def parse_float(raw: object, where: str, *, minimum: float = 0.0) -> float:
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: {shown(raw)} is not a number; give a number such as 0.001") from None
     except OverflowError:  # an integer of hundreds of digits
-        raise ConfigError(f"{where}: {shown(raw)} is too large to be a number; give a number such as 0.001") from None
+        raise ConfigError(
+            f"{where}: {shown(raw)} is too large to be a number; give a number such as 0.001"
+        ) from None
     if not math.isfinite(value):
         raise ConfigError(f"{where}: {shown(raw)} is not finite; give a number such as 0.001")
     if value < minimum:
@@ -185,12 +324,16 @@ def parse_weights_text(raw: str, where: str) -> dict[str, object]:
             continue
         sep = "=" if "=" in part else ":" if ":" in part else None
         if sep is None:
-            raise ConfigError(f"{where}: {shown(part)} is not name=weight; write e.g. 'bleu4=0.4,rougeL_precision=0.1'")
+            raise ConfigError(
+                f"{where}: {shown(part)} is not name=weight; write e.g. 'bleu4=0.4,rougeL_precision=0.1'"
+            )
         name, _, value = part.partition(sep)
         try:
             out[name.strip()] = float(value)
         except ValueError:
-            raise ConfigError(f"{where}: weight {shown(value.strip())} of {shown(name.strip())} is not a number") from None
+            raise ConfigError(
+                f"{where}: weight {shown(value.strip())} of {shown(name.strip())} is not a number"
+            ) from None
     if not out:
         raise ConfigError(f"{where}: no weights given; write e.g. 'bleu4=0.4,rougeL_precision=0.1'")
     return out
@@ -211,15 +354,21 @@ def parse_guardrails(raw: object, where: str) -> tuple[Guardrail, ...]:
     elif isinstance(raw, Mapping):
         for metric, spec in raw.items():
             if not isinstance(spec, Mapping):
-                raise ConfigError(f"{where}.{metric}: {shown(spec)} is not a mapping like {{min: 0.1, max_drop: 0.01}}")
+                raise ConfigError(
+                    f"{where}.{metric}: {shown(spec)} is not a mapping like {{min: 0.1, max_drop: 0.01}}"
+                )
             limits[str(metric)] = dict(spec)
     else:
-        raise ConfigError(f"{where}: {shown(raw)} is not a guardrail list; write 'rougeL_precision.max_drop=0.01'")
+        raise ConfigError(
+            f"{where}: {shown(raw)} is not a guardrail list; write 'rougeL_precision.max_drop=0.01'"
+        )
     out = []
     for metric, spec in limits.items():
         unknown = set(spec) - {"min", "max_drop"}
         if unknown:
-            raise ConfigError(f"{where}: {metric}.{sorted(unknown)[0]} is not a guardrail; use min or max_drop")
+            raise ConfigError(
+                f"{where}: {metric}.{sorted(unknown)[0]} is not a guardrail; use min or max_drop"
+            )
         values = {k: parse_float(v, f"{where} {metric}.{k}") for k, v in spec.items()}
         out.append(Guardrail(canonical_name(metric), min=values.get("min"), max_drop=values.get("max_drop")))
     return tuple(out)
@@ -234,7 +383,9 @@ def parse_value(setting: Setting, raw: object, where: str) -> Any:
     if setting.kind == "float":
         value = parse_float(raw, where)
         if setting.name == "confidence" and not 0.5 <= value < 1:
-            raise ConfigError(f"{where}: {value:g} is not a confidence level; give a number from 0.5 to 0.999 such as 0.95")
+            raise ConfigError(
+                f"{where}: {value:g} is not a confidence level; give a number from 0.5 to 0.999 such as 0.95"
+            )
         return value
     if setting.kind == "int":
         number = parse_float(raw, where)
@@ -331,7 +482,10 @@ class GateConfig:
             "dry_run": str(self.dry_run).lower(),
             "hf_model_id": self.hf_model_id or "",
             "guardrails": ",".join(
-                f"{g.metric}.{k}={v:g}" for g in self.guardrails or () for k, v in (("min", g.min), ("max_drop", g.max_drop)) if v is not None
+                f"{g.metric}.{k}={v:g}"
+                for g in self.guardrails or ()
+                for k, v in (("min", g.min), ("max_drop", g.max_drop))
+                if v is not None
             ),
             "confidence": f"{self.confidence:g}",
             "bootstrap_resamples": str(self.bootstrap_resamples),
@@ -385,14 +539,18 @@ def check_params_keys(params: Mapping[Any, Any], source: str = "params.yaml") ->
             continue
         near = _closest(key, list(tree), NEAR_MISS)
         if near is not None:
-            raise ConfigError(f"{source}: section {_shown(key)!r} is not one deploygate reads; did you mean "
-                              f"{near!r}? (its keys would otherwise be ignored)")
+            raise ConfigError(
+                f"{source}: section {_shown(key)!r} is not one deploygate reads; did you mean "
+                f"{near!r}? (its keys would otherwise be ignored)"
+            )
     for section, strict in ((OWN_SECTION, True), (SHARED_SECTION, False)):
         if params.get(section) is not None:
             _check_keys(params[section], tree[section], (section,), source, strict=strict)
 
 
-def _check_keys(node: object, known: Mapping[str, Any], path: tuple[str, ...], source: str, *, strict: bool) -> None:
+def _check_keys(
+    node: object, known: Mapping[str, Any], path: tuple[str, ...], source: str, *, strict: bool
+) -> None:
     where = f"{source} {'.'.join(path)}"
     if not isinstance(node, Mapping):
         shown = repr(node) if len(repr(node)) <= 60 else repr(node)[:57] + "..."
@@ -403,7 +561,9 @@ def _check_keys(node: object, known: Mapping[str, Any], path: tuple[str, ...], s
             if near is None and not strict:
                 continue  # another stage's key
             fix = f"did you mean {near!r}? (known keys: " if near else "deploygate reads only: "
-            raise ConfigError(f"{where}.{_shown(key)}: unknown key; {fix}{', '.join(known)}{')' if near else ''}")
+            raise ConfigError(
+                f"{where}.{_shown(key)}: unknown key; {fix}{', '.join(known)}{')' if near else ''}"
+            )
         sub = known[key]
         if isinstance(sub, dict) and value is not None:
             _check_keys(value, sub, (*path, key), source, strict=strict)
@@ -465,7 +625,11 @@ def build_config(
     if "skip-hf-push" not in explicit and found and push is not None:
         values["skip_hf_push"] = not parse_bool(push, "params.yaml deployment.huggingface.push_to_hub")
 
-    weights_where = names.get("weights", "--weights") if "weights" in explicit else "params.yaml deployment.weighted_scoring.weights"
+    weights_where = (
+        names.get("weights", "--weights")
+        if "weights" in explicit
+        else "params.yaml deployment.weighted_scoring.weights"
+    )
     values["weights"] = resolve_weights(values["weights"], source=weights_where)
     values["metrics_scale"] = float(values["metrics_scale"])
     for name in ("registry-name", "experiment-name", "champion-alias"):
@@ -473,23 +637,42 @@ def build_config(
         if not value or not str(value).strip():
             raise ConfigError(f"{names.get(name, '--' + name)}: empty; give a name")
     alias = values["champion_alias"]
-    if not alias.replace("-", "").replace("_", "").isalnum() or alias[0].isdigit() or alias.lower() == "latest" \
-            or not _MLFLOW_ALIAS.fullmatch(alias) or _MLFLOW_VERSION_ALIAS.fullmatch(alias):
-        where = names.get("champion-alias", "--champion-alias") if "champion-alias" in explicit \
+    if (
+        not alias.replace("-", "").replace("_", "").isalnum()
+        or alias[0].isdigit()
+        or alias.lower() == "latest"
+        or not _MLFLOW_ALIAS.fullmatch(alias)
+        or _MLFLOW_VERSION_ALIAS.fullmatch(alias)
+    ):
+        where = (
+            names.get("champion-alias", "--champion-alias")
+            if "champion-alias" in explicit
             else "params.yaml deployment.champion_alias"
+        )
         raise ConfigError(
             f"{where}: {shown(alias)} is not a valid MLflow alias; "
             "use letters, digits, - and _ (at most 255), not starting with a digit, not 'latest' and not "
             "v<number> (MLflow reserves those for versions)"
         )
     if "experiment-name" not in explicit and env_experiment_name and env_experiment_name.strip():
-        values["experiment_name"] = env_experiment_name.strip()  # MLflow's own variable, as the seed honoured it
+        values["experiment_name"] = (
+            env_experiment_name.strip()
+        )  # MLflow's own variable, as the seed honoured it
     given_uri = values["mlflow_tracking_uri"] if "mlflow-tracking-uri" in explicit else None
     params_uri = None if given_uri else values["mlflow_tracking_uri"]
     values["mlflow_tracking_uri"], uri_source = tracking_uri_and_source(
-        given_uri, env_tracking_uri, params_uri, flag=names.get("mlflow-tracking-uri", "--mlflow-tracking-uri"))
-    return GateConfig(**values, explicit=frozenset(explicit), configured=frozenset(explicit | from_params),
-                      warnings=values["weights"].warnings, tracking_uri_source=uri_source)
+        given_uri,
+        env_tracking_uri,
+        params_uri,
+        flag=names.get("mlflow-tracking-uri", "--mlflow-tracking-uri"),
+    )
+    return GateConfig(
+        **values,
+        explicit=frozenset(explicit),
+        configured=frozenset(explicit | from_params),
+        warnings=values["weights"].warnings,
+        tracking_uri_source=uri_source,
+    )
 
 
 def tracking_uri_and_source(

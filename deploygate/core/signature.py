@@ -86,7 +86,9 @@ def differences(candidate: MetricSignature, champion: MetricSignature) -> list[s
     """What differs between two signatures, in words; fields unknown on either side are skipped."""
     out: list[str] = []
     if dict(candidate.weights) != dict(champion.weights):
-        out.append(f"weights {_weights_text(candidate.weights)} vs champion {_weights_text(champion.weights)}")
+        out.append(
+            f"weights {_weights_text(candidate.weights)} vs champion {_weights_text(champion.weights)}"
+        )
     if candidate.scale != champion.scale:
         out.append(f"scale {candidate.scale:g} vs champion {champion.scale:g}")
     for field in ("implementation", "tokenisation", "smoothing", "references_sha256"):

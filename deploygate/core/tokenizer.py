@@ -36,7 +36,12 @@ def has_tokenizer(folder: Path) -> bool:
 def fine_tune_tokenizer(*roots: Path) -> Path | None:
     """The fine-tune's own tokenizer folder near any of `roots` (the adapter folder first), or None."""
     for root in roots:
-        for folder in (root, root / "tokenizer", root / "components" / "tokenizer", root.parent / "tokenizer"):
+        for folder in (
+            root,
+            root / "tokenizer",
+            root / "components" / "tokenizer",
+            root.parent / "tokenizer",
+        ):
             if has_tokenizer(folder):
                 return folder
     return None

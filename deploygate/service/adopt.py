@@ -33,14 +33,17 @@ def parse_score(raw: str) -> float:
     try:
         score = float(raw)
     except ValueError:
-        raise ConfigError(f"--score: {raw!r} is not a number; give the version's weighted score, e.g. 0.4912") from None
+        raise ConfigError(
+            f"--score: {raw!r} is not a number; give the version's weighted score, e.g. 0.4912"
+        ) from None
     if not math.isfinite(score) or not 0.0 <= score <= 1.0:
         raise ConfigError(f"--score: {raw!r} is not a weighted score from 0 to 1; give e.g. 0.4912")
     return score
 
 
-def adopt(cfg: GateConfig, ctx: RunContext, *, registry: Registry, version: str, score: float,
-          clock: Clock) -> AdoptResult:
+def adopt(
+    cfg: GateConfig, ctx: RunContext, *, registry: Registry, version: str, score: float, clock: Clock
+) -> AdoptResult:
     name, alias = cfg.registry_name, cfg.champion_alias
     if not version.isdigit():
         raise ConfigError(f"--version: {version!r} is not a version number; give e.g. --version 3")
@@ -56,12 +59,18 @@ def adopt(cfg: GateConfig, ctx: RunContext, *, registry: Registry, version: str,
         )
     who = ctx.actor or "unknown"
     at = clock().isoformat()
-    registry.set_version_tags(name, version, {
-        TAG_SCORE: repr(score),
-        TAG_ADOPTED: f"by {who} at {at}" + (f": {ctx.reason}" if ctx.reason else ""),
-    })
+    registry.set_version_tags(
+        name,
+        version,
+        {
+            TAG_SCORE: repr(score),
+            TAG_ADOPTED: f"by {who} at {at}" + (f": {ctx.reason}" if ctx.reason else ""),
+        },
+    )
     registry.set_champion(name, version, alias=alias, promotion=cfg.promotion)
-    registry.append_history(name, {"version": version, "score": score, "at": at, "adopted": True, "actor": who,
-                                   "reason": ctx.reason})
+    registry.append_history(
+        name,
+        {"version": version, "score": score, "at": at, "adopted": True, "actor": who, "reason": ctx.reason},
+    )
     log.info("adopted %s v%s as %s with score %.4f", name, version, alias, score)
     return AdoptResult(version=version, score=score, previous_score=target.tags.get("weighted_score"))

@@ -145,28 +145,50 @@ def assess(cfg: GateConfig, ctx: RunContext, cand: Candidate, registry: Registry
     for note in (*cfg.warnings, *cand.metrics.notes):
         log.info("%s", note)
     score = weighted_score(cand.metrics, cfg.weights)
-    log.info("candidate weighted score %.6f (%s)", score.score,
-             ", ".join(f"{k} {v:.4f} x {cfg.weights.values[k]:.3f}" for k, v in cand.metrics.values.items()))
+    log.info(
+        "candidate weighted score %.6f (%s)",
+        score.score,
+        ", ".join(f"{k} {v:.4f} x {cfg.weights.values[k]:.3f}" for k, v in cand.metrics.values.items()),
+    )
     baseline = _baseline(cfg, registry)
     cfg = _promotion_for(cfg, baseline)
-    champion_signature = MetricSignature.from_json(baseline.signature) if baseline and baseline.signature else None
-    comparability, differences = check_comparable(cand.signature, champion_signature, allow=cfg.allow_incomparable)
+    champion_signature = (
+        MetricSignature.from_json(baseline.signature) if baseline and baseline.signature else None
+    )
+    comparability, differences = check_comparable(
+        cand.signature, champion_signature, allow=cfg.allow_incomparable
+    )
     if comparability == "allowed":
-        warnings.append("scored differently from the champion (allow-incomparable): " + "; ".join(differences))
+        warnings.append(
+            "scored differently from the champion (allow-incomparable): " + "; ".join(differences)
+        )
         log.warning("%s", warnings[-1])
     significance = _significance(cfg, cand, baseline, registry, comparability, warnings)
-    checks = check_guardrails(cand.metrics.values, baseline.metrics if baseline else None, cfg.guardrails or ())
+    checks = check_guardrails(
+        cand.metrics.values, baseline.metrics if baseline else None, cfg.guardrails or ()
+    )
     for check in checks:
         log.info("guardrail %s: %s", "ok" if check.passed else "BREACHED", check.describe())
-    policy = policy_for(cfg.min_improvement_threshold, force=cfg.force_deploy, pull_request=ctx.is_pull_request,
-                        dry_run=cfg.dry_run)
+    policy = policy_for(
+        cfg.min_improvement_threshold,
+        force=cfg.force_deploy,
+        pull_request=ctx.is_pull_request,
+        dry_run=cfg.dry_run,
+    )
     decision = decide(score.score, baseline, policy, guardrails=checks, significance=significance)
     log.info("decision: %s (%s)", decision.verdict, decision.reason)
     for note in decision.notes:
         log.info("%s", note)
-    return Assessment(config=cfg, score=score, baseline=baseline, comparability=comparability,
-                      differences=tuple(differences), checks=tuple(checks), decision=decision,
-                      warnings=tuple(warnings))
+    return Assessment(
+        config=cfg,
+        score=score,
+        baseline=baseline,
+        comparability=comparability,
+        differences=tuple(differences),
+        checks=tuple(checks),
+        decision=decision,
+        warnings=tuple(warnings),
+    )
 
 
 def _baseline(cfg: GateConfig, registry: Registry) -> Baseline | None:
@@ -175,32 +197,56 @@ def _baseline(cfg: GateConfig, registry: Registry) -> Baseline | None:
     by_stage = cfg.promotion == "stage"
 
     def champion() -> Baseline | None:
-        return registry.champion_baseline(cfg.registry_name, cfg.champion_alias, by_stage=by_stage,
-                                          weights=cfg.weights, scale=cfg.metrics_scale)
+        return registry.champion_baseline(
+            cfg.registry_name,
+            cfg.champion_alias,
+            by_stage=by_stage,
+            weights=cfg.weights,
+            scale=cfg.metrics_scale,
+        )
 
     if cfg.baseline == "champion":
         baseline = champion()
     else:
         baseline = registry.best_ever_baseline(cfg.experiment_name)
         if baseline is None and (baseline := champion()) is not None:
-            baseline = replace(baseline, origin=f"no past gate run in {cfg.experiment_name!r}; "
-                                                f"{baseline.origin or f'the champion v{baseline.version}'}")
+            baseline = replace(
+                baseline,
+                origin=f"no past gate run in {cfg.experiment_name!r}; "
+                f"{baseline.origin or f'the champion v{baseline.version}'}",
+            )
     if baseline is None:
-        log.info("no baseline: %s has no %s yet", cfg.registry_name,
-                 f"alias {cfg.champion_alias!r}" if cfg.baseline == "champion" else "past gate runs")
+        log.info(
+            "no baseline: %s has no %s yet",
+            cfg.registry_name,
+            f"alias {cfg.champion_alias!r}" if cfg.baseline == "champion" else "past gate runs",
+        )
     else:
-        log.info("baseline (%s) %s score %.6f", baseline.source,
-                 f"v{baseline.version}" if baseline.version else baseline.run_id, baseline.score)
+        log.info(
+            "baseline (%s) %s score %.6f",
+            baseline.source,
+            f"v{baseline.version}" if baseline.version else baseline.run_id,
+            baseline.score,
+        )
     return baseline
 
 
 def _promotion_for(cfg: GateConfig, baseline: Baseline | None) -> GateConfig:
     """A registry from before deploygate: the first deploy keeps the Production stage in step with
     the alias, for whatever still reads the stage (set promotion to choose otherwise)."""
-    if baseline is None or not baseline.stage_only or cfg.promotion != "alias" or "promotion" in cfg.configured:
+    if (
+        baseline is None
+        or not baseline.stage_only
+        or cfg.promotion != "alias"
+        or "promotion" in cfg.configured
+    ):
         return cfg
-    log.info("the production model v%s has no %r alias: this deploy moves the alias and the Production stage "
-             "(promotion: both)", baseline.version, cfg.champion_alias)
+    log.info(
+        "the production model v%s has no %r alias: this deploy moves the alias and the Production stage "
+        "(promotion: both)",
+        baseline.version,
+        cfg.champion_alias,
+    )
     return replace(cfg, promotion="both")
 
 
@@ -215,7 +261,9 @@ def _significance(
     """The paired bootstrap, when both sides have per-example statistics on the same references."""
     if cand.stats is None or baseline is None or cfg.bootstrap_resamples == 0:
         if baseline is not None and cfg.bootstrap_resamples:
-            log.info("significance: no per-example statistics for the candidate (give --predictions): point rule")
+            log.info(
+                "significance: no per-example statistics for the candidate (give --predictions): point rule"
+            )
         return None
     text = registry.read_artifact(baseline.run_id, records.STATS_ARTIFACT) if baseline.run_id else None
     if text is None:
@@ -224,22 +272,39 @@ def _significance(
     from deploygate.core.evaluation import paired_bootstrap, stats_from_json
 
     champion_stats = stats_from_json(text, source=f"champion run {baseline.run_id} {records.STATS_ARTIFACT}")
-    same_refs = champion_stats.references_sha256 == cand.stats.references_sha256 and champion_stats.n == cand.stats.n
+    same_refs = (
+        champion_stats.references_sha256 == cand.stats.references_sha256 and champion_stats.n == cand.stats.n
+    )
     if not same_refs and comparability == "allowed":
         warnings.append("significance not tested: the champion was evaluated on other references")
         return None
     # On other references (and not allowed) paired_bootstrap raises IncomparableError naming the difference.
     boot = paired_bootstrap(
-        cand.stats, champion_stats, cfg.weights.values, threshold=cfg.min_improvement_threshold,
-        resamples=cfg.bootstrap_resamples, seed=0, confidence=cfg.confidence,
+        cand.stats,
+        champion_stats,
+        cfg.weights.values,
+        threshold=cfg.min_improvement_threshold,
+        resamples=cfg.bootstrap_resamples,
+        seed=0,
+        confidence=cfg.confidence,
     )
     log.info(
         "significance: difference %+.4f, %.0f%% lower bound %+.4f, interval [%+.4f, %+.4f], p = %.4f (%d resamples)",
-        boot.observed_difference, 100 * boot.confidence, boot.lower_bound, *boot.interval, boot.p_value, boot.resamples,
+        boot.observed_difference,
+        100 * boot.confidence,
+        boot.lower_bound,
+        *boot.interval,
+        boot.p_value,
+        boot.resamples,
     )
     return Significance(
-        observed=boot.observed_difference, lower_bound=boot.lower_bound, interval=boot.interval,
-        p_value=boot.p_value, confidence=boot.confidence, resamples=boot.resamples, significant=boot.significant,
+        observed=boot.observed_difference,
+        lower_bound=boot.lower_bound,
+        interval=boot.interval,
+        p_value=boot.p_value,
+        confidence=boot.confidence,
+        resamples=boot.resamples,
+        significant=boot.significant,
     )
 
 
@@ -254,29 +319,44 @@ def _preflight(found: Assessment, cand: Candidate, ports: Ports) -> ResolvedSour
         )
     resolved = ports.registry.resolve_source(cand.source)  # reads: the files are there, not an empty folder
     if ports.shipper is not None:
-        ports.shipper.preflight(cand, found.config)  # the adapter and base model: InputError before the first write
+        ports.shipper.preflight(
+            cand, found.config
+        )  # the adapter and base model: InputError before the first write
     return resolved
 
 
 # --- record: the gate run, from its first write to its end ---------------------------------------
 
 
-def _open_gate_run(found: Assessment, ctx: RunContext, cand: Candidate, registry: Registry,
-                   started: str) -> GateResult:
+def _open_gate_run(
+    found: Assessment, ctx: RunContext, cand: Candidate, registry: Registry, started: str
+) -> GateResult:
     """The first write: the gate run, so that every later failure is recorded on it."""
     cfg = found.config
     experiment_id = registry.experiment_id(cfg.experiment_name)
     run_id = registry.start_run(
-        experiment_id, run_name=f"gate-{(ctx.git_sha or 'local')[:8]}",
+        experiment_id,
+        run_name=f"gate-{(ctx.git_sha or 'local')[:8]}",
         tags=records.gate_run_tags(cfg, ctx, cand.source),
     )
     run_url = registry.run_url(experiment_id, run_id)
     log.info("gate run %s%s", run_id, f" ({run_url})" if run_url else "")
     return GateResult(
-        status="skipped", config=cfg, context=ctx, metrics=cand.metrics, candidate=found.score,
-        baseline=found.baseline, decision=found.decision, started_at=started, finished_at=started,
-        mlflow_run_id=run_id, mlflow_run_url=run_url, mlflow_experiment_id=experiment_id,
-        warnings=found.warnings, signature=cand.signature, comparability=found.comparability,
+        status="skipped",
+        config=cfg,
+        context=ctx,
+        metrics=cand.metrics,
+        candidate=found.score,
+        baseline=found.baseline,
+        decision=found.decision,
+        started_at=started,
+        finished_at=started,
+        mlflow_run_id=run_id,
+        mlflow_run_url=run_url,
+        mlflow_experiment_id=experiment_id,
+        warnings=found.warnings,
+        signature=cand.signature,
+        comparability=found.comparability,
         signature_differences=found.differences,
     )
 
@@ -286,9 +366,12 @@ def _record_decision(found: Assessment, cand: Candidate, registry: Registry, res
     registry.log_run(
         run_id,
         params=found.config.public_params(),
-        metrics=records.gate_run_metrics(cand.metrics, found.score.contributions, found.score.score,
-                                         found.baseline, found.decision),
-        tags=records.decision_tags(found.decision, cand.metrics, cand.signature, found.comparability, found.checks),
+        metrics=records.gate_run_metrics(
+            cand.metrics, found.score.contributions, found.score.score, found.baseline, found.decision
+        ),
+        tags=records.decision_tags(
+            found.decision, cand.metrics, cand.signature, found.comparability, found.checks
+        ),
     )
     if cand.stats is not None:  # kept with the run, so a later gate run can test against them
         from deploygate.core.evaluation import stats_to_json
@@ -304,10 +387,15 @@ def _record_outcome(progress: _Progress, ports: Ports, buffer: io.StringIO) -> G
     result = progress.result
     cfg, registry, run_id = result.config, ports.registry, _run_id(result)
     history = registry.history(cfg.registry_name) if cfg.baseline == "champion" or result.deployed else []
-    result = progress(replace(result, history=_history_points(history, result),
-                              finished_at=ports.clock().isoformat()))
-    registry.log_run(run_id, params={}, metrics={records.METRIC_DEPLOYED: 1.0 if result.deployed else 0.0},
-                     tags=records.status_tags(result.status, result.deployed))
+    result = progress(
+        replace(result, history=_history_points(history, result), finished_at=ports.clock().isoformat())
+    )
+    registry.log_run(
+        run_id,
+        params={},
+        metrics={records.METRIC_DEPLOYED: 1.0 if result.deployed else 0.0},
+        tags=records.status_tags(result.status, result.deployed),
+    )
     log.info("status: %s", result.status)
     files = ports.files.write(result, buffer.getvalue())
     registry.log_artifacts(run_id, cfg.output_dir, records.RESULT_ARTIFACTS)
@@ -339,8 +427,13 @@ def _history_points(entries: list[dict[str, Any]], result: GateResult) -> tuple[
     points: list[HistoryPoint] = []
     for entry in entries[-HISTORY_POINTS:]:
         try:
-            points.append(HistoryPoint(version=str(entry["version"]), score=float(entry["score"]),
-                                       current=str(entry["version"]) == result.registered_version))
+            points.append(
+                HistoryPoint(
+                    version=str(entry["version"]),
+                    score=float(entry["score"]),
+                    current=str(entry["version"]) == result.registered_version,
+                )
+            )
         except (KeyError, TypeError, ValueError):
             continue
     if not any(p.current for p in points):
@@ -351,12 +444,24 @@ def _history_points(entries: list[dict[str, Any]], result: GateResult) -> tuple[
 # --- carry out: register -> push -> promote ----------------------------------------------------------
 
 
-def _deploy(cfg: GateConfig, ctx: RunContext, cand: Candidate, ports: Ports, result: GateResult,
-            resolved: ResolvedSource, progress: _Progress) -> GateResult:
+def _deploy(
+    cfg: GateConfig,
+    ctx: RunContext,
+    cand: Candidate,
+    ports: Ports,
+    result: GateResult,
+    resolved: ResolvedSource,
+    progress: _Progress,
+) -> GateResult:
     """Register (or reuse) the version, push it to the Hub, then move the champion alias."""
     version = _register(cfg, ctx, cand, ports.registry, result, resolved)
-    result = progress(replace(result, registered_version=version,
-                              model_version_url=ports.registry.version_url(cfg.registry_name, version)))
+    result = progress(
+        replace(
+            result,
+            registered_version=version,
+            model_version_url=ports.registry.version_url(cfg.registry_name, version),
+        )
+    )
     ports.registry.set_tags(_run_id(result), {records.TAG_REGISTERED_VERSION: version})
     hub = _push(cfg, cand, ports, result, version)
     if cfg.hf_export_dir is not None and ports.shipper is not None:
@@ -365,8 +470,12 @@ def _deploy(cfg: GateConfig, ctx: RunContext, cand: Candidate, ports: Ports, res
         result = progress(replace(result, hub=hub))
     elif ports.shipper is None and cfg.skip_hf_push:
         log.info("Hugging Face push skipped (skip-hf-push): nothing built or pushed")
-    me = Me(version=version, score=result.candidate.score, forced=result.decision.verdict == "forced",
-            baseline_version=result.baseline.version if result.baseline else None)
+    me = Me(
+        version=version,
+        score=result.candidate.score,
+        forced=result.decision.verdict == "forced",
+        baseline_version=result.baseline.version if result.baseline else None,
+    )
     winner = _promote_pushed(cfg, ports, result, me, hub)
     if winner is not None:
         note = f"superseded: v{winner} (at least as good, or a forced deploy / rollback) was promoted concurrently"
@@ -374,13 +483,25 @@ def _deploy(cfg: GateConfig, ctx: RunContext, cand: Candidate, ports: Ports, res
         ports.registry.set_tags(_run_id(result), {records.TAG_SUPERSEDED_BY: winner})
         return replace(result, status="superseded", warnings=(*result.warnings, note))
     _append_history(cfg, ctx, ports, result, me, hub)
-    log.info("promoted %s v%s to %s (%s); previous: %s", cfg.registry_name, version, cfg.champion_alias,
-             cfg.promotion, f"v{me.baseline_version}" if me.baseline_version else "none")
+    log.info(
+        "promoted %s v%s to %s (%s); previous: %s",
+        cfg.registry_name,
+        version,
+        cfg.champion_alias,
+        cfg.promotion,
+        f"v{me.baseline_version}" if me.baseline_version else "none",
+    )
     return replace(result, status="deployed")
 
 
-def _register(cfg: GateConfig, ctx: RunContext, cand: Candidate, registry: Registry, result: GateResult,
-              resolved: ResolvedSource) -> str:
+def _register(
+    cfg: GateConfig,
+    ctx: RunContext,
+    cand: Candidate,
+    registry: Registry,
+    result: GateResult,
+    resolved: ResolvedSource,
+) -> str:
     """The candidate's version: the one a previous run of the same candidate registered, or a new one."""
     source, run_id = cand.source, _run_id(result)
     assert source is not None
@@ -398,19 +519,36 @@ def _register(cfg: GateConfig, ctx: RunContext, cand: Candidate, registry: Regis
         source_run = run_id
     baseline = result.baseline
     tags = records.version_tags(
-        score=result.candidate.score, candidate_key=key, gate_run_id=run_id, signature=cand.signature,
-        verdict=result.decision.verdict, metrics=cand.metrics, reason=result.decision.reason,
+        score=result.candidate.score,
+        candidate_key=key,
+        gate_run_id=run_id,
+        signature=cand.signature,
+        verdict=result.decision.verdict,
+        metrics=cand.metrics,
+        reason=result.decision.reason,
         # what the version's model card states, as decided now: a re-run renders the same card
-        baseline=baseline_json(baseline.version if baseline else None, baseline.score if baseline else None,
-                               baseline.metrics if baseline else {}, limit=records.MAX_VERSION_TAG),
-        git_sha=ctx.git_sha, source_run_id=source.run_id, model_id=model_id,
+        baseline=baseline_json(
+            baseline.version if baseline else None,
+            baseline.score if baseline else None,
+            baseline.metrics if baseline else {},
+            limit=records.MAX_VERSION_TAG,
+        ),
+        git_sha=ctx.git_sha,
+        source_run_id=source.run_id,
+        model_id=model_id,
     )
     description = (
         f"Weighted score {result.candidate.score:.4f}. {result.decision.reason}. "
         f"Registered by deploygate {__version__} (gate run {run_id})."
     )
-    version = registry.register(cfg.registry_name, source_uri=source_uri, run_id=source_run, tags=tags,
-                                description=description, model_id=model_id)
+    version = registry.register(
+        cfg.registry_name,
+        source_uri=source_uri,
+        run_id=source_run,
+        tags=tags,
+        description=description,
+        model_id=model_id,
+    )
     log.info("registered %s v%s from %s", cfg.registry_name, version, source_uri)
     return version
 
@@ -420,23 +558,37 @@ def _push(cfg: GateConfig, cand: Candidate, ports: Ports, result: GateResult, ve
     if ports.shipper is None:
         return None
     request = ShipRequest(
-        config=cfg, context=result.context, candidate=cand, version=version, score=result.candidate.score,
-        baseline=result.baseline, reason=result.decision.reason, verdict=result.decision.verdict,
-        mlflow_run_url=result.mlflow_run_url, model_version_url=result.model_version_url,
-        created_at=ports.clock().isoformat(), mlflow_run_id=result.mlflow_run_id,
+        config=cfg,
+        context=result.context,
+        candidate=cand,
+        version=version,
+        score=result.candidate.score,
+        baseline=result.baseline,
+        reason=result.decision.reason,
+        verdict=result.decision.verdict,
+        mlflow_run_url=result.mlflow_run_url,
+        model_version_url=result.model_version_url,
+        created_at=ports.clock().isoformat(),
+        mlflow_run_id=result.mlflow_run_id,
     )
     try:
         return ports.shipper.ship(request)
     except Exception:
         # The push may have reached main before failing (the tag call refused, say): main goes
         # back to the champion now, not whenever a later run happens to deploy.
-        main_follows_champion(cfg, ports.registry, ports.shipper,
-                              fallback=result.baseline.version if result.baseline else None,
-                              why=f"the push of v{version} failed")
+        main_follows_champion(
+            cfg,
+            ports.registry,
+            ports.shipper,
+            fallback=result.baseline.version if result.baseline else None,
+            why=f"the push of v{version} failed",
+        )
         raise
 
 
-def _promote_pushed(cfg: GateConfig, ports: Ports, result: GateResult, me: Me, hub: HubPush | None) -> str | None:
+def _promote_pushed(
+    cfg: GateConfig, ports: Ports, result: GateResult, me: Me, hub: HubPush | None
+) -> str | None:
     """Record the push on the version, move the alias; the Hub's main follows whoever holds it."""
     registry, promoting = ports.registry, False
     try:
@@ -451,12 +603,18 @@ def _promote_pushed(cfg: GateConfig, ports: Ports, result: GateResult, me: Me, h
         # The Hub's main already holds this candidate but the alias may not: put main back to
         # whoever holds the alias (the champion we compared with, if MLflow cannot even say).
         if hub is not None:
-            main_follows_champion(cfg, registry, ports.shipper, fallback=None if promoting else me.baseline_version,
-                                  why=f"v{me.version} was pushed but could not be promoted")
+            main_follows_champion(
+                cfg,
+                registry,
+                ports.shipper,
+                fallback=None if promoting else me.baseline_version,
+                why=f"v{me.version} was pushed but could not be promoted",
+            )
         raise
     if hub is not None:  # concurrent runs may have pushed after the alias settled: main follows the alias
-        main_follows_champion(cfg, registry, ports.shipper, fallback=None,
-                              why="the Hub's main follows the champion alias")
+        main_follows_champion(
+            cfg, registry, ports.shipper, fallback=None, why="the Hub's main follows the champion alias"
+        )
     return winner
 
 
@@ -480,23 +638,40 @@ def _promote(cfg: GateConfig, registry: Registry, me: Me, sleep: Sleep) -> str |
             assert seen is not None
             return seen.version
         if verdict == "reclaim":
-            log.warning("v%s took the champion alias from v%s (a worse concurrent run); taking it back",
-                        seen.version if seen else "?", me.version)
+            log.warning(
+                "v%s took the champion alias from v%s (a worse concurrent run); taking it back",
+                seen.version if seen else "?",
+                me.version,
+            )
             registry.set_champion(name, me.version, alias=alias, promotion=cfg.promotion)
     return None
 
 
-def _append_history(cfg: GateConfig, ctx: RunContext, ports: Ports, result: GateResult, me: Me,
-                    hub: HubPush | None) -> None:
+def _append_history(
+    cfg: GateConfig, ctx: RunContext, ports: Ports, result: GateResult, me: Me, hub: HubPush | None
+) -> None:
     baseline, now = result.baseline, ports.clock
     if baseline is not None and baseline.stage_only and baseline.version != me.version:
         # the adopted production model enters the history first, so a rollback can go back to it
-        ports.registry.append_history(cfg.registry_name, {
-            "version": baseline.version, "score": baseline.score, "at": now().isoformat(),
-            "adopted": True, "origin": baseline.origin,
-        })
-    ports.registry.append_history(cfg.registry_name, {
-        "version": me.version, "score": result.candidate.score, "at": now().isoformat(),
-        "run_id": result.mlflow_run_id, "git_sha": ctx.git_sha, "forced": me.forced,
-        "hf_commit": hub.sha if hub else None,
-    })
+        ports.registry.append_history(
+            cfg.registry_name,
+            {
+                "version": baseline.version,
+                "score": baseline.score,
+                "at": now().isoformat(),
+                "adopted": True,
+                "origin": baseline.origin,
+            },
+        )
+    ports.registry.append_history(
+        cfg.registry_name,
+        {
+            "version": me.version,
+            "score": result.candidate.score,
+            "at": now().isoformat(),
+            "run_id": result.mlflow_run_id,
+            "git_sha": ctx.git_sha,
+            "forced": me.forced,
+            "hf_commit": hub.sha if hub else None,
+        },
+    )

@@ -12,8 +12,9 @@ from deploygate.ports import HubSync, Registry
 log = logging.getLogger("deploygate")
 
 
-def main_follows_champion(cfg: GateConfig, registry: Registry, shipper: HubSync | None, *, fallback: str | None,
-                          why: str) -> None:
+def main_follows_champion(
+    cfg: GateConfig, registry: Registry, shipper: HubSync | None, *, fallback: str | None, why: str
+) -> None:
     """Make the Hub's main hold the files of the version holding the champion alias; re-read the
     holder after each sync until it stops changing (bounded). Never raises: a failure here is
     logged and repaired by the next run of the same command. `fallback` is the version to restore
@@ -32,7 +33,10 @@ def main_follows_champion(cfg: GateConfig, registry: Registry, shipper: HubSync 
         try:
             shipper.sync(cfg, version, why)
         except Exception as exc:
-            log.warning("could not make the Hub's main hold v%s (%s); re-run the same command to repair it",
-                        version, first_line(exc))
+            log.warning(
+                "could not make the Hub's main hold v%s (%s); re-run the same command to repair it",
+                version,
+                first_line(exc),
+            )
             return
         synced = version

@@ -41,7 +41,12 @@ def rollback(
 
 
 def _rollback(
-    cfg: GateConfig, ctx: RunContext, *, registry: Registry, hub: Hub | None, to: str | None,
+    cfg: GateConfig,
+    ctx: RunContext,
+    *,
+    registry: Registry,
+    hub: Hub | None,
+    to: str | None,
     clock: Clock,
 ) -> RollbackResult:
     name, alias = cfg.registry_name, cfg.champion_alias
@@ -50,8 +55,16 @@ def _rollback(
     who, why = ctx.actor or "unknown", ctx.reason or "no reason given"
 
     def entry(run_id: str, replaced: str, hf_commit: str | None) -> dict[str, object]:
-        return {"version": target, "score": target_info.score, "at": clock().isoformat(), "run_id": run_id,
-                "rollback_from": replaced, "actor": who, "reason": why, "hf_commit": hf_commit}
+        return {
+            "version": target,
+            "score": target_info.score,
+            "at": clock().isoformat(),
+            "run_id": run_id,
+            "rollback_from": replaced,
+            "actor": who,
+            "reason": why,
+            "hf_commit": hf_commit,
+        }
 
     # Everything written later must fit MLflow's limits: refuse now, before the Hub or the alias moves.
     registry.check_history_entry(entry("0" * 32, current, "0" * 40))
@@ -62,13 +75,19 @@ def _rollback(
     holder = registry.holder(name, alias, by_stage=cfg.promotion == "stage")
     replaced = holder.version if holder is not None else current
     if replaced != current:
-        log.warning("v%s was promoted while rolling back from v%s; the rollback replaces it with v%s",
-                    replaced, current, target)
+        log.warning(
+            "v%s was promoted while rolling back from v%s; the rollback replaces it with v%s",
+            replaced,
+            current,
+            target,
+        )
     experiment_id = registry.experiment_id(cfg.experiment_name)
     run_id = registry.start_run(
-        experiment_id, run_name=f"rollback-v{replaced}-to-v{target}",
-        tags=records.rollback_run_tags(ctx, registry_name=name, replaced=replaced, target=target, actor=who,
-                                       reason=why, hub=pushed),
+        experiment_id,
+        run_name=f"rollback-v{replaced}-to-v{target}",
+        tags=records.rollback_run_tags(
+            ctx, registry_name=name, replaced=replaced, target=target, actor=who, reason=why, hub=pushed
+        ),
     )
     try:
         registry.set_version_tags(name, target, {records.TAG_OVERRIDE: "rollback"})
@@ -80,13 +99,22 @@ def _rollback(
     if hub is not None and cfg.hf_model_id:
         # like a deploy: the Hub's main follows the alias holder (a concurrent deploy pushed after our
         # restore, or moved the alias after our move)
-        main_follows_champion(cfg, registry, _HubSync(hub), fallback=target, why="the Hub's main follows the champion alias")
+        main_follows_champion(
+            cfg, registry, _HubSync(hub), fallback=target, why="the Hub's main follows the champion alias"
+        )
     if target_info.score is not None:
         registry.log_run(run_id, params={}, metrics={records.METRIC_SCORE: target_info.score}, tags={})
     registry.end_run(run_id, "FINISHED")
     log.info("champion of %s is v%s again", name, target)
-    return RollbackResult(from_version=replaced, to_version=target, score=target_info.score, mlflow_run_id=run_id,
-                          mlflow_run_url=registry.run_url(experiment_id, run_id), hub=pushed, log_text="")
+    return RollbackResult(
+        from_version=replaced,
+        to_version=target,
+        score=target_info.score,
+        mlflow_run_id=run_id,
+        mlflow_run_url=registry.run_url(experiment_id, run_id),
+        hub=pushed,
+        log_text="",
+    )
 
 
 def _target(cfg: GateConfig, registry: Registry, to: str | None) -> tuple[str, str]:
@@ -94,7 +122,9 @@ def _target(cfg: GateConfig, registry: Registry, to: str | None) -> tuple[str, s
     name, alias = cfg.registry_name, cfg.champion_alias
     current = registry.champion(name, alias, by_stage=cfg.promotion == "stage")
     if current is None:
-        raise ConfigError(f"rollback: model {name!r} has no champion ({alias!r}); there is nothing to roll back")
+        raise ConfigError(
+            f"rollback: model {name!r} has no champion ({alias!r}); there is nothing to roll back"
+        )
     target = to or previous_champion(registry.history(name), current.version)
     if target is None:
         raise ConfigError(
@@ -102,12 +132,15 @@ def _target(cfg: GateConfig, registry: Registry, to: str | None) -> tuple[str, s
             "name the version with --to VERSION"
         )
     if target == current.version:
-        raise ConfigError(f"rollback: v{target} already is the champion of {name!r}; name another version with --to")
+        raise ConfigError(
+            f"rollback: v{target} already is the champion of {name!r}; name another version with --to"
+        )
     return current.version, target
 
 
-def _restore_hub(cfg: GateConfig, registry: Registry, hub: Hub | None, current: str, target: str, who: str,
-                 why: str) -> HubPush | None:
+def _restore_hub(
+    cfg: GateConfig, registry: Registry, hub: Hub | None, current: str, target: str, who: str, why: str
+) -> HubPush | None:
     """The Hub first: its main gets the files of the target's tag (a failure leaves the alias alone)."""
     if hub is None or not cfg.hf_model_id:
         return None
@@ -115,8 +148,11 @@ def _restore_hub(cfg: GateConfig, registry: Registry, hub: Hub | None, current: 
     facts = registry.version_facts(cfg.registry_name, target)
     hub.tag_for(cfg.hf_model_id, f"v{target}", facts.identity, recorded_commit=facts.hub_commit)
     pushed = hub.restore_tag(
-        cfg.hf_model_id, f"v{target}",
-        commit_message=f"deploygate rollback: {cfg.registry_name} v{current} -> v{target} by {who}: {why}"[:300],
+        cfg.hf_model_id,
+        f"v{target}",
+        commit_message=f"deploygate rollback: {cfg.registry_name} v{current} -> v{target} by {who}: {why}"[
+            :300
+        ],
     )
     log.info("Hub %s main now holds the files of v%s (%s)", cfg.hf_model_id, target, pushed.url)
     return pushed
@@ -130,5 +166,8 @@ class _HubSync:
 
     def sync(self, config: GateConfig, version: str, why: str) -> HubPush | None:
         assert config.hf_model_id
-        return self.hub.sync_main(config.hf_model_id, f"v{version}",
-                                  commit_message=f"deploygate: restore {config.registry_name} v{version} ({why})")
+        return self.hub.sync_main(
+            config.hf_model_id,
+            f"v{version}",
+            commit_message=f"deploygate: restore {config.registry_name} v{version} ({why})",
+        )

@@ -71,8 +71,9 @@ def chat_template_of(folder: Path) -> str | None:
 class HubShipper:
     """Builds the folder the Hub gets and pushes it (or only exports it, without a repo id)."""
 
-    def __init__(self, hub: Hub | None, registry: Registry, merger: Merger, cards: CardRenderer, *,
-                 push: bool) -> None:
+    def __init__(
+        self, hub: Hub | None, registry: Registry, merger: Merger, cards: CardRenderer, *, push: bool
+    ) -> None:
         self.hub = hub
         self.registry = registry
         self.merger = merger
@@ -82,7 +83,9 @@ class HubShipper:
         self._fetched: dict[ModelSource, Path] = {}
 
     @classmethod
-    def create(cls, cfg: GateConfig, registry: Registry, hub: Hub, merger: Merger, cards: CardRenderer) -> HubShipper:
+    def create(
+        cls, cfg: GateConfig, registry: Registry, hub: Hub, merger: Merger, cards: CardRenderer
+    ) -> HubShipper:
         """Check the Hub settings (repo id, card template) before any write, then build the stage."""
         push = bool(cfg.hf_model_id) and not cfg.skip_hf_push
         if push:
@@ -123,8 +126,10 @@ class HubShipper:
             )
         if Path(base_name).is_dir():
             if not (Path(base_name) / "config.json").is_file():
-                raise AdapterError(f"base-model: the folder {base_name} has no config.json, so it is not a saved model; "
-                                   "set base-model to the folder save_pretrained wrote (or a Hub id)")
+                raise AdapterError(
+                    f"base-model: the folder {base_name} has no config.json, so it is not a saved model; "
+                    "set base-model to the folder save_pretrained wrote (or a Hub id)"
+                )
         elif not hub_like(base_name) or self.hub is None:
             raise AdapterError(
                 f"base-model: {base_name!r} is neither a local folder nor a Hub model id; set base-model "
@@ -160,14 +165,22 @@ class HubShipper:
         if self.push:
             assert self.hub is not None and cfg.hf_model_id
             # HubError when the tag was made for another version (a recreated or renamed model)
-            existing = self.hub.tag_for(cfg.hf_model_id, tag, facts.identity, recorded_commit=facts.hub_commit)
+            existing = self.hub.tag_for(
+                cfg.hf_model_id, tag, facts.identity, recorded_commit=facts.hub_commit
+            )
             if existing is not None and cfg.hf_export_dir is None:
-                log.info("Hub %s already has %s (%s): not building or pushing again", cfg.hf_model_id, tag, existing.url)
+                log.info(
+                    "Hub %s already has %s (%s): not building or pushing again",
+                    cfg.hf_model_id,
+                    tag,
+                    existing.url,
+                )
                 return self._main_holds(cfg, tag, existing)
             if existing is None and cfg.hf_export_dir is None:
                 # a run that died, or whose tag call failed, after its commit: tag that commit
-                adopted = self.hub.adopt_push(cfg.hf_model_id, tag, _title_prefix(cfg, request.version),
-                                              facts.identity)
+                adopted = self.hub.adopt_push(
+                    cfg.hf_model_id, tag, _title_prefix(cfg, request.version), facts.identity
+                )
                 if adopted is not None:
                     return self._main_holds(cfg, tag, adopted)
         with tempfile.TemporaryDirectory(prefix="deploygate-ship-") as tmp:
@@ -185,9 +198,16 @@ class HubShipper:
             score = facts.score if facts.score is not None else request.score
             message = f"{_title_prefix(cfg, request.version)} weighted score {score:.4f} ({facts.verdict or request.verdict})"
             size = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
-            log.info("pushing %d files (%.1f MB) to %s as %s", sum(1 for p in stage.rglob("*") if p.is_file()),
-                     size / 1e6, cfg.hf_model_id, tag)
-            commit = self.hub.push(cfg.hf_model_id, stage, commit_message=message, private=cfg.hf_private, tag=tag)
+            log.info(
+                "pushing %d files (%.1f MB) to %s as %s",
+                sum(1 for p in stage.rglob("*") if p.is_file()),
+                size / 1e6,
+                cfg.hf_model_id,
+                tag,
+            )
+            commit = self.hub.push(
+                cfg.hf_model_id, stage, commit_message=message, private=cfg.hf_private, tag=tag
+            )
         if existing is not None:  # the tag held these very files already: main must hold them too
             commit = self._main_holds(cfg, tag, commit)
         log.info("Hub commit %s", commit.url)
@@ -196,8 +216,11 @@ class HubShipper:
     def _main_holds(self, cfg: GateConfig, tag: str, tagged: HubPush) -> HubPush:
         """A failed run may have put main back to the champion's files: main must hold this version."""
         assert self.hub is not None and cfg.hf_model_id
-        on_main = self.hub.sync_main(cfg.hf_model_id, tag, commit_message=(
-            f"deploygate: {cfg.registry_name} {tag} again (files of tag {tag}, re-run)"))
+        on_main = self.hub.sync_main(
+            cfg.hf_model_id,
+            tag,
+            commit_message=(f"deploygate: {cfg.registry_name} {tag} again (files of tag {tag}, re-run)"),
+        )
         return on_main or tagged
 
     def sync(self, config: GateConfig, version: str, why: str) -> HubPush | None:
@@ -210,11 +233,17 @@ class HubShipper:
         assert self.hub is not None and config.hf_model_id
         tag = f"v{version}"
         facts = self.registry.version_facts(config.registry_name, version)
-        if self.hub.tag_for(config.hf_model_id, tag, facts.identity, recorded_commit=facts.hub_commit) is None:
+        if (
+            self.hub.tag_for(config.hf_model_id, tag, facts.identity, recorded_commit=facts.hub_commit)
+            is None
+        ):
             log.warning("Hub %s has no tag %s: main left as it is", config.hf_model_id, tag)
             return None
-        return self.hub.sync_main(config.hf_model_id, tag, commit_message=(
-            f"deploygate: restore {config.registry_name} {tag} ({why})"))
+        return self.hub.sync_main(
+            config.hf_model_id,
+            tag,
+            commit_message=(f"deploygate: restore {config.registry_name} {tag} ({why})"),
+        )
 
     # --- building the folder -------------------------------------------------------------------
 
@@ -263,19 +292,35 @@ class HubShipper:
             report = self.merger.copy_adapter_only(adapter_dir, stage, base_dir)
         for warning in report.warnings:
             log.warning("%s", warning)
-        log.info("%s: %d tensors (%d merged), %d shard(s), %.1f MB", report.method, report.tensors_total,
-                 report.tensors_merged, len(report.shards), report.bytes_written / 1e6)
+        log.info(
+            "%s: %d tensors (%d merged), %d shard(s), %.1f MB",
+            report.method,
+            report.tensors_total,
+            report.tensors_merged,
+            len(report.shards),
+            report.bytes_written / 1e6,
+        )
         _use_fine_tune_tokenizer(stage, adapter_dir, fetched)
         if cfg.create_model_card:
-            (stage / "README.md").write_text(self.card(request, info, base_name, base_dir, stage, facts),
-                                             encoding="utf-8")
-        digests = {p.relative_to(stage).as_posix(): file_sha256(p) for p in sorted(stage.rglob("*")) if p.is_file()}
+            (stage / "README.md").write_text(
+                self.card(request, info, base_name, base_dir, stage, facts), encoding="utf-8"
+            )
+        digests = {
+            p.relative_to(stage).as_posix(): file_sha256(p) for p in sorted(stage.rglob("*")) if p.is_file()
+        }
         digests.pop(RECORD_FILE, None)
         (stage / RECORD_FILE).write_text(record_text(facts.identity, digests), encoding="utf-8")
         return stage
 
-    def card(self, request: ShipRequest, info: AdapterSummary, base_name: str, base_dir: Path, stage: Path,
-             facts: VersionFacts) -> str:
+    def card(
+        self,
+        request: ShipRequest,
+        info: AdapterSummary,
+        base_name: str,
+        base_dir: Path,
+        stage: Path,
+        facts: VersionFacts,
+    ) -> str:
         """The model card of the version: its values are the ones MLflow recorded for the version
         (score, metrics, weights, decision, the champion it beat, gate run, creation time), so a
         re-run renders the same bytes; versions registered before those tags existed fall back to
@@ -297,11 +342,21 @@ class HubShipper:
             metrics=dict(request.candidate.metrics.values),
             weights=dict(cfg.weights.values),
             decision=CardDecision(request.verdict, request.reason, forced=request.verdict == "forced"),
-            adapter=AdapterFacts(r=info.r, lora_alpha=info.lora_alpha, target_modules=target_list,
-                                 use_rslora=info.use_rslora, merged=cfg.merge),
+            adapter=AdapterFacts(
+                r=info.r,
+                lora_alpha=info.lora_alpha,
+                target_modules=target_list,
+                use_rslora=info.use_rslora,
+                merged=cfg.merge,
+            ),
             created_at=facts.identity.created or request.created_at,
-            baseline=facts.baseline if facts.baseline_recorded else (
-                None if baseline is None else CardBaseline(baseline.version, baseline.score, dict(baseline.metrics))),
+            baseline=facts.baseline
+            if facts.baseline_recorded
+            else (
+                None
+                if baseline is None
+                else CardBaseline(baseline.version, baseline.score, dict(baseline.metrics))
+            ),
             chat_template=chat_template_of(stage),
             mlflow_run_url=facts.gate_run_url or request.mlflow_run_url,
             mlflow_model_url=facts.version_url or request.model_version_url,
@@ -310,7 +365,9 @@ class HubShipper:
             tags=cfg.hf_tags,
             git_sha=facts.git_sha or request.context.git_sha,
             # without a repo id the folder is only exported: its usage code loads it from there
-            model_path=str(Path(cfg.hf_export_dir).resolve()) if cfg.hf_export_dir and not cfg.hf_model_id else None,
+            model_path=str(Path(cfg.hf_export_dir).resolve())
+            if cfg.hf_export_dir and not cfg.hf_model_id
+            else None,
             base_model_on_hub=on_hub,
             # the run that registered the version, as recorded on it (a re-run renders the same card)
             mlflow_run_id=facts.identity.gate_run_id or request.mlflow_run_id,
@@ -328,7 +385,9 @@ def _as_recorded(request: ShipRequest, facts: VersionFacts) -> ShipRequest:
     if facts.weights is not None:
         config = replace(config, weights=replace(config.weights, values=dict(facts.weights)))
     return replace(
-        request, config=config, candidate=candidate,
+        request,
+        config=config,
+        candidate=candidate,
         score=facts.score if facts.score is not None else request.score,
         verdict=facts.verdict or request.verdict,
         reason=facts.reason if facts.reason is not None else request.reason,

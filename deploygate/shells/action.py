@@ -299,23 +299,35 @@ class _Shell:
         if ctx is None or inputs is None or not ctx.is_pull_request or not inputs.pr_comment:
             return
         if ctx.pr_number is None or not ctx.repository:
-            self.runner.warning("pull request comment skipped: the event payload names no pull request number")
+            self.runner.warning(
+                "pull request comment skipped: the event payload names no pull request number"
+            )
             return
         token = inputs.github_token or self.env.get("GITHUB_TOKEN")
         if not token:
-            self.runner.warning("pull request comment skipped: no github-token (and no GITHUB_TOKEN); the verdict is in the step summary")
+            self.runner.warning(
+                "pull request comment skipped: no github-token (and no GITHUB_TOKEN); the verdict is in the step summary"
+            )
             return
         api = self.env.get("GITHUB_API_URL") or "https://api.github.com"
         try:
-            outcome = PullRequestComments(api, token, ctx.repository).upsert(ctx.pr_number, body, COMMENT_MARKER)
+            outcome = PullRequestComments(api, token, ctx.repository).upsert(
+                ctx.pr_number, body, COMMENT_MARKER
+            )
         except GitHubError as exc:
-            self.runner.warning(f"pull request comment failed: {exc.message}; the verdict is in the step summary")
+            self.runner.warning(
+                f"pull request comment failed: {exc.message}; the verdict is in the step summary"
+            )
             return
         if outcome.status == "forbidden":
-            why = "this pull request comes from a fork, whose token is read-only" if ctx.is_fork else (
-                "the token may not write comments: give the job `permissions: pull-requests: write`"
+            why = (
+                "this pull request comes from a fork, whose token is read-only"
+                if ctx.is_fork
+                else ("the token may not write comments: give the job `permissions: pull-requests: write`")
             )
-            self.runner.warning(f"pull request comment not posted ({outcome.detail}): {why}. The verdict is in the step summary.")
+            self.runner.warning(
+                f"pull request comment not posted ({outcome.detail}): {why}. The verdict is in the step summary."
+            )
             return
         log.info("pull request comment %s: %s", outcome.status, outcome.url or "")
 
@@ -323,8 +335,16 @@ class _Shell:
         """The one error funnel: annotation, summary section, outputs, PR comment, exit code."""
         from deploygate.core.render.report import render_failure
 
-        message = exc.message if isinstance(exc, DeployGateError) else redact(f"unexpected error: {type(exc).__name__}: {exc}")
-        hint = exc.hint if isinstance(exc, DeployGateError) else "this is a bug in deploygate; please report it with the log"
+        message = (
+            exc.message
+            if isinstance(exc, DeployGateError)
+            else redact(f"unexpected error: {type(exc).__name__}: {exc}")
+        )
+        hint = (
+            exc.hint
+            if isinstance(exc, DeployGateError)
+            else "this is a bug in deploygate; please report it with the log"
+        )
         ctx = self.context or RunContext(event_name=self.env.get("GITHUB_EVENT_NAME") or "cli")
         # A fork PR gets no secrets: a server refusing it is expected. Report, warn, don't fail.
         warn_only = ctx.is_fork and isinstance(exc, ExternalError)
@@ -336,7 +356,9 @@ class _Shell:
         self.runner.set_outputs(_empty_outputs(message))
         self.runner.append_summary(render_failure(message, context=ctx, hint=hint, warning_only=warn_only))
         if self.inputs is not None:
-            self.post_comment(render_failure(message, context=ctx, hint=hint, comment=True, warning_only=warn_only))
+            self.post_comment(
+                render_failure(message, context=ctx, hint=hint, comment=True, warning_only=warn_only)
+            )
         return code
 
     def run(self) -> int:
@@ -360,14 +382,31 @@ class _Shell:
 
         with self.runner.group("deploygate: inputs"):
             cfg, candidate = prepare(given, self.env, source_names=inputs.source_names)
-            pr = f" (PR #{context.pr_number}{', from a fork' if context.is_fork else ''})" if context.is_pull_request else ""
+            pr = (
+                f" (PR #{context.pr_number}{', from a fork' if context.is_fork else ''})"
+                if context.is_pull_request
+                else ""
+            )
             log.info("event: %s%s", context.event_name, pr)
             log.info("tracking server: %s", display_url(cfg.mlflow_tracking_uri))
-            log.info("registry: %s @%s, baseline: %s, promotion: %s", cfg.registry_name, cfg.champion_alias, cfg.baseline, cfg.promotion)
-            log.info("threshold: %g, weights: %s", cfg.min_improvement_threshold,
-                     ", ".join(f"{k}={v:g}" for k, v in cfg.weights.values.items()))
-            log.info("force: %s, dry run: %s, Hub: %s", str(cfg.force_deploy).lower(), str(cfg.dry_run).lower(),
-                     "skipped" if cfg.skip_hf_push or not cfg.hf_model_id else cfg.hf_model_id)
+            log.info(
+                "registry: %s @%s, baseline: %s, promotion: %s",
+                cfg.registry_name,
+                cfg.champion_alias,
+                cfg.baseline,
+                cfg.promotion,
+            )
+            log.info(
+                "threshold: %g, weights: %s",
+                cfg.min_improvement_threshold,
+                ", ".join(f"{k}={v:g}" for k, v in cfg.weights.values.items()),
+            )
+            log.info(
+                "force: %s, dry run: %s, Hub: %s",
+                str(cfg.force_deploy).lower(),
+                str(cfg.dry_run).lower(),
+                "skipped" if cfg.skip_hf_push or not cfg.hf_model_id else cfg.hf_model_id,
+            )
             if context.is_pull_request:
                 log.info("pull request: the gate decides and reports; nothing is registered or pushed")
 
@@ -388,8 +427,10 @@ class _Shell:
         context = self.context
         assert context is not None
         if context.is_pull_request:
-            raise ConfigError("input 'mode': rollback is not allowed on pull_request events; run it from "
-                              "workflow_dispatch or push")
+            raise ConfigError(
+                "input 'mode': rollback is not allowed on pull_request events; run it from "
+                "workflow_dispatch or push"
+            )
         target = inputs.rollback_to
         if target is not None and not target.isdigit():
             raise ConfigError(f"input 'rollback-to': {target!r} is not a version number; give e.g. 3")
@@ -402,14 +443,16 @@ class _Shell:
             result = execute_rollback(cfg, context, self.env, target)
         reason = f"rolled back {cfg.registry_name} v{result.from_version} -> v{result.to_version}"
         outputs = _empty_outputs(reason)
-        outputs.update({
-            "decision": "rollback",
-            "deployed": "true",
-            "weighted-score": "" if result.score is None else f"{result.score:.6f}",
-            "model-version": result.to_version,
-            "mlflow-run-url": result.mlflow_run_url or "",
-            "hf-commit-url": result.hub.url if result.hub else "",
-        })
+        outputs.update(
+            {
+                "decision": "rollback",
+                "deployed": "true",
+                "weighted-score": "" if result.score is None else f"{result.score:.6f}",
+                "model-version": result.to_version,
+                "mlflow-run-url": result.mlflow_run_url or "",
+                "hf-commit-url": result.hub.url if result.hub else "",
+            }
+        )
         self.runner.set_outputs(outputs)
         self.runner.append_summary(render_rollback(result, cfg, context))
         self.runner.notice(reason)
@@ -498,7 +541,8 @@ def action_yml() -> str:
         "# Generated by `python -m deploygate.shells.action action-yml` from deploygate/core/settings.py SETTINGS and",
         "# deploygate/shells/action.py; tests/action/test_action_yml.py fails when it is out of date.",
         "name: deploygate",
-        "description: " + _yaml_str(
+        "description: "
+        + _yaml_str(
             "Gate a fine-tuned LLM: score it (weighted BLEU/ROUGE), compare with the MLflow champion, "
             "register and promote it, push it to the Hugging Face Hub."
         ),
@@ -509,7 +553,11 @@ def action_yml() -> str:
         "inputs:",
     ]
     for setting in SETTINGS:
-        lines += [f"  {setting.name}:", f"    description: {_yaml_str(_setting_description(setting))}", "    required: false"]
+        lines += [
+            f"  {setting.name}:",
+            f"    description: {_yaml_str(_setting_description(setting))}",
+            "    required: false",
+        ]
     for item in ACTION_INPUTS:
         lines += [f"  {item.name}:", f"    description: {_yaml_str(item.description)}", "    required: false"]
         if item.default is not None:
@@ -552,4 +600,3 @@ def _generate(argv: Sequence[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(_generate(sys.argv[1:]))
-

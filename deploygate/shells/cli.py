@@ -40,12 +40,18 @@ COMMANDS = ("run", "doctor", "demo", "rollback", "adopt")
 def _add_setting_flag(parser: argparse.ArgumentParser, s: Setting) -> None:
     flag = f"--{s.name}"
     if s.kind == "bool":
-        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                            help=s.help + f" (default: {str(s.default).lower()})")
+        parser.add_argument(
+            flag,
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=s.help + f" (default: {str(s.default).lower()})",
+        )
         return
     default = s.default if not isinstance(s.default, tuple) else ",".join(s.default)
     default_text = "" if s.default in (None, ()) else f" (default: {default})"
-    parser.add_argument(flag, default=None, metavar=s.name.upper().replace("-", "_"), help=s.help + default_text)
+    parser.add_argument(
+        flag, default=None, metavar=s.name.upper().replace("-", "_"), help=s.help + default_text
+    )
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
@@ -55,8 +61,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str] | N
 
 
 def _add_verbose(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="Debug logging, and a traceback for unexpected errors.")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="Debug logging, and a traceback for unexpected errors."
+    )
 
 
 EXIT_CODES = "Exit codes: 0 decided, 1 failure, 2 bad input, 3 rejected with --fail-on-reject."
@@ -72,45 +79,90 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"deploygate {__version__}")
     sub = parser.add_subparsers(dest="command", title="commands")
     run_p = sub.add_parser(
-        "run", help="Score, compare, decide, and deploy when the candidate wins (the default command).",
-        prog="deploygate [run]", usage="%(prog)s [options]", allow_abbrev=False,
+        "run",
+        help="Score, compare, decide, and deploy when the candidate wins (the default command).",
+        prog="deploygate [run]",
+        usage="%(prog)s [options]",
+        allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Score the candidate's evaluation results, compare them with the champion in MLflow, decide,\n"
-                    "and when it wins register, promote and push it. Flags beat params.yaml, which beats the defaults.",
+        "and when it wins register, promote and push it. Flags beat params.yaml, which beats the defaults.",
     )
     _add_setting_flags(run_p)
     _add_verbose(run_p)
-    run_p.add_argument("--reason", default=None, help="Why this run was started (recorded; useful with --force-deploy).")
-    doc_p = sub.add_parser("doctor", allow_abbrev=False,
-                           help="Check the configuration, the MLflow connection and credentials, and the Hub token; "
-                                "writes nothing.")
+    run_p.add_argument(
+        "--reason", default=None, help="Why this run was started (recorded; useful with --force-deploy)."
+    )
+    doc_p = sub.add_parser(
+        "doctor",
+        allow_abbrev=False,
+        help="Check the configuration, the MLflow connection and credentials, and the Hub token; "
+        "writes nothing.",
+    )
     _add_setting_flags(doc_p, ("config", "mlflow-tracking-uri", "hf-model-id"))
     _add_verbose(doc_p)
-    rb_p = sub.add_parser("rollback", allow_abbrev=False,
-                          help="Move the champion (and the Hub repo) back to the previous champion.")
-    _add_setting_flags(rb_p, ("config", "registry-name", "experiment-name", "champion-alias", "promotion",
-                              "mlflow-tracking-uri", "hf-model-id", "output-dir", "skip-hf-push"))
-    rb_p.add_argument("--to", default=None, metavar="VERSION", help="Roll back to this version (default: the previous champion).")
+    rb_p = sub.add_parser(
+        "rollback",
+        allow_abbrev=False,
+        help="Move the champion (and the Hub repo) back to the previous champion.",
+    )
+    _add_setting_flags(
+        rb_p,
+        (
+            "config",
+            "registry-name",
+            "experiment-name",
+            "champion-alias",
+            "promotion",
+            "mlflow-tracking-uri",
+            "hf-model-id",
+            "output-dir",
+            "skip-hf-push",
+        ),
+    )
+    rb_p.add_argument(
+        "--to",
+        default=None,
+        metavar="VERSION",
+        help="Roll back to this version (default: the previous champion).",
+    )
     rb_p.add_argument("--reason", default=None, help="Why (recorded in MLflow with the actor).")
     _add_verbose(rb_p)
-    ad_p = sub.add_parser("adopt", allow_abbrev=False,
-                          help="Record the score of a production version deploygate did not promote, "
-                               "and give it the champion alias (a registry from before deploygate).")
-    _add_setting_flags(ad_p, ("config", "registry-name", "champion-alias", "promotion", "mlflow-tracking-uri"))
-    ad_p.add_argument("--version", required=True, dest="adopt_version", metavar="VERSION",
-                      help="The registry version that is in production.")
-    ad_p.add_argument("--score", required=True, help="Its weighted score (0-1), as the gate would compute it.")
+    ad_p = sub.add_parser(
+        "adopt",
+        allow_abbrev=False,
+        help="Record the score of a production version deploygate did not promote, "
+        "and give it the champion alias (a registry from before deploygate).",
+    )
+    _add_setting_flags(
+        ad_p, ("config", "registry-name", "champion-alias", "promotion", "mlflow-tracking-uri")
+    )
+    ad_p.add_argument(
+        "--version",
+        required=True,
+        dest="adopt_version",
+        metavar="VERSION",
+        help="The registry version that is in production.",
+    )
+    ad_p.add_argument(
+        "--score", required=True, help="Its weighted score (0-1), as the gate would compute it."
+    )
     ad_p.add_argument("--reason", default=None, help="Why (recorded on the version).")
     _add_verbose(ad_p)
-    demo_p = sub.add_parser("demo", allow_abbrev=False,
-                            help="Run the gate three times against a local MLflow store; no accounts needed.")
+    demo_p = sub.add_parser(
+        "demo",
+        allow_abbrev=False,
+        help="Run the gate three times against a local MLflow store; no accounts needed.",
+    )
     demo_p.add_argument("--dir", default=None, help="Folder for the demo (default: a new temporary folder).")
     _add_verbose(demo_p)
     # `deploygate --help` shows the gate's own usage (the command line of the E-commerce-Chatbot deployment
     # script has no subcommand), then every command: the list is made from the subparsers themselves.
     commands = "\n".join(f"  {a.dest:<10} {a.help}" for a in sub._choices_actions)
-    run_p.epilog = (f"commands (deploygate COMMAND --help for each):\n{commands}\n\n{EXIT_CODES}\n"
-                    "deploygate doctor checks the setup; deploygate demo shows a whole round on a local store.")
+    run_p.epilog = (
+        f"commands (deploygate COMMAND --help for each):\n{commands}\n\n{EXIT_CODES}\n"
+        "deploygate doctor checks the setup; deploygate demo shows a whole round on a local store."
+    )
     return parser
 
 
@@ -156,9 +208,13 @@ def print_result(result: GateResult, env_file_keys: Sequence[str] = ()) -> None:
     print(inert(f"reason: {d.reason}"))
     for note in d.notes:
         print(inert(f"note: {note}"))
-    print(f"weighted score: {result.candidate.score:.4f}  baseline: {base}  threshold: {result.config.min_improvement_threshold:g}")
+    print(
+        f"weighted score: {result.candidate.score:.4f}  baseline: {base}  threshold: {result.config.min_improvement_threshold:g}"
+    )
     if result.registered_version:
-        print(f"model version: {result.config.registry_name} v{result.registered_version} (alias {result.config.champion_alias})")
+        print(
+            f"model version: {result.config.registry_name} v{result.registered_version} (alias {result.config.champion_alias})"
+        )
     if result.hub:
         print(f"hub commit: {result.hub.url}")
     if result.hub_export_dir:
@@ -167,7 +223,9 @@ def print_result(result: GateResult, env_file_keys: Sequence[str] = ()) -> None:
     print(f"results: {result.config.output_dir}")
 
 
-def print_tracking(cfg: GateConfig, run_id: str | None, run_url: str | None, env_file_keys: Sequence[str] = ()) -> None:
+def print_tracking(
+    cfg: GateConfig, run_id: str | None, run_url: str | None, env_file_keys: Sequence[str] = ()
+) -> None:
     """Which MLflow was used and why, the run, and for a local store the command that shows it."""
     from deploygate.core.records import local_ui_command
     from deploygate.shells.action import display_url
@@ -214,13 +272,29 @@ def cmd_rollback(ns: argparse.Namespace) -> int:
     from deploygate.bootstrap import apply_connection_env, context_from_env, execute_rollback
     from deploygate.core.settings import build_config
 
-    given = {k: getattr(ns, k.replace("-", "_")) for k in (
-        "config", "registry-name", "experiment-name", "champion-alias", "promotion", "mlflow-tracking-uri",
-        "hf-model-id", "output-dir", "skip-hf-push") if getattr(ns, k.replace("-", "_")) is not None}
+    given = {
+        k: getattr(ns, k.replace("-", "_"))
+        for k in (
+            "config",
+            "registry-name",
+            "experiment-name",
+            "champion-alias",
+            "promotion",
+            "mlflow-tracking-uri",
+            "hf-model-id",
+            "output-dir",
+            "skip-hf-push",
+        )
+        if getattr(ns, k.replace("-", "_")) is not None
+    }
     config_path = Path(given.get("config", "params.yaml"))
     params = load_params(config_path, explicit="config" in given)
-    cfg = build_config(given, params, env_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
-                       env_experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME"))
+    cfg = build_config(
+        given,
+        params,
+        env_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
+        env_experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME"),
+    )
     if ns.to is not None and not ns.to.isdigit():
         from deploygate.core.errors import ConfigError
 
@@ -228,7 +302,9 @@ def cmd_rollback(ns: argparse.Namespace) -> int:
     apply_connection_env(os.environ)
     ctx = replace(context_from_env(os.environ), reason=ns.reason)
     result = execute_rollback(cfg, ctx, os.environ, ns.to)
-    print(f"rolled back {cfg.registry_name}: v{result.from_version} -> v{result.to_version} (alias {cfg.champion_alias})")
+    print(
+        f"rolled back {cfg.registry_name}: v{result.from_version} -> v{result.to_version} (alias {cfg.champion_alias})"
+    )
     if result.hub:
         print(f"hub commit: {result.hub.url}")
     print_tracking(cfg, result.mlflow_run_id, result.mlflow_run_url, ns.env_file_keys)
@@ -247,12 +323,18 @@ def cmd_adopt(ns: argparse.Namespace) -> int:
     from deploygate.core.settings import build_config
     from deploygate.service.adopt import adopt, parse_score
 
-    given = {k: getattr(ns, k.replace("-", "_")) for k in (
-        "config", "registry-name", "champion-alias", "promotion", "mlflow-tracking-uri")
-        if getattr(ns, k.replace("-", "_")) is not None}
+    given = {
+        k: getattr(ns, k.replace("-", "_"))
+        for k in ("config", "registry-name", "champion-alias", "promotion", "mlflow-tracking-uri")
+        if getattr(ns, k.replace("-", "_")) is not None
+    }
     params = load_params(Path(given.get("config", "params.yaml")), explicit="config" in given)
-    cfg = build_config(given, params, env_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
-                       env_experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME"))
+    cfg = build_config(
+        given,
+        params,
+        env_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
+        env_experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME"),
+    )
     score = parse_score(ns.score)
     apply_connection_env(os.environ)
     ctx = replace(context_from_env(os.environ), reason=ns.reason)
@@ -260,7 +342,9 @@ def cmd_adopt(ns: argparse.Namespace) -> int:
     registry.check()
     result = adopt(cfg, ctx, registry=registry, version=ns.adopt_version, score=score, clock=utc_now)
     before = f" (its own weighted_score tag said {result.previous_score})" if result.previous_score else ""
-    print(f"adopted {cfg.registry_name} v{result.version} as {cfg.champion_alias} with score {result.score:.4f}{before}")
+    print(
+        f"adopted {cfg.registry_name} v{result.version} as {cfg.champion_alias} with score {result.score:.4f}{before}"
+    )
     return EXIT_OK
 
 
@@ -308,8 +392,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from deploygate.bootstrap import SECRET_ENV
 
         remember(*secrets_in(os.environ, SECRET_ENV, ("MLFLOW_TRACKING_URI",)))  # never printed, never stored
-        handler = {"run": cmd_run, "doctor": cmd_doctor, "demo": cmd_demo, "rollback": cmd_rollback,
-                   "adopt": cmd_adopt}[ns.command]
+        handler = {
+            "run": cmd_run,
+            "doctor": cmd_doctor,
+            "demo": cmd_demo,
+            "rollback": cmd_rollback,
+            "adopt": cmd_adopt,
+        }[ns.command]
         codes["exit"] = handler(ns)
     return codes["exit"]
 

@@ -34,15 +34,26 @@ CHAT_TEMPLATE = (
 def _write_tokenizer(folder: Path) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    vocab = {t: i for i, t in enumerate(("<unk>", "<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>", *WORDS))}
+    vocab = {
+        t: i for i, t in enumerate(("<unk>", "<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>", *WORDS))
+    }
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     folder.mkdir(parents=True, exist_ok=True)
     tok.save(str(folder / "tokenizer.json"))
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
-        "unk_token": "<unk>", "pad_token": "<pad>", "chat_template": CHAT_TEMPLATE,
-    }, indent=2))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "pad_token": "<pad>",
+                "chat_template": CHAT_TEMPLATE,
+            },
+            indent=2,
+        )
+    )
 
 
 def write_base_model(folder: Path) -> Path:
@@ -57,8 +68,11 @@ def write_base_model(folder: Path) -> Path:
     def rnd(*shape: int) -> torch.Tensor:
         return (torch.randn(*shape, generator=gen) * 0.05).to(torch.bfloat16)
 
-    tensors = {"model.embed_tokens.weight": rnd(vocab, HIDDEN), "model.norm.weight": torch.ones(HIDDEN, dtype=torch.bfloat16),
-               "lm_head.weight": rnd(vocab, HIDDEN)}
+    tensors = {
+        "model.embed_tokens.weight": rnd(vocab, HIDDEN),
+        "model.norm.weight": torch.ones(HIDDEN, dtype=torch.bfloat16),
+        "lm_head.weight": rnd(vocab, HIDDEN),
+    }
     for i in range(LAYERS):
         p = f"model.layers.{i}."
         tensors |= {
@@ -74,13 +88,29 @@ def write_base_model(folder: Path) -> Path:
         }
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
-        "intermediate_size": INTERMEDIATE, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
-        "num_key_value_heads": KV_HEADS, "vocab_size": vocab, "max_position_embeddings": 128,
-        "rms_norm_eps": 1e-6, "torch_dtype": "bfloat16", "tie_word_embeddings": False,
-        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3, "_name_or_path": "deploygate-demo/tiny-llama",
-    }, indent=2))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "hidden_size": HIDDEN,
+                "intermediate_size": INTERMEDIATE,
+                "num_hidden_layers": LAYERS,
+                "num_attention_heads": HEADS,
+                "num_key_value_heads": KV_HEADS,
+                "vocab_size": vocab,
+                "max_position_embeddings": 128,
+                "rms_norm_eps": 1e-6,
+                "torch_dtype": "bfloat16",
+                "tie_word_embeddings": False,
+                "bos_token_id": 1,
+                "eos_token_id": 2,
+                "pad_token_id": 3,
+                "_name_or_path": "deploygate-demo/tiny-llama",
+            },
+            indent=2,
+        )
+    )
     (folder / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
     _write_tokenizer(folder)
     return folder
@@ -104,11 +134,24 @@ def _write_model(folder: Path, name: str, base: Path, seed: int) -> None:
     peft_dir = folder / "peft"
     peft_dir.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(peft_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
-    (peft_dir / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(base),
-        "r": r, "lora_alpha": 8, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"],
-        "bias": "none", "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
-    }, indent=2))
+    (peft_dir / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "task_type": "CAUSAL_LM",
+                "base_model_name_or_path": str(base),
+                "r": r,
+                "lora_alpha": 8,
+                "lora_dropout": 0.05,
+                "target_modules": ["q_proj", "v_proj"],
+                "bias": "none",
+                "fan_in_fan_out": False,
+                "use_rslora": False,
+                "use_dora": False,
+            },
+            indent=2,
+        )
+    )
     _write_tokenizer(folder / "tokenizer")
     (folder / "MLmodel").write_text(f"artifact_path: model\nflavors: {{}}\nmodel_name: {name}\n")
 
@@ -122,8 +165,10 @@ def run_demo(folder: Path | None) -> int:
 
     # the demo builds models (the merge extra) and keeps a local sqlite store (the local extra)
     if missing := missing_modules((*MERGE_MODULES, "tokenizers", "sqlalchemy")):
-        raise ConfigError(f"demo: needs {', '.join(missing)}, not installed here; install "
-                          f"'deploygate[merge,local]' (torch's CPU build first: {TORCH_CPU})")
+        raise ConfigError(
+            f"demo: needs {', '.join(missing)}, not installed here; install "
+            f"'deploygate[merge,local]' (torch's CPU build first: {TORCH_CPU})"
+        )
     root = (folder or Path(tempfile.mkdtemp(prefix="deploygate-demo-"))).resolve()
     root.mkdir(parents=True, exist_ok=True)
     # A second demo in the same folder starts over: only what a demo itself wrote is removed.
@@ -165,8 +210,12 @@ def run_demo(folder: Path | None) -> int:
     print("summary:")
     for name, result in rows:
         version = f"v{result.registered_version}" if result.registered_version else "-"
-        print(f"  {name:<9} score {result.candidate.score:.4f}  {result.decision.verdict:<6} {version:<4} {result.decision.reason}")
-    print(f"\nresult files: {root / 'results'}/*/deployment_info.json, model_comparison.json, deployment_logs.txt")
+        print(
+            f"  {name:<9} score {result.candidate.score:.4f}  {result.decision.verdict:<6} {version:<4} {result.decision.reason}"
+        )
+    print(
+        f"\nresult files: {root / 'results'}/*/deployment_info.json, model_comparison.json, deployment_logs.txt"
+    )
     print(f"Hub folders (merged model, tokenizer, model card) of the deployed ones: {root / 'hub-export'}/")
     print(f"browse the runs: mlflow ui --backend-store-uri {store}")
     return EXIT_OK

@@ -20,7 +20,9 @@ from deploygate.core.errors import EXIT_FAILURE, EXIT_OK, DeployGateError, first
 from deploygate.core.redact import redact
 from deploygate.core.settings import GateConfig, build_config, tracking_uri_and_source
 
-CREDENTIAL_VARS = "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or DAGSHUB_USERNAME / DAGSHUB_USER_TOKEN)"
+CREDENTIAL_VARS = (
+    "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or DAGSHUB_USERNAME / DAGSHUB_USER_TOKEN)"
+)
 
 
 class Checklist:
@@ -52,22 +54,34 @@ class Checklist:
             self.error(name, exc)
             return False
         except Exception as exc:  # an SDK failing in a way deploygate did not translate
-            self.fail(name, f"{type(exc).__name__}: {first_line(exc, default='')}",
-                      "run again with -v, and report it if it persists")
+            self.fail(
+                name,
+                f"{type(exc).__name__}: {first_line(exc, default='')}",
+                "run again with -v, and report it if it persists",
+            )
             return False
         self.ok(name, detail)
         return True
 
 
-def _config(ns: argparse.Namespace, env: Mapping[str, str], checks: Checklist) -> tuple[dict[str, Any], GateConfig | None]:
+def _config(
+    ns: argparse.Namespace, env: Mapping[str, str], checks: Checklist
+) -> tuple[dict[str, Any], GateConfig | None]:
     path = Path(ns.config) if ns.config else Path("params.yaml")
     try:
         params = load_params(path, explicit=ns.config is not None)
     except DeployGateError as exc:
         checks.error("config", exc)
         return {}, None
-    given = {k: v for k, v in (("config", ns.config), ("mlflow-tracking-uri", ns.mlflow_tracking_uri),
-                               ("hf-model-id", ns.hf_model_id)) if v is not None}
+    given = {
+        k: v
+        for k, v in (
+            ("config", ns.config),
+            ("mlflow-tracking-uri", ns.mlflow_tracking_uri),
+            ("hf-model-id", ns.hf_model_id),
+        )
+        if v is not None
+    }
     try:
         cfg = build_config(given, params, env_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None)
     except DeployGateError as exc:
@@ -97,8 +111,11 @@ def run_doctor(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
         uri, origin = cfg.mlflow_tracking_uri, cfg.tracking_uri_source
     else:  # the config is broken: still check the connection it would most likely use
         section = params.get("mlflow")
-        uri, origin = tracking_uri_and_source(ns.mlflow_tracking_uri, env.get("MLFLOW_TRACKING_URI") or None,
-                                              section.get("tracking_uri") if isinstance(section, dict) else None)
+        uri, origin = tracking_uri_and_source(
+            ns.mlflow_tracking_uri,
+            env.get("MLFLOW_TRACKING_URI") or None,
+            section.get("tracking_uri") if isinstance(section, dict) else None,
+        )
     if origin == "MLFLOW_TRACKING_URI" and "MLFLOW_TRACKING_URI" in env_keys:
         origin = "MLFLOW_TRACKING_URI in .env"
 
@@ -113,10 +130,15 @@ def run_doctor(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     registry: MlflowRegistry | None = None
     if store is not None:
-        checks.ok("credentials", (f"user {user} is set, unused" if user else "no credentials set")
-                  + ": none are needed for a local store")
+        checks.ok(
+            "credentials",
+            (f"user {user} is set, unused" if user else "no credentials set")
+            + ": none are needed for a local store",
+        )
         if not store.exists():
-            checks.ok("local store", f"{store} does not exist yet: the first gate run creates it (not created now)")
+            checks.ok(
+                "local store", f"{store} does not exist yet: the first gate run creates it (not created now)"
+            )
         else:
             try:
                 registry = MlflowRegistry(uri)
@@ -127,20 +149,27 @@ def run_doctor(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
                 registry = None
     else:
         if user or has_password:
-            checks.ok("credentials", f"user {user or '(none)'}, password {'set' if has_password else 'not set'}")
+            checks.ok(
+                "credentials", f"user {user or '(none)'}, password {'set' if has_password else 'not set'}"
+            )
         else:
             checks.ok("credentials", f"no credentials set (set {CREDENTIAL_VARS} if the server needs them)")
         try:
             registry = MlflowRegistry(uri)
             registry.check()
-            checks.ok("MLflow server", f"{registry.display_uri} answers"
-                      + (" and accepts the credentials" if user or has_password else " without credentials"))
+            checks.ok(
+                "MLflow server",
+                f"{registry.display_uri} answers"
+                + (" and accepts the credentials" if user or has_password else " without credentials"),
+            )
         except DeployGateError as exc:
             checks.error("MLflow server", exc)
             registry = None
     if registry is not None:
         client = registry.client
-        checks.attempt("model registry", lambda: (client.search_registered_models(max_results=1), "answers")[1])
+        checks.attempt(
+            "model registry", lambda: (client.search_registered_models(max_results=1), "answers")[1]
+        )
 
     repo = ns.hf_model_id or (cfg.hf_model_id if cfg is not None else None)
     hub = hub_client(env)
@@ -148,10 +177,16 @@ def run_doctor(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
         if checks.attempt("Hub token", lambda: f"belongs to {hub.whoami()}") and repo:
             checks.attempt("Hub repo", lambda: hub.check_repo_access(str(repo)))
     elif repo:
-        checks.fail("Hub token", f"no token set, and hf-model-id is {repo}",
-                    "set HF_TOKEN (or HUGGINGFACE_HUB_TOKEN) to a write token from your Hub account settings")
+        checks.fail(
+            "Hub token",
+            f"no token set, and hf-model-id is {repo}",
+            "set HF_TOKEN (or HUGGINGFACE_HUB_TOKEN) to a write token from your Hub account settings",
+        )
     else:
         checks.ok("Hub", "no token set and no hf-model-id: nothing is pushed (set both to push)")
-    print("all checks passed" if not checks.failed else
-          f"{checks.failed} check{'s' if checks.failed > 1 else ''} failed: see the FAIL lines above")
+    print(
+        "all checks passed"
+        if not checks.failed
+        else f"{checks.failed} check{'s' if checks.failed > 1 else ''} failed: see the FAIL lines above"
+    )
     return EXIT_OK if not checks.failed else EXIT_FAILURE

@@ -70,15 +70,28 @@ def test_every_input_is_read_under_both_spellings() -> None:
         assert {hyphen, underscore} <= env.asked, name
 
 
-SAMPLE_BY_KIND = {"path": "some/file", "str": "text", "bool": "true", "float": "0.9", "int": "10",
-                  "weights": "bleu4=1", "list": "en,fr", "guardrails": "bleu4.min=0.1"}
-SAMPLE_BY_NAME = {"min-improvement-threshold": "0.02", "champion-alias": "prod", "model-uri": "runs:/abc/model"}
+SAMPLE_BY_KIND = {
+    "path": "some/file",
+    "str": "text",
+    "bool": "true",
+    "float": "0.9",
+    "int": "10",
+    "weights": "bleu4=1",
+    "list": "en,fr",
+    "guardrails": "bleu4.min=0.1",
+}
+SAMPLE_BY_NAME = {
+    "min-improvement-threshold": "0.02",
+    "champion-alias": "prod",
+    "model-uri": "runs:/abc/model",
+}
 
 
 @pytest.mark.parametrize("spelling", [0, 1])
 def test_every_settings_input_reaches_the_config(spelling: int) -> None:
     values = {
-        s.name: SAMPLE_BY_NAME.get(s.name) or (s.choices[-1] if s.choices else SAMPLE_BY_KIND[s.kind]) for s in SETTINGS
+        s.name: SAMPLE_BY_NAME.get(s.name) or (s.choices[-1] if s.choices else SAMPLE_BY_KIND[s.kind])
+        for s in SETTINGS
     }
     env = {shell.input_keys(k)[spelling]: v for k, v in values.items()}
     inputs = shell.read_inputs(env)
@@ -92,32 +105,51 @@ def test_every_settings_input_reaches_the_config(spelling: int) -> None:
 
 def _result() -> GateResult:
     cfg = build_config({})
-    metrics = parse_metrics({"bleu1": 0.5, "bleu2": 0.4, "bleu3": 0.3, "bleu4": 0.2, "rougeL_precision": 0.6}, cfg.weights)
+    metrics = parse_metrics(
+        {"bleu1": 0.5, "bleu2": 0.4, "bleu3": 0.3, "bleu4": 0.2, "rougeL_precision": 0.6}, cfg.weights
+    )
     score = weighted_score(metrics, cfg.weights)
     return GateResult(
-        status="skipped", config=cfg, context=RunContext(), metrics=metrics, candidate=score, baseline=None,
-        decision=decide(score.score, None, Policy()), started_at="", finished_at="",
+        status="skipped",
+        config=cfg,
+        context=RunContext(),
+        metrics=metrics,
+        candidate=score,
+        baseline=None,
+        decision=decide(score.score, None, Policy()),
+        started_at="",
+        finished_at="",
     )
 
 
 def test_every_output_is_declared_and_written() -> None:
     assert list(ACTION["outputs"]) == list(shell.OUTPUTS)
     assert set(_result().outputs()) == set(ACTION["outputs"]), "GateResult.outputs() and action.yml disagree"
-    assert set(shell._empty_outputs("x")) == set(ACTION["outputs"]), "the failure path must write every output"
+    assert set(shell._empty_outputs("x")) == set(ACTION["outputs"]), (
+        "the failure path must write every output"
+    )
 
 
 def test_readme_documents_every_input_and_output() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert "| Input |" in readme, "README has no inputs table: paste `python -m deploygate.shells.action inputs-md` into it"
-    assert shell.inputs_markdown() in readme, "README inputs table is stale: regenerate with `python -m deploygate.shells.action inputs-md`"
-    assert shell.outputs_markdown() in readme, "README outputs table is stale: regenerate with `python -m deploygate.shells.action outputs-md`"
+    assert "| Input |" in readme, (
+        "README has no inputs table: paste `python -m deploygate.shells.action inputs-md` into it"
+    )
+    assert shell.inputs_markdown() in readme, (
+        "README inputs table is stale: regenerate with `python -m deploygate.shells.action inputs-md`"
+    )
+    assert shell.outputs_markdown() in readme, (
+        "README outputs table is stale: regenerate with `python -m deploygate.shells.action outputs-md`"
+    )
     for name in [*ACTION["inputs"], *ACTION["outputs"]]:
         assert f"`{name}`" in readme, name
 
 
 def test_dockerfile_follows_the_runner_contract() -> None:
     lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
-    instructions = [line.split()[0].upper() for line in lines if line and not line.startswith("#") and line[0].isalpha()]
+    instructions = [
+        line.split()[0].upper() for line in lines if line and not line.startswith("#") and line[0].isalpha()
+    ]
     assert "USER" not in instructions and "WORKDIR" not in instructions
     assert 'ENTRYPOINT ["python", "/app/entrypoint.py"]' in lines
     assert re.search(r"^FROM python:3\.\d+-slim", "\n".join(lines), re.M)

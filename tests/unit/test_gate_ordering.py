@@ -61,28 +61,43 @@ class World:
     tmp: Path
 
     def config(self, **given: object) -> GateConfig:
-        return build_config({"hf-model-id": REPO, "registry-name": NAME, "output-dir": str(self.tmp / "out"),
-                             **given})
+        return build_config(
+            {"hf-model-id": REPO, "registry-name": NAME, "output-dir": str(self.tmp / "out"), **given}
+        )
 
-    def candidate(self, cfg: GateConfig, values: dict[str, float] = GOOD, *, adapter: object = None,
-                  source: bool = True) -> Candidate:
+    def candidate(
+        self, cfg: GateConfig, values: dict[str, float] = GOOD, *, adapter: object = None, source: bool = True
+    ) -> Candidate:
         adapter_dir = self.tmp / "adapter"
         adapter_dir.mkdir(exist_ok=True)
         base = self.tmp / "base"
         base.mkdir(exist_ok=True)
         (base / "config.json").write_text('{"model_type": "llama"}')
         config = adapter if adapter is not None else {"base_model_name_or_path": str(base), "r": 8}
-        (adapter_dir / "adapter_config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+        (adapter_dir / "adapter_config.json").write_text(
+            config if isinstance(config, str) else json.dumps(config)
+        )
         (adapter_dir / "adapter_model.safetensors").write_bytes(b"lora")
-        return Candidate(metrics=parse_metrics(values, cfg.weights),
-                         source=ModelSource(local_path=adapter_dir) if source else None,
-                         signature=signature_for(cfg.weights.values, cfg.metrics_scale))
+        return Candidate(
+            metrics=parse_metrics(values, cfg.weights),
+            source=ModelSource(local_path=adapter_dir) if source else None,
+            signature=signature_for(cfg.weights.values, cfg.metrics_scale),
+        )
 
-    def run(self, cfg: GateConfig, cand: Candidate, ctx: RunContext | None = None, *,
-            hub: bool = True) -> GateResult:
+    def run(
+        self, cfg: GateConfig, cand: Candidate, ctx: RunContext | None = None, *, hub: bool = True
+    ) -> GateResult:
         shipper = HubShipper.create(cfg, self.registry, self.hub, self.merger, FakeCards()) if hub else None
-        return run(cfg, ctx or RunContext(event_name="push", git_sha="a" * 40), cand, registry=self.registry,
-                   shipper=shipper, files=self.files, clock=TickingClock(), sleep=lambda _: None)
+        return run(
+            cfg,
+            ctx or RunContext(event_name="push", git_sha="a" * 40),
+            cand,
+            registry=self.registry,
+            shipper=shipper,
+            files=self.files,
+            clock=TickingClock(),
+            sleep=lambda _: None,
+        )
 
     def gate_run(self) -> tuple[str, dict[str, str], str]:
         """The last gate run: id, tags, status."""
@@ -94,8 +109,15 @@ class World:
 def world(tmp_path: Path) -> World:
     journal = Journal()
     faults = Faults()
-    return World(journal, faults, FakeRegistry(journal, faults), FakeHub(journal, faults), FakeMerger(journal),
-                 MemoryResultFiles(journal), tmp_path)
+    return World(
+        journal,
+        faults,
+        FakeRegistry(journal, faults),
+        FakeHub(journal, faults),
+        FakeMerger(journal),
+        MemoryResultFiles(journal),
+        tmp_path,
+    )
 
 
 # --- nothing written on bad input ------------------------------------------------------------------
@@ -117,7 +139,9 @@ def test_bad_input_writes_nothing(world: World, case: str, error: type[Exception
     cand = {
         "adapter config not JSON": lambda: world.candidate(cfg, adapter="{r: 4"),
         "adapter names no base model": lambda: world.candidate(cfg, adapter={"r": 8}),
-        "base model neither folder nor Hub id": lambda: world.candidate(cfg, adapter={"base_model_name_or_path": "../x y"}),
+        "base model neither folder nor Hub id": lambda: world.candidate(
+            cfg, adapter={"base_model_name_or_path": "../x y"}
+        ),
         "no model location": lambda: world.candidate(cfg, source=False),
     }.get(case, lambda: world.candidate(cfg))()
     if case == "merge extra missing":
@@ -141,7 +165,11 @@ def test_a_skip_registers_and_pushes_nothing(world: World) -> None:
 def test_a_pull_request_only_reports(world: World) -> None:
     cfg = world.config()
     result = world.run(cfg, world.candidate(cfg), RunContext(event_name="pull_request", pr_number=3))
-    assert (result.status, result.decision.verdict, result.decision.deploy) == ("verdict-only", "deploy", False)
+    assert (result.status, result.decision.verdict, result.decision.deploy) == (
+        "verdict-only",
+        "deploy",
+        False,
+    )
     assert not {"registry.register", "registry.set_champion", "hub.push"} & set(world.journal.ops())
 
 
@@ -164,7 +192,9 @@ def test_version_before_push_and_alias_after_it(world: World) -> None:
     # the pushed folder was built for the registered version, and the version records the push
     sha = world.hub.tags[(REPO, f"v{version}")]
     identity = parse_record(world.hub.files_at(REPO, sha)[RECORD_FILE])
-    assert identity is not None and identity.version == version and identity.gate_run_id == result.mlflow_run_id
+    assert (
+        identity is not None and identity.version == version and identity.gate_run_id == result.mlflow_run_id
+    )
     assert world.registry.versions[NAME][version].tags[records.TAG_HUB_COMMIT] == sha
 
 
@@ -182,8 +212,15 @@ def test_the_alias_moves_only_after_a_successful_push(world: World, failing: str
 
 # --- every failure recorded ----------------------------------------------------------------------------
 
-FAILURES = ["registry.log_run", "registry.register", "registry.set_tags", "hub.push", "registry.set_champion",
-            "registry.append_history", "registry.log_artifacts"]
+FAILURES = [
+    "registry.log_run",
+    "registry.register",
+    "registry.set_tags",
+    "hub.push",
+    "registry.set_champion",
+    "registry.append_history",
+    "registry.log_artifacts",
+]
 
 
 @pytest.mark.parametrize("failing", FAILURES)
@@ -242,5 +279,7 @@ def test_a_forced_rerun_of_the_champion_reuses_version_and_tag(world: World) -> 
     again = world.run(world.config(**{"force-deploy": True}), world.candidate(cfg))
     assert again.registered_version == first.registered_version == "1"
     assert world.journal.ops().count("registry.register") == 1
-    assert world.journal.ops().count("hub.push") == pushes, "the tag v1 holds this version: nothing is pushed again"
+    assert world.journal.ops().count("hub.push") == pushes, (
+        "the tag v1 holds this version: nothing is pushed again"
+    )
     assert again.hub is not None and again.hub.sha == world.hub.tags[(REPO, "v1")]

@@ -92,7 +92,11 @@ def test_runner_appends_outputs_and_summary(tmp_path: Path) -> None:
     runner = Runner({"GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": str(summary)}, stream)
     runner.set_outputs({"decision": "skip", "reason": "a\nb ::warning::x"})
     runner.append_summary("## report")
-    assert parse_github_output(out.read_text()) == {"earlier": "1", "decision": "skip", "reason": "a\nb ::warning::x"}
+    assert parse_github_output(out.read_text()) == {
+        "earlier": "1",
+        "decision": "skip",
+        "reason": "a\nb ::warning::x",
+    }
     assert summary.read_text() == "# earlier step\n## report\n"
 
 

@@ -117,8 +117,14 @@ def test_the_package_keeps_its_layers() -> None:
 
 def _package(tmp_path: Path, files: dict[str, str]) -> Path:
     root = tmp_path / "deploygate"
-    for name, text in {"__init__.py": "", "core/__init__.py": "", "adapters/__init__.py": "",
-                       "service/__init__.py": "", "shells/__init__.py": "", **files}.items():
+    for name, text in {
+        "__init__.py": "",
+        "core/__init__.py": "",
+        "adapters/__init__.py": "",
+        "service/__init__.py": "",
+        "shells/__init__.py": "",
+        **files,
+    }.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text, encoding="utf-8")
     return root
@@ -128,16 +134,34 @@ def _package(tmp_path: Path, files: dict[str, str]) -> Path:
     ("name", "text", "expected"),
     [
         ("core/rules.py", "import mlflow\n", "core imports mlflow"),
-        ("core/rules.py", "def f():\n    from huggingface_hub import ModelCard\n", "core imports huggingface_hub"),
-        ("core/rules.py", "from deploygate.adapters.hub import push\n", "core imports deploygate.adapters.hub"),
+        (
+            "core/rules.py",
+            "def f():\n    from huggingface_hub import ModelCard\n",
+            "core imports huggingface_hub",
+        ),
+        (
+            "core/rules.py",
+            "from deploygate.adapters.hub import push\n",
+            "core imports deploygate.adapters.hub",
+        ),
         ("core/rules.py", "from ..service import gate\n", "core imports deploygate.service"),
-        ("adapters/hub.py", "from deploygate.adapters.registry import X\n", "adapters.hub imports deploygate.adapters.registry"),
+        (
+            "adapters/hub.py",
+            "from deploygate.adapters.registry import X\n",
+            "adapters.hub imports deploygate.adapters.registry",
+        ),
         ("adapters/hub.py", "from . import registry\n", "adapters.hub imports deploygate.adapters.registry"),
-        ("service/gate.py", "from deploygate.adapters.registry import MlflowRegistry\n",
-         "service imports deploygate.adapters.registry"),
+        (
+            "service/gate.py",
+            "from deploygate.adapters.registry import MlflowRegistry\n",
+            "service imports deploygate.adapters.registry",
+        ),
         ("service/gate.py", "import mlflow\n", "service imports mlflow"),
-        ("service/gate.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from deploygate import bootstrap\n",
-         "service imports deploygate.bootstrap"),
+        (
+            "service/gate.py",
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from deploygate import bootstrap\n",
+            "service imports deploygate.bootstrap",
+        ),
         ("ports.py", "from deploygate.adapters.hub import Hub\n", "ports imports deploygate.adapters.hub"),
         ("service/gate.py", "import os\nX = os.environ.get('A')\n", "service uses os.environ"),
         ("core/rules.py", "from os import getenv\n", "core uses os.getenv"),
@@ -154,8 +178,14 @@ def test_the_check_finds_each_kind_of_break(tmp_path: Path, name: str, text: str
     [
         ("core/rules.py", "import json, re\nimport jinja2, yaml\nfrom deploygate.core import other\n"),
         ("adapters/hub.py", "import huggingface_hub\nfrom deploygate.core.errors import HubError\n"),
-        ("service/gate.py", "from deploygate.ports import Registry\nfrom deploygate.core.model import GateResult\n"),
-        ("shells/cli.py", "import os, sys\nfrom deploygate.adapters.hub import X\nsys.exit(os.environ['A'])\n"),
+        (
+            "service/gate.py",
+            "from deploygate.ports import Registry\nfrom deploygate.core.model import GateResult\n",
+        ),
+        (
+            "shells/cli.py",
+            "import os, sys\nfrom deploygate.adapters.hub import X\nsys.exit(os.environ['A'])\n",
+        ),
         ("bootstrap.py", "import os\nfrom deploygate.adapters import hub\nos.environ.get('A')\n"),
     ],
 )

@@ -141,14 +141,16 @@ def body_values(inputs: CardInputs) -> dict[str, Any]:
         label = METRIC_LABELS.get(key, (key, key, None))[0]
         weight = inputs.weights.get(key)
         before = baseline.metrics.get(key) if baseline else None
-        rows.append({
-            "name": md(label),
-            "value": _num(value),
-            "weight": _num(weight) if weight is not None else "–",
-            "contribution": _num(weight * value) if weight is not None else "–",
-            "baseline": _num(before) if before is not None else "–",
-            "delta": _delta(value - before) if before is not None else "–",
-        })
+        rows.append(
+            {
+                "name": md(label),
+                "value": _num(value),
+                "weight": _num(weight) if weight is not None else "–",
+                "contribution": _num(weight * value) if weight is not None else "–",
+                "baseline": _num(before) if before is not None else "–",
+                "delta": _delta(value - before) if before is not None else "–",
+            }
+        )
     adapter = inputs.adapter
     comparison = None
     if baseline is not None:
@@ -157,14 +159,17 @@ def body_values(inputs: CardInputs) -> dict[str, Any]:
             "version": md(baseline.version) if baseline.version else "unversioned",
             "weighted_score": _num(baseline.weighted_score),
             "delta": _delta(improvement),
-            "delta_pct": f"{improvement / baseline.weighted_score * 100:+.2f}%" if baseline.weighted_score else "n/a",
+            "delta_pct": f"{improvement / baseline.weighted_score * 100:+.2f}%"
+            if baseline.weighted_score
+            else "n/a",
         }
     base = inputs.base_model  # validated: safe inside code, text and links
     return {
         "model_name": md(inputs.repo_id.split("/")[-1]),
         "repo_id": inputs.repo_id,  # validated: safe inside code and text
         "base_model": base,
-        "base_model_link": f"[`{base}`](https://huggingface.co/{base})" if inputs.base_model_on_hub
+        "base_model_link": f"[`{base}`](https://huggingface.co/{base})"
+        if inputs.base_model_on_hub
         else f"`{base}` (a local base model)",
         "registry_name": code(inputs.registry_name),
         "registry_version": md(inputs.registry_version) if inputs.registry_version else "not registered",
@@ -195,12 +200,18 @@ def _tracking_links(inputs: CardInputs) -> dict[str, str]:
     model = f"{inputs.registry_name} version {inputs.registry_version or ''}".strip()
     if inputs.mlflow_ui_command and not inputs.mlflow_run_url:
         run = (f"run {code(inputs.mlflow_run_id)}" if inputs.mlflow_run_id else "not recorded") + (
-            f" in a local MLflow store (browse it with {code(inputs.mlflow_ui_command)})")
-        version = f"{code(inputs.registry_name)} version {md(inputs.registry_version)} in the same store" \
-            if inputs.registry_version else "not registered"
+            f" in a local MLflow store (browse it with {code(inputs.mlflow_ui_command)})"
+        )
+        version = (
+            f"{code(inputs.registry_name)} version {md(inputs.registry_version)} in the same store"
+            if inputs.registry_version
+            else "not registered"
+        )
         return {"mlflow_run_link": run, "mlflow_model_link": version}
-    return {"mlflow_run_link": _link("MLflow run", inputs.mlflow_run_url),
-            "mlflow_model_link": _link(model, inputs.mlflow_model_url)}
+    return {
+        "mlflow_run_link": _link("MLflow run", inputs.mlflow_run_url),
+        "mlflow_model_link": _link(model, inputs.mlflow_model_url),
+    }
 
 
 LOCAL_PLACEHOLDER = "path/to/this/folder"
@@ -215,33 +226,48 @@ def usage_code(inputs: CardInputs) -> str:
         path = LOCAL_PLACEHOLDER  # would break the code block: the reader fills in the folder
     # a validated repo id, or a path as a JSON string: both are plain double-quoted Python strings
     model_id = json.dumps(path if path is not None else inputs.repo_id)
-    where = ("# this folder was exported, not pushed: load it from here (or from the Hub repo you push it to)\n"
-             if path is not None else "")
+    where = (
+        "# this folder was exported, not pushed: load it from here (or from the Hub repo you push it to)\n"
+        if path is not None
+        else ""
+    )
     if inputs.adapter.merged:
-        load = ("from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-                f"{where}model_id = {model_id}\n"
-                "tokenizer = AutoTokenizer.from_pretrained(model_id)\n"
-                'model = AutoModelForCausalLM.from_pretrained(model_id, dtype="auto", device_map="auto")\n')
+        load = (
+            "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+            f"{where}model_id = {model_id}\n"
+            "tokenizer = AutoTokenizer.from_pretrained(model_id)\n"
+            'model = AutoModelForCausalLM.from_pretrained(model_id, dtype="auto", device_map="auto")\n'
+        )
     else:
-        load = ("from peft import AutoPeftModelForCausalLM\n"
-                "from transformers import AutoTokenizer\n\n"
-                f"{where}model_id = {model_id}\n"
-                "tokenizer = AutoTokenizer.from_pretrained(model_id)\n"
-                'model = AutoPeftModelForCausalLM.from_pretrained(model_id, dtype="auto", device_map="auto")\n')
+        load = (
+            "from peft import AutoPeftModelForCausalLM\n"
+            "from transformers import AutoTokenizer\n\n"
+            f"{where}model_id = {model_id}\n"
+            "tokenizer = AutoTokenizer.from_pretrained(model_id)\n"
+            'model = AutoPeftModelForCausalLM.from_pretrained(model_id, dtype="auto", device_map="auto")\n'
+        )
     if inputs.chat_template:
-        system = ('    {"role": "system", "content": "You are a helpful assistant."},\n'
-                  if "system" in inputs.chat_template else "")
-        prompt = ("\nmessages = [\n"
-                  f"{system}"
-                  '    {"role": "user", "content": "Your question here"},\n'
-                  "]\n"
-                  "inputs = tokenizer.apply_chat_template(\n"
-                  '    messages, add_generation_prompt=True, return_tensors="pt", return_dict=True\n'
-                  ").to(model.device)\n")
+        system = (
+            '    {"role": "system", "content": "You are a helpful assistant."},\n'
+            if "system" in inputs.chat_template
+            else ""
+        )
+        prompt = (
+            "\nmessages = [\n"
+            f"{system}"
+            '    {"role": "user", "content": "Your question here"},\n'
+            "]\n"
+            "inputs = tokenizer.apply_chat_template(\n"
+            '    messages, add_generation_prompt=True, return_tensors="pt", return_dict=True\n'
+            ").to(model.device)\n"
+        )
     else:
-        prompt = ('\nprompt = "Your prompt here"\n'
-                  'inputs = tokenizer(prompt, return_tensors="pt").to(model.device)\n')
-    generate = ("outputs = model.generate(**inputs, max_new_tokens=256)\n"
-                'print(tokenizer.decode(outputs[0][inputs["input_ids"].shape[-1]:], skip_special_tokens=True))\n')
+        prompt = (
+            '\nprompt = "Your prompt here"\n'
+            'inputs = tokenizer(prompt, return_tensors="pt").to(model.device)\n'
+        )
+    generate = (
+        "outputs = model.generate(**inputs, max_new_tokens=256)\n"
+        'print(tokenizer.decode(outputs[0][inputs["input_ids"].shape[-1]:], skip_special_tokens=True))\n'
+    )
     return load + prompt + generate
-

@@ -176,7 +176,8 @@ def next_steps(result: GateResult) -> list[str]:
         if baseline is not None and baseline.version:
             steps.append(
                 f"To roll back to v{md(baseline.version)} (registry and Hub together): run the action with "
-                "<code>mode: rollback</code>, or " + code(f"deploygate rollback --registry-name {config.registry_name}")
+                "<code>mode: rollback</code>, or "
+                + code(f"deploygate rollback --registry-name {config.registry_name}")
             )
     return steps
 
@@ -199,8 +200,10 @@ def evidence(result: GateResult) -> list[str]:
     if decision.skipped_checks:
         lines.append("Not checked because the deploy was forced: " + md(", ".join(decision.skipped_checks)))
     if result.comparability == "allowed":
-        lines.append("⚠️ Candidate and champion were scored differently (allowed by <code>allow-incomparable</code>): "
-                     + md("; ".join(result.signature_differences) or "see model_comparison.json"))
+        lines.append(
+            "⚠️ Candidate and champion were scored differently (allowed by <code>allow-incomparable</code>): "
+            + md("; ".join(result.signature_differences) or "see model_comparison.json")
+        )
     return lines
 
 
@@ -214,7 +217,9 @@ def _links(result: GateResult) -> list[str]:
             + link(f"{result.config.registry_name} v{result.registered_version}", result.model_version_url)
         )
     if result.hub is not None:
-        label = f"{result.hub.repo_id}@{result.hub.sha[:7]}" + (f" ({result.hub.tag})" if result.hub.tag else "")
+        label = f"{result.hub.repo_id}@{result.hub.sha[:7]}" + (
+            f" ({result.hub.tag})" if result.hub.tag else ""
+        )
         out.append("Hugging Face Hub commit: " + link(label, result.hub.url))
     if result.context.ci_run_url:
         out.append("Workflow run: " + link("logs and artifacts", result.context.ci_run_url))
@@ -291,7 +296,12 @@ def render_comment(result: GateResult) -> str:
 
 
 def render_failure(
-    message: str, *, context: RunContext, hint: str | None = None, comment: bool = False, warning_only: bool = False
+    message: str,
+    *,
+    context: RunContext,
+    hint: str | None = None,
+    comment: bool = False,
+    warning_only: bool = False,
 ) -> str:
     """The report when no result exists (bad input, unreachable server, ...)."""
     return _render(
@@ -320,7 +330,9 @@ def render_rollback(result: RollbackResult, cfg: GateConfig, context: RunContext
     if result.mlflow_run_url:
         lines.append(f"- MLflow run: {link('rollback run', result.mlflow_run_url)}")
     if result.hub:
-        lines.append(f"- Hub: {link(result.hub.repo_id + ' main now holds v' + result.to_version, result.hub.url)}")
+        lines.append(
+            f"- Hub: {link(result.hub.repo_id + ' main now holds v' + result.to_version, result.hub.url)}"
+        )
     lines.append("")
     lines.append("The next gate run compares candidates with the restored champion.")
     return "\n".join(lines) + "\n"

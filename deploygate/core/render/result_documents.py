@@ -27,7 +27,11 @@ def deployment_info(result: GateResult) -> dict[str, Any]:
     if ui and version_url is None and result.registered_version:
         version_url = version_page(LOCAL_UI, cfg.registry_name, result.registered_version)
     # the champion this run replaced: only a deployed run replaced one
-    replaced = result.baseline.version if result.deployed and result.baseline and result.baseline.source == "champion" else None
+    replaced = (
+        result.baseline.version
+        if result.deployed and result.baseline and result.baseline.source == "champion"
+        else None
+    )
     return {
         "deploygate_version": __version__,
         "status": result.status,
@@ -115,11 +119,18 @@ def rerun_note(result: GateResult) -> str | None:
     if result.status != "failed" or version is None:
         return None
     cfg = result.config
-    hub = (f" finds the Hub tag v{version} on {result.hub.repo_id} and pushes nothing again," if result.hub
-           else f" pushes it to {cfg.hf_model_id}," if cfg.hf_model_id and not cfg.skip_hf_push else "")
-    return (f"{cfg.registry_name} v{version} was registered before the run failed; re-running the same command "
-            f"(same source and git sha) reuses v{version} instead of registering another version,{hub} and moves "
-            f"the {cfg.champion_alias!r} alias to it if it still wins")
+    hub = (
+        f" finds the Hub tag v{version} on {result.hub.repo_id} and pushes nothing again,"
+        if result.hub
+        else f" pushes it to {cfg.hf_model_id},"
+        if cfg.hf_model_id and not cfg.skip_hf_push
+        else ""
+    )
+    return (
+        f"{cfg.registry_name} v{version} was registered before the run failed; re-running the same command "
+        f"(same source and git sha) reuses v{version} instead of registering another version,{hub} and moves "
+        f"the {cfg.champion_alias!r} alias to it if it still wins"
+    )
 
 
 def _tidy(value: Any) -> Any:
@@ -211,7 +222,8 @@ def model_comparison(result: GateResult) -> dict[str, Any]:
             "relative_pct": dec.improvement_pct,
             "threshold": result.config.min_improvement_threshold,
             # null for a first model: there is nothing to improve on
-            "meets_threshold": None if dec.improvement is None
+            "meets_threshold": None
+            if dec.improvement is None
             else dec.improvement + THRESHOLD_TOLERANCE >= result.config.min_improvement_threshold,
         },
         "per_metric": per_metric,

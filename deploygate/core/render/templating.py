@@ -30,7 +30,11 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             raise SecurityError(f"an exponent above {MAX_EXPONENT} is not allowed in a template")
         if operator == "*":
             for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(times, int) and len(seq) * times > MAX_REPEAT:
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(times, int)
+                    and len(seq) * times > MAX_REPEAT
+                ):
                     raise SecurityError(f"a value over {MAX_REPEAT} items is not allowed in a template")
         return super().call_binop(context, operator, left, right)
 
