@@ -166,7 +166,7 @@ def _safe_load_bounded(text: str, path: Path) -> Any:
         loader.dispose()
 
 
-def load_model_source(
+def load_model_source(  # noqa: C901 - one check per key of the location file, in the order the error names them
     path: Path,
     *,
     explicit: bool,

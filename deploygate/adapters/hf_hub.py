@@ -587,7 +587,7 @@ def _server_message(exc: BaseException) -> str:
     return ""
 
 
-def _translate(
+def _translate(  # noqa: C901 - one table: each Hub/transport failure to its deploygate error and fix
     exc: BaseException,
     status: int | None,
     action: str,

@@ -111,7 +111,7 @@ class MergeReport:
     warnings: tuple[str, ...] = ()
 
 
-def inspect_adapter(adapter_dir: str | Path) -> AdapterInfo:
+def inspect_adapter(adapter_dir: str | Path) -> AdapterInfo:  # noqa: C901 - adapter_config.json checked field by field, each with its own message
     """Read and validate `adapter_dir/adapter_config.json` (pure reading: no torch, no peft)."""
     adapter = Path(adapter_dir)
     path = adapter / ADAPTER_CONFIG
@@ -558,7 +558,7 @@ def merge_problems(info: AdapterInfo, base_dir: str | Path) -> list[str]:
     return _read_files(info, Path(base_dir))[1]
 
 
-def _read_files(info: AdapterInfo, base_dir: Path) -> tuple[_Files | None, list[str]]:
+def _read_files(info: AdapterInfo, base_dir: Path) -> tuple[_Files | None, list[str]]:  # noqa: C901 - each way a safetensors header can be wrong, each with its own message
     problems = _check_not_refused(info)
     base_files = _base_weight_files(base_dir)
     if base_files is None:
@@ -882,7 +882,7 @@ class _Plan:
         return sum(1 for t in self.tensors if t.lora is not None)
 
 
-def _plan(info: AdapterInfo, files: _Files, view: _ModelView) -> tuple[_Plan | None, list[str]]:
+def _plan(info: AdapterInfo, files: _Files, view: _ModelView) -> tuple[_Plan | None, list[str]]:  # noqa: C901 - the streaming plan's cases per tensor (target, tied, untouched), read top to bottom
     """Match the checkpoint to what transformers and peft would do with it; problems when it does not match."""
     problems = list(view.problems)
     # An adapter whose weights and config disagree is not merged by anyone: peft would drop the weights of

@@ -231,6 +231,12 @@ class MlflowRegistry:
     def display_uri(self) -> str:
         return _display(self.tracking_uri)
 
+    def check_registry(self) -> str:
+        """The model registry answers a search (doctor's check; a RegistryError names the fix)."""
+        with self._call("searching registered models"):
+            self.client.search_registered_models(max_results=1)
+        return "answers"
+
     def check(self) -> str:
         """Fail fast and clearly when the server is down or the credentials are refused."""
         parsed = urlparse(self.tracking_uri)

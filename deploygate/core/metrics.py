@@ -138,7 +138,7 @@ def parse_scale(raw: object, *, source: str = "metrics-scale") -> float:
     return scale
 
 
-def parse_metrics(
+def parse_metrics(  # noqa: C901 - find, check, rescale: each failure of a metric names the metric and the fix
     data: object,
     weights: Weights,
     *,

@@ -95,40 +95,53 @@ def _config(
 
 
 def run_doctor(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from deploygate.bootstrap import apply_connection_env, hub_client
-    from deploygate.core.records import local_store, local_ui_command
+    from deploygate.bootstrap import apply_connection_env
 
     checks = Checklist()
-    env_error = getattr(ns, "env_file_error", None)
     env_keys = tuple(getattr(ns, "env_file_keys", ()) or ())
-    if env_error is not None:
+    if (env_error := getattr(ns, "env_file_error", None)) is not None:
         checks.error(".env", env_error)
     elif Path(".env").is_file():
         checks.ok(".env", f"read: {', '.join(env_keys) or 'nothing new'} (the environment wins over it)")
-
     params, cfg = _config(ns, env, checks)
-    if cfg is not None:
-        uri, origin = cfg.mlflow_tracking_uri, cfg.tracking_uri_source
-    else:  # the config is broken: still check the connection it would most likely use
-        section = params.get("mlflow")
-        uri, origin = tracking_uri_and_source(
-            ns.mlflow_tracking_uri,
-            env.get("MLFLOW_TRACKING_URI") or None,
-            section.get("tracking_uri") if isinstance(section, dict) else None,
-        )
+    uri, origin = _tracking_uri(ns, env, params, cfg)
     if origin == "MLFLOW_TRACKING_URI" and "MLFLOW_TRACKING_URI" in env_keys:
         origin = "MLFLOW_TRACKING_URI in .env"
-
     apply_connection_env(os.environ)
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    has_password = bool(os.environ.get("MLFLOW_TRACKING_PASSWORD") or os.environ.get("MLFLOW_TRACKING_TOKEN"))
-    store = local_store(uri)
+    _check_mlflow(checks, uri, origin, os.environ)
+    _check_hub(checks, ns.hf_model_id or (cfg.hf_model_id if cfg is not None else None), env)
+    print(
+        "all checks passed"
+        if not checks.failed
+        else f"{checks.failed} check{'s' if checks.failed > 1 else ''} failed: see the FAIL lines above"
+    )
+    return EXIT_OK if not checks.failed else EXIT_FAILURE
+
+
+def _tracking_uri(
+    ns: argparse.Namespace, env: Mapping[str, str], params: Mapping[str, Any], cfg: GateConfig | None
+) -> tuple[str, str]:
+    if cfg is not None:
+        return cfg.mlflow_tracking_uri, cfg.tracking_uri_source
+    # the config is broken: still check the connection it would most likely use
+    section = params.get("mlflow")
+    return tracking_uri_and_source(
+        ns.mlflow_tracking_uri,
+        env.get("MLFLOW_TRACKING_URI") or None,
+        section.get("tracking_uri") if isinstance(section, dict) else None,
+    )
+
+
+def _check_mlflow(checks: Checklist, uri: str, origin: str, env: Mapping[str, str]) -> None:
+    """The tracking URI, the credentials, the store or server, and its model registry."""
+    from deploygate.adapters.mlflow_registry import MlflowRegistry
+    from deploygate.core.records import local_store, local_ui_command
     from deploygate.shells.action import display_url
 
+    user = env.get("MLFLOW_TRACKING_USERNAME")
+    has_password = bool(env.get("MLFLOW_TRACKING_PASSWORD") or env.get("MLFLOW_TRACKING_TOKEN"))
+    store = local_store(uri)
     checks.ok("tracking URI", f"{display_url(uri)} (from {origin})")
-    from deploygate.adapters.mlflow_registry import MlflowRegistry
-
-    registry: MlflowRegistry | None = None
     if store is not None:
         checks.ok(
             "credentials",
@@ -139,14 +152,8 @@ def run_doctor(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
             checks.ok(
                 "local store", f"{store} does not exist yet: the first gate run creates it (not created now)"
             )
-        else:
-            try:
-                registry = MlflowRegistry(uri)
-                registry.check()
-                checks.ok("local store", f"{store} opens; browse it with {local_ui_command(uri)}")
-            except DeployGateError as exc:
-                checks.error("local store", exc)
-                registry = None
+            return
+        what, answer = "local store", f"{store} opens; browse it with {local_ui_command(uri)}"
     else:
         if user or has_password:
             checks.ok(
@@ -154,24 +161,21 @@ def run_doctor(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
             )
         else:
             checks.ok("credentials", f"no credentials set (set {CREDENTIAL_VARS} if the server needs them)")
-        try:
-            registry = MlflowRegistry(uri)
-            registry.check()
-            checks.ok(
-                "MLflow server",
-                f"{registry.display_uri} answers"
-                + (" and accepts the credentials" if user or has_password else " without credentials"),
-            )
-        except DeployGateError as exc:
-            checks.error("MLflow server", exc)
-            registry = None
-    if registry is not None:
-        client = registry.client
-        checks.attempt(
-            "model registry", lambda: (client.search_registered_models(max_results=1), "answers")[1]
-        )
+        what = "MLflow server"
+        answer = " and accepts the credentials" if user or has_password else " without credentials"
+    try:
+        registry = MlflowRegistry(uri)
+        registry.check()
+    except DeployGateError as exc:
+        checks.error(what, exc)
+        return
+    checks.ok(what, answer if store is not None else f"{registry.display_uri} answers{answer}")
+    checks.attempt("model registry", registry.check_registry)
 
-    repo = ns.hf_model_id or (cfg.hf_model_id if cfg is not None else None)
+
+def _check_hub(checks: Checklist, repo: str | None, env: Mapping[str, str]) -> None:
+    from deploygate.bootstrap import hub_client
+
     hub = hub_client(env)
     if hub.token:
         if checks.attempt("Hub token", lambda: f"belongs to {hub.whoami()}") and repo:
@@ -184,9 +188,3 @@ def run_doctor(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
         )
     else:
         checks.ok("Hub", "no token set and no hf-model-id: nothing is pushed (set both to push)")
-    print(
-        "all checks passed"
-        if not checks.failed
-        else f"{checks.failed} check{'s' if checks.failed > 1 else ''} failed: see the FAIL lines above"
-    )
-    return EXIT_OK if not checks.failed else EXIT_FAILURE
