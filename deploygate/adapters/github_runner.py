@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from actions_toolkit import command as toolkit_command
+from actions_toolkit.file_command import prepare_key_value_message
+
 from deploygate.core.errors import GitHubError
 from deploygate.core.redact import RedactingFormatter, redact, remember
 
@@ -34,23 +37,44 @@ COMMENT_LIMIT_CHARS = 65_536
 COMMENT_MARKER = "<!-- deploygate -->"
 _TRUNCATED = "\n\n> [!NOTE]\n> This report was cut to fit GitHub's size limit; the full files are in the run's artifacts.\n"
 
-# --- escaping -----------------------------------------------------------------------------------
+# --- workflow commands and output records: actions-toolkit's -------------------------------------
+#
+# The toolkit (PyPI actions-toolkit, the Python port of @actions/core) formats and escapes the
+# commands and writes the output records. Only its `command` and `file_command` modules are used:
+# `actions_toolkit.github` imports PyGithub, which deploygate does not load. Where the toolkit is
+# wrong for a container action, deploygate keeps its own code, each case named where it is kept:
+#   - its functions print to sys.stdout and read os.environ; the shells hand this adapter a stream and
+#     an env mapping (tests, and the CLI's own printing, need both), so the lines are built with
+#     `Command` and written here;
+#   - `core.error(msg, title=...)` sends every annotation property, empty ones too
+#     (`::error title=x,file=,line=,endLine=,col=,endColumn=::`): `command` passes only those given;
+#   - `prepare_key_value_message` does not check the output's name (a name holding a newline or `<<`
+#     forges a second output): `output_record` refuses such a name first;
+#   - `core.set_output` falls back to the `::set-output` command GitHub disabled when GITHUB_OUTPUT
+#     is not set: outside Actions `Runner.set_outputs` writes nothing;
+#   - `core.set_secret` masks the whole value only, and the runner masks line by line: `mask_values`
+#     masks each line of a multi-line secret as well;
+#   - inputs: `core.get_input("force-deploy")` reads only INPUT_FORCE-DEPLOY (a `/bin/sh` wrapper or
+#     `docker run -e` passes INPUT_FORCE_DEPLOY), and `get_boolean_input` refuses yes/no/on/off/1/0
+#     with a TypeError: the action shell reads both spellings and the settings table's booleans
+#     (deploygate/shells/action.py `read_inputs`);
+#   - the step summary (`core.summary` in @actions/core) is missing: `Runner.append_summary`.
 
 
 def escape_data(value: str) -> str:
     """Escape a workflow command's message (the part after `::`), as @actions/core does."""
-    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return str(toolkit_command.escape_data(value))
 
 
 def escape_property(value: str) -> str:
     """Escape a workflow command's property value (`title=...`): also `:` and `,`."""
-    return escape_data(value).replace(":", "%3A").replace(",", "%2C")
+    return str(toolkit_command.escape_property(value))
 
 
 def command(name: str, message: str = "", **properties: str) -> str:
-    """One workflow command line, e.g. `::error title=deploygate::message` (no trailing newline)."""
-    props = ",".join(f"{key}={escape_property(val)}" for key, val in properties.items() if val)
-    return f"::{name}{' ' + props if props else ''}::{escape_data(message)}"
+    """One workflow command line, e.g. `::error title=deploygate::message` (no trailing newline);
+    properties that are empty are left out."""
+    return str(toolkit_command.Command(name, {k: v for k, v in properties.items() if v}, message))
 
 
 def inert(text: str) -> str:
@@ -67,19 +91,12 @@ class InertFormatter(RedactingFormatter):
         return inert(super().format(record))
 
 
-def _delimiter(name: str, value: str) -> str:
-    while True:
-        delimiter = f"ghadelimiter_{secrets.token_hex(16)}"
-        if delimiter not in name and delimiter not in value:
-            return delimiter
-
-
 def output_record(name: str, value: str) -> str:
-    """One `name<<DELIMITER` record for GITHUB_OUTPUT; the delimiter never occurs in the value."""
+    """One `name<<DELIMITER` record for GITHUB_OUTPUT (the toolkit's: a random delimiter, refused if
+    the value holds it); a name that would break the file is refused first."""
     if not name or any(c in name for c in "\r\n=<") or name != name.strip():
         raise ValueError(f"output name {name!r} cannot be written to GITHUB_OUTPUT")
-    delimiter = _delimiter(name, value)
-    return f"{name}<<{delimiter}\n{value}\n{delimiter}\n"
+    return str(prepare_key_value_message(name, value)) + "\n"
 
 
 def fit_utf8(text: str, limit: int, suffix: str = _TRUNCATED) -> str:
