@@ -122,19 +122,25 @@ def context_from_env(env: Mapping[str, str], *, event: Mapping[str, Any] | None 
     )
 
 
+def load_config_params(given: Mapping[str, Any]) -> dict[str, Any]:
+    """The params.yaml the settings name (`config`), or ./params.yaml when it exists: the one loader
+    of every command (gate, rollback, adopt, doctor)."""
+    config_given = given.get("config")
+    config_path = Path(str(config_given)) if config_given else Path("params.yaml")
+    return load_params(config_path, explicit=config_given is not None)
+
+
 def prepare_config(
     given: Mapping[str, Any],
     env: Mapping[str, str],
     *,
     source_names: Mapping[str, str] | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> GateConfig:
     """params.yaml + given settings + defaults -> the frozen config; InputError on anything wrong."""
-    config_given = given.get("config")
-    config_path = Path(str(config_given)) if config_given else Path("params.yaml")
-    params = load_params(config_path, explicit=config_given is not None)
     return build_config(
         given,
-        params,
+        load_config_params(given) if params is None else params,
         env_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
         env_experiment_name=env.get("MLFLOW_EXPERIMENT_NAME") or None,
         source_names=source_names,

@@ -177,63 +177,75 @@ def decide(
     guardrails: tuple[GuardrailCheck, ...] = (),
     significance: Significance | None = None,
 ) -> Decision:
-    """Decide whether a candidate with weighted `score` should replace `baseline`."""
-    verdict, rule, reason = _compare(score, baseline, policy.min_improvement)
-    notes: list[str] = []
+    """Decide whether a candidate with weighted `score` should replace `baseline`: the steps of
+    the module docstring, in its order."""
+    verdict, rule, reason = _compare(score, baseline, policy.min_improvement)  # 1. the score rule
     breached = [c for c in guardrails if not c.passed]
-    if verdict == "deploy" and breached:
-        verdict, rule = "skip", "guardrail"
-        reason = "guardrail: " + "; ".join(c.describe() for c in breached)
-    elif (
-        verdict == "deploy"
-        and rule == "improved"
-        and significance is not None
-        and not significance.significant
-    ):
-        verdict, rule = "skip", "not-significant"
-        reason = (
-            f"improvement {significance.observed:+.4f} is not significant: the {significance.confidence:.0%} lower "
-            f"bound {significance.lower_bound:+.4f} does not clear the minimum {policy.min_improvement:g} "
-            f"(p = {significance.p_value:.3f}, {significance.resamples} paired bootstrap resamples)"
-        )
-    elif rule == "improved" and significance is not None:
-        reason += (
-            f"; significant at {significance.confidence:.0%} (lower bound {significance.lower_bound:+.4f}, "
-            f"p = {significance.p_value:.3f})"
-        )
+    verdict, rule, reason = _checks(verdict, rule, reason, breached, significance, policy)  # 2. the checks
     if baseline is not None and baseline.origin:
         reason += f" [baseline: {baseline.origin}]"
+    notes: list[str] = []
     skipped: list[str] = []
-    if policy.force:
-        skipped = [f"{c.describe()}" for c in breached]
+    if policy.force:  # 3. forced
+        skipped = [c.describe() for c in breached]
         if rule in ("below-threshold", "not-better", "not-significant"):
             skipped.append(f"score rule: {reason}")
-        if verdict == "skip":
-            notes.append(f"without force: skip ({reason})")
-            verdict, rule, reason = "forced", "forced", f"forced deploy; the checks alone say skip: {reason}"
-        else:
-            notes.append("forced, though the checks alone would deploy")
-            verdict, rule, reason = (
-                "forced",
-                "forced",
-                f"forced deploy; the checks alone would deploy too: {reason}",
-            )
+        alone = "say skip" if verdict == "skip" else "would deploy too"
+        notes.append(
+            f"without force: skip ({reason})"
+            if verdict == "skip"
+            else "forced, though the checks alone would deploy"
+        )
+        verdict, rule, reason = "forced", "forced", f"forced deploy; the checks alone {alone}: {reason}"
+    if verdict != "skip" and not policy.may_deploy:  # 4. may this run deploy
+        notes.append(f"not carried out: {policy.why_not_deploy or 'deploys are disabled for this run'}")
     improvement = None if baseline is None else score - baseline.score
     improvement_pct = None
     if baseline is not None and baseline.score > 0:
         improvement_pct = 100.0 * (score - baseline.score) / baseline.score
-    deploy = verdict != "skip" and policy.may_deploy
-    if verdict != "skip" and not policy.may_deploy:
-        notes.append(f"not carried out: {policy.why_not_deploy or 'deploys are disabled for this run'}")
     return Decision(
         verdict=verdict,
         rule=rule,
         reason=reason,
-        deploy=deploy,
+        deploy=verdict != "skip" and policy.may_deploy,
         improvement=improvement,
         improvement_pct=improvement_pct,
         notes=tuple(notes),
         guardrails=guardrails,
         significance=significance,
         skipped_checks=tuple(skipped),
+    )
+
+
+def _checks(
+    verdict: Verdict,
+    rule: str,
+    reason: str,
+    breached: list[GuardrailCheck],
+    significance: Significance | None,
+    policy: Policy,
+) -> tuple[Verdict, str, str]:
+    """Step 2: a breached guardrail, or an improvement that is not significant, turns deploy into skip."""
+    if verdict == "deploy" and breached:
+        return "skip", "guardrail", "guardrail: " + "; ".join(c.describe() for c in breached)
+    if rule != "improved" or significance is None:
+        return verdict, rule, reason
+    if not significance.significant:
+        return (
+            "skip",
+            "not-significant",
+            (
+                f"improvement {significance.observed:+.4f} is not significant: the {significance.confidence:.0%} lower "
+                f"bound {significance.lower_bound:+.4f} does not clear the minimum {policy.min_improvement:g} "
+                f"(p = {significance.p_value:.3f}, {significance.resamples} paired bootstrap resamples)"
+            ),
+        )
+    return (
+        verdict,
+        rule,
+        reason
+        + (
+            f"; significant at {significance.confidence:.0%} (lower bound {significance.lower_bound:+.4f}, "
+            f"p = {significance.p_value:.3f})"
+        ),
     )

@@ -267,10 +267,8 @@ def cmd_rollback(ns: argparse.Namespace) -> int:
     import json
     from dataclasses import replace
 
-    from deploygate.adapters.files import load_params
     from deploygate.adapters.result_files import write_atomic
-    from deploygate.bootstrap import apply_connection_env, context_from_env, execute_rollback
-    from deploygate.core.settings import build_config
+    from deploygate.bootstrap import apply_connection_env, context_from_env, execute_rollback, prepare_config
 
     given = {
         k: getattr(ns, k.replace("-", "_"))
@@ -287,14 +285,7 @@ def cmd_rollback(ns: argparse.Namespace) -> int:
         )
         if getattr(ns, k.replace("-", "_")) is not None
     }
-    config_path = Path(given.get("config", "params.yaml"))
-    params = load_params(config_path, explicit="config" in given)
-    cfg = build_config(
-        given,
-        params,
-        env_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
-        env_experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME"),
-    )
+    cfg = prepare_config(given, os.environ)
     if ns.to is not None and not ns.to.isdigit():
         from deploygate.core.errors import ConfigError
 
@@ -317,10 +308,8 @@ def cmd_rollback(ns: argparse.Namespace) -> int:
 def cmd_adopt(ns: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from deploygate.adapters.files import load_params
     from deploygate.adapters.mlflow_registry import MlflowRegistry
-    from deploygate.bootstrap import apply_connection_env, context_from_env, utc_now
-    from deploygate.core.settings import build_config
+    from deploygate.bootstrap import apply_connection_env, context_from_env, prepare_config, utc_now
     from deploygate.service.adopt import adopt, parse_score
 
     given = {
@@ -328,13 +317,7 @@ def cmd_adopt(ns: argparse.Namespace) -> int:
         for k in ("config", "registry-name", "champion-alias", "promotion", "mlflow-tracking-uri")
         if getattr(ns, k.replace("-", "_")) is not None
     }
-    params = load_params(Path(given.get("config", "params.yaml")), explicit="config" in given)
-    cfg = build_config(
-        given,
-        params,
-        env_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
-        env_experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME"),
-    )
+    cfg = prepare_config(given, os.environ)
     score = parse_score(ns.score)
     apply_connection_env(os.environ)
     ctx = replace(context_from_env(os.environ), reason=ns.reason)

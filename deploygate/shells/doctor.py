@@ -15,10 +15,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from deploygate.adapters.files import load_params
 from deploygate.core.errors import EXIT_FAILURE, EXIT_OK, DeployGateError, first_line
 from deploygate.core.redact import redact
-from deploygate.core.settings import GateConfig, build_config, tracking_uri_and_source
+from deploygate.core.settings import GateConfig, tracking_uri_and_source
 
 CREDENTIAL_VARS = (
     "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or DAGSHUB_USERNAME / DAGSHUB_USER_TOKEN)"
@@ -67,12 +66,9 @@ class Checklist:
 def _config(
     ns: argparse.Namespace, env: Mapping[str, str], checks: Checklist
 ) -> tuple[dict[str, Any], GateConfig | None]:
+    from deploygate.bootstrap import load_config_params, prepare_config
+
     path = Path(ns.config) if ns.config else Path("params.yaml")
-    try:
-        params = load_params(path, explicit=ns.config is not None)
-    except DeployGateError as exc:
-        checks.error("config", exc)
-        return {}, None
     given = {
         k: v
         for k, v in (
@@ -83,7 +79,12 @@ def _config(
         if v is not None
     }
     try:
-        cfg = build_config(given, params, env_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None)
+        params = load_config_params(given)
+    except DeployGateError as exc:
+        checks.error("config", exc)
+        return {}, None
+    try:
+        cfg = prepare_config(given, env, params=params)
     except DeployGateError as exc:
         checks.error("config", exc)
         return params, None
