@@ -602,24 +602,7 @@ def build_config(
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     names = source_names or {}
-    values: dict[str, Any] = {}
-    explicit: set[str] = set()
-    from_params: set[str] = set()
-    for setting in SETTINGS:
-        raw = given.get(setting.name)
-        if raw is not None:
-            values[setting.attr] = parse_value(setting, raw, names.get(setting.name, f"--{setting.name}"))
-            explicit.add(setting.name)
-            continue
-        for path in setting.params:
-            found, raw = _lookup(params, path)
-            if found and raw is not None:
-                values[setting.attr] = parse_value(setting, raw, "params.yaml " + ".".join(path))
-                from_params.add(setting.name)
-                break
-        else:
-            values[setting.attr] = parse_value(setting, setting.default, f"default {setting.name}")
-
+    values, explicit, from_params = _values(given, params, names)
     # params.yaml's huggingface.push_to_hub: false means the same as --skip-hf-push.
     found, push = _lookup(params, ("deployment", "huggingface", "push_to_hub"))
     if "skip-hf-push" not in explicit and found and push is not None:
@@ -636,24 +619,7 @@ def build_config(
         value = values[name.replace("-", "_")]
         if not value or not str(value).strip():
             raise ConfigError(f"{names.get(name, '--' + name)}: empty; give a name")
-    alias = values["champion_alias"]
-    if (
-        not alias.replace("-", "").replace("_", "").isalnum()
-        or alias[0].isdigit()
-        or alias.lower() == "latest"
-        or not _MLFLOW_ALIAS.fullmatch(alias)
-        or _MLFLOW_VERSION_ALIAS.fullmatch(alias)
-    ):
-        where = (
-            names.get("champion-alias", "--champion-alias")
-            if "champion-alias" in explicit
-            else "params.yaml deployment.champion_alias"
-        )
-        raise ConfigError(
-            f"{where}: {shown(alias)} is not a valid MLflow alias; "
-            "use letters, digits, - and _ (at most 255), not starting with a digit, not 'latest' and not "
-            "v<number> (MLflow reserves those for versions)"
-        )
+    _check_alias(values["champion_alias"], names, explicit)
     if "experiment-name" not in explicit and env_experiment_name and env_experiment_name.strip():
         values["experiment_name"] = (
             env_experiment_name.strip()
@@ -673,6 +639,51 @@ def build_config(
         warnings=values["weights"].warnings,
         tracking_uri_source=uri_source,
     )
+
+
+def _values(
+    given: Mapping[str, Any], params: Mapping[str, Any], names: Mapping[str, str]
+) -> tuple[dict[str, Any], set[str], set[str]]:
+    """Each setting's value: given > params.yaml (its first path that is set) > default; and which
+    settings were given, which came from params.yaml."""
+    values: dict[str, Any] = {}
+    explicit: set[str] = set()
+    from_params: set[str] = set()
+    for setting in SETTINGS:
+        raw = given.get(setting.name)
+        if raw is not None:
+            values[setting.attr] = parse_value(setting, raw, names.get(setting.name, f"--{setting.name}"))
+            explicit.add(setting.name)
+            continue
+        for path in setting.params:
+            found, raw = _lookup(params, path)
+            if found and raw is not None:
+                values[setting.attr] = parse_value(setting, raw, "params.yaml " + ".".join(path))
+                from_params.add(setting.name)
+                break
+        else:
+            values[setting.attr] = parse_value(setting, setting.default, f"default {setting.name}")
+    return values, explicit, from_params
+
+
+def _check_alias(alias: str, names: Mapping[str, str], explicit: set[str]) -> None:
+    if (
+        not alias.replace("-", "").replace("_", "").isalnum()
+        or alias[0].isdigit()
+        or alias.lower() == "latest"
+        or not _MLFLOW_ALIAS.fullmatch(alias)
+        or _MLFLOW_VERSION_ALIAS.fullmatch(alias)
+    ):
+        where = (
+            names.get("champion-alias", "--champion-alias")
+            if "champion-alias" in explicit
+            else "params.yaml deployment.champion_alias"
+        )
+        raise ConfigError(
+            f"{where}: {shown(alias)} is not a valid MLflow alias; "
+            "use letters, digits, - and _ (at most 255), not starting with a digit, not 'latest' and not "
+            "v<number> (MLflow reserves those for versions)"
+        )
 
 
 def tracking_uri_and_source(

@@ -69,6 +69,22 @@ def _add_verbose(parser: argparse.ArgumentParser) -> None:
 EXIT_CODES = "Exit codes: 0 decided, 1 failure, 2 bad input, 3 rejected with --fail-on-reject."
 
 
+# The settings each command besides the gate takes (the gate takes them all).
+DOCTOR_SETTINGS = ("config", "mlflow-tracking-uri", "hf-model-id")
+ROLLBACK_SETTINGS = (
+    "config",
+    "registry-name",
+    "experiment-name",
+    "champion-alias",
+    "promotion",
+    "mlflow-tracking-uri",
+    "hf-model-id",
+    "output-dir",
+    "skip-hf-push",
+)
+ADOPT_SETTINGS = ("config", "registry-name", "champion-alias", "promotion", "mlflow-tracking-uri")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deploygate",
@@ -78,77 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"deploygate {__version__}")
     sub = parser.add_subparsers(dest="command", title="commands")
-    run_p = sub.add_parser(
-        "run",
-        help="Score, compare, decide, and deploy when the candidate wins (the default command).",
-        prog="deploygate [run]",
-        usage="%(prog)s [options]",
-        allow_abbrev=False,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Score the candidate's evaluation results, compare them with the champion in MLflow, decide,\n"
-        "and when it wins register, promote and push it. Flags beat params.yaml, which beats the defaults.",
-    )
-    _add_setting_flags(run_p)
-    _add_verbose(run_p)
-    run_p.add_argument(
-        "--reason", default=None, help="Why this run was started (recorded; useful with --force-deploy)."
-    )
+    run_p = _add_run(sub)
     doc_p = sub.add_parser(
         "doctor",
         allow_abbrev=False,
         help="Check the configuration, the MLflow connection and credentials, and the Hub token; "
         "writes nothing.",
     )
-    _add_setting_flags(doc_p, ("config", "mlflow-tracking-uri", "hf-model-id"))
+    _add_setting_flags(doc_p, DOCTOR_SETTINGS)
     _add_verbose(doc_p)
-    rb_p = sub.add_parser(
-        "rollback",
-        allow_abbrev=False,
-        help="Move the champion (and the Hub repo) back to the previous champion.",
-    )
-    _add_setting_flags(
-        rb_p,
-        (
-            "config",
-            "registry-name",
-            "experiment-name",
-            "champion-alias",
-            "promotion",
-            "mlflow-tracking-uri",
-            "hf-model-id",
-            "output-dir",
-            "skip-hf-push",
-        ),
-    )
-    rb_p.add_argument(
-        "--to",
-        default=None,
-        metavar="VERSION",
-        help="Roll back to this version (default: the previous champion).",
-    )
-    rb_p.add_argument("--reason", default=None, help="Why (recorded in MLflow with the actor).")
-    _add_verbose(rb_p)
-    ad_p = sub.add_parser(
-        "adopt",
-        allow_abbrev=False,
-        help="Record the score of a production version deploygate did not promote, "
-        "and give it the champion alias (a registry from before deploygate).",
-    )
-    _add_setting_flags(
-        ad_p, ("config", "registry-name", "champion-alias", "promotion", "mlflow-tracking-uri")
-    )
-    ad_p.add_argument(
-        "--version",
-        required=True,
-        dest="adopt_version",
-        metavar="VERSION",
-        help="The registry version that is in production.",
-    )
-    ad_p.add_argument(
-        "--score", required=True, help="Its weighted score (0-1), as the gate would compute it."
-    )
-    ad_p.add_argument("--reason", default=None, help="Why (recorded on the version).")
-    _add_verbose(ad_p)
+    _add_rollback(sub)
+    _add_adopt(sub)
     demo_p = sub.add_parser(
         "demo",
         allow_abbrev=False,
@@ -164,6 +120,64 @@ def build_parser() -> argparse.ArgumentParser:
         "deploygate doctor checks the setup; deploygate demo shows a whole round on a local store."
     )
     return parser
+
+
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    run_p = sub.add_parser(
+        "run",
+        help="Score, compare, decide, and deploy when the candidate wins (the default command).",
+        prog="deploygate [run]",
+        usage="%(prog)s [options]",
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Score the candidate's evaluation results, compare them with the champion in MLflow, decide,\n"
+        "and when it wins register, promote and push it. Flags beat params.yaml, which beats the defaults.",
+    )
+    _add_setting_flags(run_p)
+    _add_verbose(run_p)
+    run_p.add_argument(
+        "--reason", default=None, help="Why this run was started (recorded; useful with --force-deploy)."
+    )
+    return run_p
+
+
+def _add_rollback(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rb_p = sub.add_parser(
+        "rollback",
+        allow_abbrev=False,
+        help="Move the champion (and the Hub repo) back to the previous champion.",
+    )
+    _add_setting_flags(rb_p, ROLLBACK_SETTINGS)
+    rb_p.add_argument(
+        "--to",
+        default=None,
+        metavar="VERSION",
+        help="Roll back to this version (default: the previous champion).",
+    )
+    rb_p.add_argument("--reason", default=None, help="Why (recorded in MLflow with the actor).")
+    _add_verbose(rb_p)
+
+
+def _add_adopt(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ad_p = sub.add_parser(
+        "adopt",
+        allow_abbrev=False,
+        help="Record the score of a production version deploygate did not promote, "
+        "and give it the champion alias (a registry from before deploygate).",
+    )
+    _add_setting_flags(ad_p, ADOPT_SETTINGS)
+    ad_p.add_argument(
+        "--version",
+        required=True,
+        dest="adopt_version",
+        metavar="VERSION",
+        help="The registry version that is in production.",
+    )
+    ad_p.add_argument(
+        "--score", required=True, help="Its weighted score (0-1), as the gate would compute it."
+    )
+    ad_p.add_argument("--reason", default=None, help="Why (recorded on the version).")
+    _add_verbose(ad_p)
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -241,8 +255,13 @@ def print_tracking(
         print(inert(f"browse it: {ui}  (then open http://127.0.0.1:5000)"))
 
 
-def _given(ns: argparse.Namespace) -> dict[str, Any]:
-    return {s.name: getattr(ns, s.attr) for s in SETTINGS if getattr(ns, s.attr, None) is not None}
+def _given(ns: argparse.Namespace, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The settings given on the command line (among `names`, when the command takes only those)."""
+    return {
+        s.name: getattr(ns, s.attr)
+        for s in SETTINGS
+        if (names is None or s.name in names) and getattr(ns, s.attr, None) is not None
+    }
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
@@ -270,21 +289,7 @@ def cmd_rollback(ns: argparse.Namespace) -> int:
     from deploygate.adapters.result_files import write_atomic
     from deploygate.bootstrap import apply_connection_env, context_from_env, execute_rollback, prepare_config
 
-    given = {
-        k: getattr(ns, k.replace("-", "_"))
-        for k in (
-            "config",
-            "registry-name",
-            "experiment-name",
-            "champion-alias",
-            "promotion",
-            "mlflow-tracking-uri",
-            "hf-model-id",
-            "output-dir",
-            "skip-hf-push",
-        )
-        if getattr(ns, k.replace("-", "_")) is not None
-    }
+    given = _given(ns, ROLLBACK_SETTINGS)
     cfg = prepare_config(given, os.environ)
     if ns.to is not None and not ns.to.isdigit():
         from deploygate.core.errors import ConfigError
@@ -312,11 +317,7 @@ def cmd_adopt(ns: argparse.Namespace) -> int:
     from deploygate.bootstrap import apply_connection_env, context_from_env, prepare_config, utc_now
     from deploygate.service.adopt import adopt, parse_score
 
-    given = {
-        k: getattr(ns, k.replace("-", "_"))
-        for k in ("config", "registry-name", "champion-alias", "promotion", "mlflow-tracking-uri")
-        if getattr(ns, k.replace("-", "_")) is not None
-    }
+    given = _given(ns, ADOPT_SETTINGS)
     cfg = prepare_config(given, os.environ)
     score = parse_score(ns.score)
     apply_connection_env(os.environ)
