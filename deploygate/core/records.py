@@ -265,6 +265,29 @@ def rollback_run_tags(
     return tags
 
 
+def rollback_entry(
+    version: str,
+    score: float | None,
+    at: str,
+    run_id: str,
+    replaced: str,
+    actor: str,
+    reason: str,
+    hf_commit: str | None,
+) -> dict[str, object]:
+    """A rollback's entry in the promotion history (`rollback_from` makes it pop back, see core/history.py)."""
+    return {
+        "version": version,
+        "score": score,
+        "at": at,
+        "run_id": run_id,
+        "rollback_from": replaced,
+        "actor": actor,
+        "reason": reason,
+        "hf_commit": hf_commit,
+    }
+
+
 # --- where MLflow's UI shows a record -------------------------------------------------------------
 
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default

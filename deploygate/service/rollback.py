@@ -55,32 +55,15 @@ def _rollback(
     who, why = ctx.actor or "unknown", ctx.reason or "no reason given"
 
     def entry(run_id: str, replaced: str, hf_commit: str | None) -> dict[str, object]:
-        return {
-            "version": target,
-            "score": target_info.score,
-            "at": clock().isoformat(),
-            "run_id": run_id,
-            "rollback_from": replaced,
-            "actor": who,
-            "reason": why,
-            "hf_commit": hf_commit,
-        }
+        return records.rollback_entry(
+            target, target_info.score, clock().isoformat(), run_id, replaced, who, why, hf_commit
+        )
 
     # Everything written later must fit MLflow's limits: refuse now, before the Hub or the alias moves.
     registry.check_history_entry(entry("0" * 32, current, "0" * 40))
     log.info("rolling back %s from v%s to v%s (by %s: %s)", name, current, target, who, why)
     pushed = _restore_hub(cfg, registry, hub, current, target, who, why)
-    # A deploy may have promoted another version since the first read: the rollback (a human's
-    # choice) still wins, and records what it replaced.
-    holder = registry.holder(name, alias, by_stage=cfg.promotion == "stage")
-    replaced = holder.version if holder is not None else current
-    if replaced != current:
-        log.warning(
-            "v%s was promoted while rolling back from v%s; the rollback replaces it with v%s",
-            replaced,
-            current,
-            target,
-        )
+    replaced = _replaced(cfg, registry, current, target)
     experiment_id = registry.experiment_id(cfg.experiment_name)
     run_id = registry.start_run(
         experiment_id,
@@ -115,6 +98,21 @@ def _rollback(
         hub=pushed,
         log_text="",
     )
+
+
+def _replaced(cfg: GateConfig, registry: Registry, current: str, target: str) -> str:
+    """Who holds the alias just before the move. A deploy may have promoted another version since
+    the first read: the rollback (a human's choice) still wins, and records what it replaced."""
+    holder = registry.holder(cfg.registry_name, cfg.champion_alias, by_stage=cfg.promotion == "stage")
+    replaced = holder.version if holder is not None else current
+    if replaced != current:
+        log.warning(
+            "v%s was promoted while rolling back from v%s; the rollback replaces it with v%s",
+            replaced,
+            current,
+            target,
+        )
+    return replaced
 
 
 def _target(cfg: GateConfig, registry: Registry, to: str | None) -> tuple[str, str]:

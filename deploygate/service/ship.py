@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from deploygate.core.decision import Baseline
 from deploygate.core.errors import AdapterError, ConfigError, ModelSourceError
 from deploygate.core.hub_names import hub_like, validate_hf_model_id
 from deploygate.core.model import Candidate, HubPush, ModelSource, ShipRequest
@@ -329,9 +330,6 @@ class HubShipper:
         cfg = request.config
         on_hub = hub_like(base_name) and not Path(base_name).is_dir()
         card_base = base_name if on_hub else _declared_name(base_dir)
-        targets = info.target_modules
-        target_list = (targets,) if isinstance(targets, str) else tuple(targets or ())
-        baseline = request.baseline
         repo_id = cfg.hf_model_id or _slug(cfg.registry_name)
         inputs = CardInputs(
             repo_id=repo_id,
@@ -342,21 +340,9 @@ class HubShipper:
             metrics=dict(request.candidate.metrics.values),
             weights=dict(cfg.weights.values),
             decision=CardDecision(request.verdict, request.reason, forced=request.verdict == "forced"),
-            adapter=AdapterFacts(
-                r=info.r,
-                lora_alpha=info.lora_alpha,
-                target_modules=target_list,
-                use_rslora=info.use_rslora,
-                merged=cfg.merge,
-            ),
+            adapter=_adapter_facts(info, merged=cfg.merge),
             created_at=facts.identity.created or request.created_at,
-            baseline=facts.baseline
-            if facts.baseline_recorded
-            else (
-                None
-                if baseline is None
-                else CardBaseline(baseline.version, baseline.score, dict(baseline.metrics))
-            ),
+            baseline=facts.baseline if facts.baseline_recorded else _card_baseline(request.baseline),
             chat_template=chat_template_of(stage),
             mlflow_run_url=facts.gate_run_url or request.mlflow_run_url,
             mlflow_model_url=facts.version_url or request.model_version_url,
@@ -374,6 +360,24 @@ class HubShipper:
             mlflow_ui_command=local_ui_command(cfg.mlflow_tracking_uri),
         )
         return self.cards.render(inputs, cfg.card_template)
+
+
+def _adapter_facts(info: AdapterSummary, *, merged: bool) -> AdapterFacts:
+    targets = info.target_modules
+    return AdapterFacts(
+        r=info.r,
+        lora_alpha=info.lora_alpha,
+        target_modules=(targets,) if isinstance(targets, str) else tuple(targets or ()),
+        use_rslora=info.use_rslora,
+        merged=merged,
+    )
+
+
+def _card_baseline(baseline: Baseline | None) -> CardBaseline | None:
+    """The champion this run compared with (for a version registered before the baseline tag)."""
+    return (
+        None if baseline is None else CardBaseline(baseline.version, baseline.score, dict(baseline.metrics))
+    )
 
 
 def _as_recorded(request: ShipRequest, facts: VersionFacts) -> ShipRequest:
