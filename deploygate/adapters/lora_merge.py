@@ -111,100 +111,109 @@ class MergeReport:
     warnings: tuple[str, ...] = ()
 
 
-def inspect_adapter(adapter_dir: str | Path) -> AdapterInfo:  # noqa: C901 - adapter_config.json checked field by field, each with its own message
+def inspect_adapter(adapter_dir: str | Path) -> AdapterInfo:
     """Read and validate `adapter_dir/adapter_config.json` (pure reading: no torch, no peft)."""
     adapter = Path(adapter_dir)
-    path = adapter / ADAPTER_CONFIG
-    if not path.is_file():
-        raise AdapterError(
-            f"{path}: not found; point the adapter at the directory peft's save_pretrained wrote "
-            f"(it holds {ADAPTER_CONFIG} and {ADAPTER_SAFETENSORS})."
-        )
-    try:
-        raw = strictjson.loads(
-            path.read_text(encoding="utf-8")
-        )  # a key given twice is an error, not the last one
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise AdapterError(f"{path}: not valid JSON ({exc}); re-save the adapter with peft.") from exc
-    if not isinstance(raw, dict):
-        raise AdapterError(
-            f"{path}: expected a JSON object, got {type(raw).__name__}; re-save the adapter with peft."
-        )
+    fields = _ConfigFields(adapter / ADAPTER_CONFIG)
+    raw = fields.raw
+    peft_type = fields.text("peft_type", default="LORA") or "LORA"
+    r = raw.get("r", 8)
+    if not _is_number(r, integer=True) or r <= 0:
+        raise fields.bad("r", "a positive integer")
+    alpha = raw.get("lora_alpha", 8)
+    if not _is_number(alpha, integer=False) or alpha <= 0:
+        raise fields.bad("lora_alpha", "a positive number")
+    target = raw.get("target_modules")
+    if target is not None and not isinstance(target, str):
+        if not isinstance(target, list) or not all(isinstance(t, str) for t in target):
+            raise fields.bad("target_modules", "a list of module names, a regex string, or null")
+        target = tuple(target)
+    bias = fields.text("bias", default="none") or "none"
+    if bias not in ("none", "all", "lora_only"):
+        raise fields.bad("bias", "one of 'none', 'all', 'lora_only'")
+    return AdapterInfo(
+        adapter_dir=adapter,
+        peft_type=peft_type,
+        task_type=fields.text("task_type", default=None),
+        base_model_name_or_path=fields.text("base_model_name_or_path", default=None),
+        r=int(r),
+        lora_alpha=alpha,
+        target_modules=target,
+        use_rslora=fields.flag("use_rslora"),
+        use_dora=fields.flag("use_dora"),
+        rank_pattern=fields.pattern("rank_pattern", int),
+        alpha_pattern=fields.pattern("alpha_pattern", float),
+        fan_in_fan_out=fields.flag("fan_in_fan_out"),
+        modules_to_save=fields.names("modules_to_save"),
+        bias=bias,
+        raw=MappingProxyType(raw),
+    )
 
-    def bad(key: str, expected: str) -> AdapterError:
+
+class _ConfigFields:
+    """adapter_config.json as read, and its fields checked one by one, each error naming the file,
+    the key, the bad value and what it must be."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.is_file():
+            raise AdapterError(
+                f"{path}: not found; point the adapter at the directory peft's save_pretrained wrote "
+                f"(it holds {ADAPTER_CONFIG} and {ADAPTER_SAFETENSORS})."
+            )
+        try:
+            # a key given twice is an error, not the last one
+            raw = strictjson.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise AdapterError(f"{path}: not valid JSON ({exc}); re-save the adapter with peft.") from exc
+        if not isinstance(raw, dict):
+            raise AdapterError(
+                f"{path}: expected a JSON object, got {type(raw).__name__}; re-save the adapter with peft."
+            )
+        self.raw: dict[str, Any] = raw
+
+    def bad(self, key: str, expected: str) -> AdapterError:
         return AdapterError(
-            f"{path}: {key!r} must be {expected}, got {raw.get(key)!r}; fix it or re-save the adapter with peft."
+            f"{self.path}: {key!r} must be {expected}, got {self.raw.get(key)!r}; "
+            "fix it or re-save the adapter with peft."
         )
 
-    def get_bool(key: str) -> bool:
-        value = raw.get(key, False)
+    def flag(self, key: str) -> bool:
+        value = self.raw.get(key, False)
         if value is None:
             return False
         if not isinstance(value, bool):
-            raise bad(key, "true or false")
+            raise self.bad(key, "true or false")
         return value
 
-    def get_str(key: str, *, default: str | None) -> str | None:
-        value = raw.get(key, default)
+    def text(self, key: str, *, default: str | None) -> str | None:
+        value = self.raw.get(key, default)
         if value is not None and not isinstance(value, str):
-            raise bad(key, "a string")
+            raise self.bad(key, "a string")
         return value
 
-    def get_names(key: str) -> tuple[str, ...] | None:
-        value = raw.get(key)
+    def names(self, key: str) -> tuple[str, ...] | None:
+        value = self.raw.get(key)
         if value is None:
             return None
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise bad(key, "a list of module names or null")
+            raise self.bad(key, "a list of module names or null")
         return tuple(value)
 
-    def get_pattern(key: str, kind: type) -> Mapping[str, Any]:
-        value = raw.get(key) or {}
+    def pattern(self, key: str, kind: type) -> Mapping[str, Any]:
+        value = self.raw.get(key) or {}
         if not isinstance(value, dict) or not all(
             isinstance(k, str) and _is_number(v, integer=kind is int) and v > 0 for k, v in value.items()
         ):
-            raise bad(
+            raise self.bad(
                 key, f"an object of module pattern -> positive {'integer' if kind is int else 'number'}"
             )
         try:
             for k in value:
                 re.compile(k)
         except re.error as exc:
-            raise bad(key, f"an object whose keys are valid regular expressions ({exc})") from exc
+            raise self.bad(key, f"an object whose keys are valid regular expressions ({exc})") from exc
         return MappingProxyType(dict(value))
-
-    peft_type = get_str("peft_type", default="LORA") or "LORA"
-    r = raw.get("r", 8)
-    if not _is_number(r, integer=True) or r <= 0:
-        raise bad("r", "a positive integer")
-    alpha = raw.get("lora_alpha", 8)
-    if not _is_number(alpha, integer=False) or alpha <= 0:
-        raise bad("lora_alpha", "a positive number")
-    target = raw.get("target_modules")
-    if target is not None and not isinstance(target, str):
-        if not isinstance(target, list) or not all(isinstance(t, str) for t in target):
-            raise bad("target_modules", "a list of module names, a regex string, or null")
-        target = tuple(target)
-    bias = get_str("bias", default="none") or "none"
-    if bias not in ("none", "all", "lora_only"):
-        raise bad("bias", "one of 'none', 'all', 'lora_only'")
-    return AdapterInfo(
-        adapter_dir=adapter,
-        peft_type=peft_type,
-        task_type=get_str("task_type", default=None),
-        base_model_name_or_path=get_str("base_model_name_or_path", default=None),
-        r=int(r),
-        lora_alpha=alpha,
-        target_modules=target,
-        use_rslora=get_bool("use_rslora"),
-        use_dora=get_bool("use_dora"),
-        rank_pattern=get_pattern("rank_pattern", int),
-        alpha_pattern=get_pattern("alpha_pattern", float),
-        fan_in_fan_out=get_bool("fan_in_fan_out"),
-        modules_to_save=get_names("modules_to_save"),
-        bias=bias,
-        raw=MappingProxyType(raw),
-    )
 
 
 def _is_number(value: object, *, integer: bool) -> bool:
