@@ -138,7 +138,7 @@ def parse_scale(raw: object, *, source: str = "metrics-scale") -> float:
     return scale
 
 
-def parse_metrics(  # noqa: C901 - find, check, rescale: each failure of a metric names the metric and the fix
+def parse_metrics(
     data: object,
     weights: Weights,
     *,
@@ -176,40 +176,40 @@ def parse_metrics(  # noqa: C901 - find, check, rescale: each failure of a metri
     for name in wanted:
         match = matches[name]
         assert match is not None
-        raw = data[match]
-        if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise MetricsError(
-                f"{source}: {shown(match)} is {shown(raw)}, not a number; write it as a number from 0 to 1"
-            )
-        try:
-            value = float(raw)
-        except OverflowError:  # an integer of hundreds of digits
-            raise MetricsError(
-                f"{source}: {shown(match)} is {shown(raw)}, too large to be a metric; "
-                "write it as a number from 0 to 1"
-            ) from None
-        if not math.isfinite(value):
-            raise MetricsError(
-                f"{source}: {shown(match)} is {shown(raw)}; the evaluation produced no usable value, re-run it"
-            )
-        if value < 0:
-            raise MetricsError(
-                f"{source}: {shown(match)} is {value:g}, below 0; metrics are scores from 0 to 1"
-            )
-        value /= scale
-        if value > 1:
-            if scale == 1.0:
-                raise MetricsError(
-                    f"{source}: {shown(match)} is {shown(raw)}, above 1; it looks like a 0-100 scale: "
-                    "declare it with --metrics-scale 100 (params.yaml deployment.metrics_scale: 100)"
-                )
-            raise MetricsError(
-                f"{source}: {shown(match)} is {shown(raw)}, above 100 on the declared 0-100 scale"
-            )
-        values[name] = value
+        values[name] = _metric_value(match, data[match], scale, source)
         keys_used[name] = match
     notes = tuple(f"{name}: read from key {shown(key)}" for name, key in keys_used.items() if key != name)
     return EvaluationMetrics(values=values, keys_used=keys_used, source=source, notes=notes)
+
+
+def _metric_value(match: str, raw: object, scale: float, source: str) -> float:
+    """One metric's value on the 0-1 scale; MetricsError naming the key, the value and the fix."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise MetricsError(
+            f"{source}: {shown(match)} is {shown(raw)}, not a number; write it as a number from 0 to 1"
+        )
+    try:
+        value = float(raw)
+    except OverflowError:  # an integer of hundreds of digits
+        raise MetricsError(
+            f"{source}: {shown(match)} is {shown(raw)}, too large to be a metric; "
+            "write it as a number from 0 to 1"
+        ) from None
+    if not math.isfinite(value):
+        raise MetricsError(
+            f"{source}: {shown(match)} is {shown(raw)}; the evaluation produced no usable value, re-run it"
+        )
+    if value < 0:
+        raise MetricsError(f"{source}: {shown(match)} is {value:g}, below 0; metrics are scores from 0 to 1")
+    value /= scale
+    if value > 1:
+        if scale == 1.0:
+            raise MetricsError(
+                f"{source}: {shown(match)} is {shown(raw)}, above 1; it looks like a 0-100 scale: "
+                "declare it with --metrics-scale 100 (params.yaml deployment.metrics_scale: 100)"
+            )
+        raise MetricsError(f"{source}: {shown(match)} is {shown(raw)}, above 100 on the declared 0-100 scale")
+    return value
 
 
 def _missing_message(
