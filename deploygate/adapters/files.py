@@ -166,7 +166,7 @@ def _safe_load_bounded(text: str, path: Path) -> Any:
         loader.dispose()
 
 
-def load_model_source(  # noqa: C901 - one check per key of the location file, in the order the error names them
+def load_model_source(
     path: Path,
     *,
     explicit: bool,
@@ -195,6 +195,11 @@ def load_model_source(  # noqa: C901 - one check per key of the location file, i
     if not record:
         return None, record
 
+    return _source_of(record, path, artifact_path), record
+
+
+def _source_of(record: dict[str, Any], path: Path, artifact_path: str) -> ModelSource:
+    """The model source a location record names: a model URI, a run (+ artifact path) or a folder."""
     run_id = record.get("mlflow_run_id")
     uri = record.get("model_uri")
     # the server the run was logged to (the seed writes it): read when the run is not on the gate's server
@@ -220,9 +225,9 @@ def load_model_source(  # noqa: C901 - one check per key of the location file, i
             f"model-artifact-path: {path} mlflow_run_id {shown(run_id)} is not an MLflow run id"
         )
     if uri:
-        return ModelSource(model_uri=uri, run_id=run_id, artifact_path=art, tracking_uri=logged_at), record
+        return ModelSource(model_uri=uri, run_id=run_id, artifact_path=art, tracking_uri=logged_at)
     if run_id:
-        return ModelSource(run_id=run_id, artifact_path=art.strip("/"), tracking_uri=logged_at), record
+        return ModelSource(run_id=run_id, artifact_path=art.strip("/"), tracking_uri=logged_at)
     if local:
         local_path = Path(local)
         if not local_path.is_absolute():
@@ -231,7 +236,7 @@ def load_model_source(  # noqa: C901 - one check per key of the location file, i
             raise ModelSourceError(
                 f"model-artifact-path: {path} local_path {shown(local)} is not a directory; point it at the saved model folder"
             )
-        return ModelSource(local_path=local_path, artifact_path=art), record
+        return ModelSource(local_path=local_path, artifact_path=art)
     keys = (
         ", ".join(k if k.isprintable() and len(k) <= 40 else shown(k) for k in sorted(record)[:12]) or "none"
     )
