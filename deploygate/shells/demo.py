@@ -156,6 +156,30 @@ def _write_model(folder: Path, name: str, base: Path, seed: int) -> None:
     (folder / "MLmodel").write_text(f"artifact_path: model\nflavors: {{}}\nmodel_name: {name}\n")
 
 
+def _write_candidate(
+    root: Path, name: str, metrics: dict[str, float], base: Path, seed: int, store: str
+) -> dict[str, str]:
+    """One candidate's files (metrics, adapter, location record); the settings its gate run takes."""
+    cdir = root / "candidates" / name
+    cdir.mkdir(parents=True, exist_ok=True)
+    (cdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _write_model(cdir / "model", name, base, seed)
+    (cdir / "fine_tuned_model_location.json").write_text(
+        json.dumps({"local_path": "model", "model_name": f"demo-{name}", "fine_tuned": True}, indent=2)
+    )
+    given = {
+        "evaluation-results": str(cdir / "metrics.json"),
+        "model-artifact-path": str(cdir / "fine_tuned_model_location.json"),
+        "output-dir": str(root / "results" / name),
+        "mlflow-tracking-uri": store,
+        "registry-name": "demo-chatbot",
+        "experiment-name": "deploygate-demo",
+        "skip-hf-push": "true",
+        "hf-export-dir": str(root / "hub-export" / name),
+    }
+    return given
+
+
 def run_demo(folder: Path | None) -> int:
     from deploygate.adapters.lora_merge import MERGE_MODULES, missing_modules
     from deploygate.bootstrap import context_from_env, execute, prepare
@@ -183,23 +207,7 @@ def run_demo(folder: Path | None) -> int:
     rows = []
     base = write_base_model(root / "base-model")
     for seed, (name, metrics) in enumerate(CANDIDATES):
-        cdir = root / "candidates" / name
-        cdir.mkdir(parents=True, exist_ok=True)
-        (cdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        _write_model(cdir / "model", name, base, seed)
-        (cdir / "fine_tuned_model_location.json").write_text(
-            json.dumps({"local_path": "model", "model_name": f"demo-{name}", "fine_tuned": True}, indent=2)
-        )
-        given = {
-            "evaluation-results": str(cdir / "metrics.json"),
-            "model-artifact-path": str(cdir / "fine_tuned_model_location.json"),
-            "output-dir": str(root / "results" / name),
-            "mlflow-tracking-uri": store,
-            "registry-name": "demo-chatbot",
-            "experiment-name": "deploygate-demo",
-            "skip-hf-push": "true",
-            "hf-export-dir": str(root / "hub-export" / name),
-        }
+        given = _write_candidate(root, name, metrics, base, seed, store)
         cfg, cand = prepare(given, {})
         ctx = RunContext(event_name="demo", git_sha=f"demo{name[0]}" * 5, actor=context_from_env({}).actor)
         print(f"--- candidate {name}")

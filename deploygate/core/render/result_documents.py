@@ -9,7 +9,7 @@ from typing import Any
 
 from deploygate import __version__
 from deploygate.core.decision import THRESHOLD_TOLERANCE
-from deploygate.core.model import GateResult
+from deploygate.core.model import GateResult, RunContext
 from deploygate.core.records import LOCAL_UI, local_ui_command, run_page, version_page
 
 INFO_FILE = "deployment_info.json"
@@ -63,21 +63,25 @@ def deployment_info(result: GateResult) -> dict[str, Any]:
             "ui_command": ui,  # for a local store: serves run_url / registry.url; null for a server
         },
         "hub": _hub(result),
-        "context": {
-            "event": ctx.event_name,
-            "git_sha": ctx.git_sha,
-            "ref": ctx.git_ref,
-            "repository": ctx.repository,
-            "actor": ctx.actor,
-            "ci_run_url": ctx.ci_run_url,
-            "pr_number": ctx.pr_number,
-            "reason": ctx.reason,
-        },
+        "context": _context(ctx),
         "started_at": result.started_at,
         "finished_at": result.finished_at,
         "warnings": list(result.warnings),
         "rerun": rerun_note(result),
         **seed_deployment_info(result),
+    }
+
+
+def _context(ctx: RunContext) -> dict[str, Any]:
+    return {
+        "event": ctx.event_name,
+        "git_sha": ctx.git_sha,
+        "ref": ctx.git_ref,
+        "repository": ctx.repository,
+        "actor": ctx.actor,
+        "ci_run_url": ctx.ci_run_url,
+        "pr_number": ctx.pr_number,
+        "reason": ctx.reason,
     }
 
 
