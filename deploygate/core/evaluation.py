@@ -705,25 +705,7 @@ def stats_from_json(text: str, *, source: str = "example_stats.json") -> Example
             f"{source}: not valid JSON ({exc.msg} at line {exc.lineno}); "
             "store the output of stats_to_json unchanged"
         ) from None
-    if not isinstance(data, dict) or data.get("format") != STATS_FORMAT:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise MetricsError(
-            f"{source}: not deploygate example statistics (format {_shown(found)}, expected "
-            f"{STATS_FORMAT!r}); point at the example_stats.json artifact"
-        )
-    if data.get("version") != STATS_VERSION:
-        raise MetricsError(
-            f"{source}: example statistics version {_shown(data.get('version'))} is not "
-            f"{STATS_VERSION}; recompute them from the predictions with this deploygate"
-        )
-    if (
-        data.get("bleu_tokenisation") != BLEU_TOKENISATION
-        or data.get("rouge_tokenisation") != ROUGE_TOKENISATION
-    ):
-        raise MetricsError(
-            f"{source}: example statistics were tokenised differently "
-            f"({_shown(data.get('bleu_tokenisation'))}); recompute them from the predictions"
-        )
+    _check_stats_header(data, source)
 
     def ints(name: str, value: Any) -> tuple[int, ...]:
         if not isinstance(value, list) or not all(type(v) is int for v in value):
@@ -759,6 +741,30 @@ def stats_from_json(text: str, *, source: str = "example_stats.json") -> Example
             "store the output of stats_to_json unchanged"
         )
     return stats
+
+
+def _check_stats_header(data: object, source: str) -> None:
+    """The file is deploygate's example statistics, of this version and tokenisation."""
+    if not isinstance(data, dict) or data.get("format") != STATS_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise MetricsError(
+            f"{source}: not deploygate example statistics (format {_shown(found)}, expected "
+            f"{STATS_FORMAT!r}); point at the example_stats.json artifact"
+        )
+    assert isinstance(data, dict)
+    if data.get("version") != STATS_VERSION:
+        raise MetricsError(
+            f"{source}: example statistics version {_shown(data.get('version'))} is not "
+            f"{STATS_VERSION}; recompute them from the predictions with this deploygate"
+        )
+    if (
+        data.get("bleu_tokenisation") != BLEU_TOKENISATION
+        or data.get("rouge_tokenisation") != ROUGE_TOKENISATION
+    ):
+        raise MetricsError(
+            f"{source}: example statistics were tokenised differently "
+            f"({_shown(data.get('bleu_tokenisation'))}); recompute them from the predictions"
+        )
 
 
 # --- the paired bootstrap -----------------------------------------------------------------------------
