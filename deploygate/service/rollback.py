@@ -12,7 +12,6 @@ whoever holds the alias (a deploy's push may have landed after the restore).
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 from deploygate.core import records
 from deploygate.core.errors import ConfigError
@@ -35,47 +34,56 @@ def rollback(
     to: str | None,
     clock: Clock,
 ) -> RollbackResult:
+    """Put `to` (default: the champion before the current one) back, the Hub first, then the alias."""
     with capture_log() as buffer:
-        result = _rollback(cfg, ctx, registry=registry, hub=hub, to=to, clock=clock)
-        return replace(result, log_text=buffer.getvalue())
+        name = cfg.registry_name
+        current, target = _target(cfg, registry, to)
+        target_info = registry.version(name, target)
+        who, why = ctx.actor or "unknown", ctx.reason or "no reason given"
 
+        def entry(run_id: str, replaced: str, hf_commit: str | None) -> dict[str, object]:
+            at = clock().isoformat()
+            return records.rollback_entry(
+                target, target_info.score, at, run_id, replaced, who, why, hf_commit
+            )
 
-def _rollback(
-    cfg: GateConfig,
-    ctx: RunContext,
-    *,
-    registry: Registry,
-    hub: Hub | None,
-    to: str | None,
-    clock: Clock,
-) -> RollbackResult:
-    name, alias = cfg.registry_name, cfg.champion_alias
-    current, target = _target(cfg, registry, to)
-    target_info = registry.version(name, target)
-    who, why = ctx.actor or "unknown", ctx.reason or "no reason given"
-
-    def entry(run_id: str, replaced: str, hf_commit: str | None) -> dict[str, object]:
-        return records.rollback_entry(
-            target, target_info.score, clock().isoformat(), run_id, replaced, who, why, hf_commit
+        # Everything written later must fit MLflow's limits: refuse now, before the Hub or the alias moves.
+        registry.check_history_entry(entry("0" * 32, current, "0" * 40))
+        log.info("rolling back %s from v%s to v%s (by %s: %s)", name, current, target, who, why)
+        pushed = _restore_hub(cfg, registry, hub, current, target, who, why)
+        replaced = _replaced(cfg, registry, current, target)
+        experiment_id = registry.experiment_id(cfg.experiment_name)
+        run_id = registry.start_run(
+            experiment_id,
+            run_name=f"rollback-v{replaced}-to-v{target}",
+            tags=records.rollback_run_tags(
+                ctx, registry_name=name, replaced=replaced, target=target, actor=who, reason=why, hub=pushed
+            ),
+        )
+        _move(cfg, registry, hub, target, run_id, entry(run_id, replaced, pushed.sha if pushed else None))
+        if target_info.score is not None:
+            registry.log_run(run_id, params={}, metrics={records.METRIC_SCORE: target_info.score}, tags={})
+        registry.end_run(run_id, "FINISHED")
+        log.info("champion of %s is v%s again", name, target)
+        return RollbackResult(
+            from_version=replaced,
+            to_version=target,
+            score=target_info.score,
+            mlflow_run_id=run_id,
+            mlflow_run_url=registry.run_url(experiment_id, run_id),
+            hub=pushed,
+            log_text=buffer.getvalue(),
         )
 
-    # Everything written later must fit MLflow's limits: refuse now, before the Hub or the alias moves.
-    registry.check_history_entry(entry("0" * 32, current, "0" * 40))
-    log.info("rolling back %s from v%s to v%s (by %s: %s)", name, current, target, who, why)
-    pushed = _restore_hub(cfg, registry, hub, current, target, who, why)
-    replaced = _replaced(cfg, registry, current, target)
-    experiment_id = registry.experiment_id(cfg.experiment_name)
-    run_id = registry.start_run(
-        experiment_id,
-        run_name=f"rollback-v{replaced}-to-v{target}",
-        tags=records.rollback_run_tags(
-            ctx, registry_name=name, replaced=replaced, target=target, actor=who, reason=why, hub=pushed
-        ),
-    )
+
+def _move(
+    cfg: GateConfig, registry: Registry, hub: Hub | None, target: str, run_id: str, entry: dict[str, object]
+) -> None:
+    """The alias (and stage) to `target`, recorded in the history; the Hub's main follows."""
     try:
-        registry.set_version_tags(name, target, {records.TAG_OVERRIDE: "rollback"})
-        registry.set_champion(name, target, alias=alias, promotion=cfg.promotion)
-        registry.append_history(name, entry(run_id, replaced, pushed.sha if pushed else None))
+        registry.set_version_tags(cfg.registry_name, target, {records.TAG_OVERRIDE: "rollback"})
+        registry.set_champion(cfg.registry_name, target, alias=cfg.champion_alias, promotion=cfg.promotion)
+        registry.append_history(cfg.registry_name, entry)
     except Exception:
         registry.end_run(run_id, "FAILED")
         raise
@@ -85,19 +93,6 @@ def _rollback(
         main_follows_champion(
             cfg, registry, _HubSync(hub), fallback=target, why="the Hub's main follows the champion alias"
         )
-    if target_info.score is not None:
-        registry.log_run(run_id, params={}, metrics={records.METRIC_SCORE: target_info.score}, tags={})
-    registry.end_run(run_id, "FINISHED")
-    log.info("champion of %s is v%s again", name, target)
-    return RollbackResult(
-        from_version=replaced,
-        to_version=target,
-        score=target_info.score,
-        mlflow_run_id=run_id,
-        mlflow_run_url=registry.run_url(experiment_id, run_id),
-        hub=pushed,
-        log_text="",
-    )
 
 
 def _replaced(cfg: GateConfig, registry: Registry, current: str, target: str) -> str:
