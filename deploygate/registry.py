@@ -468,7 +468,7 @@ class MlflowRegistry:
                           f"{', '.join(weights.values) if weights else 'the weighted metrics'}")
         seed_tag = _float_or_none(champ.tags.get("weighted_score"))
         if seed_tag is not None:
-            return seed_tag, run_metrics, "from its weighted_score tag (set by the seed's deployment script)"
+            return seed_tag, run_metrics, "from its weighted_score tag (set by the E-commerce-Chatbot deployment script)"
         return None, {}, looked
 
     def best_ever_baseline(self, experiment_name: str) -> Baseline | None:

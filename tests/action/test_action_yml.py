@@ -106,14 +106,16 @@ def test_every_output_is_declared_and_written() -> None:
     assert set(shell._empty_outputs("x")) == set(ACTION["outputs"]), "the failure path must write every output"
 
 
-def test_readme_documents_every_input_and_output() -> None:
-    readme = (ROOT / "README.md").read_text()
-    if "| Input |" not in readme:
-        pytest.skip("README has no inputs table yet: paste `python -m deploygate.action inputs-md` into it")
-    assert shell.inputs_markdown() in readme, "README inputs table is stale: regenerate with `python -m deploygate.action inputs-md`"
-    assert shell.outputs_markdown() in readme, "README outputs table is stale: regenerate with `python -m deploygate.action outputs-md`"
+def test_reference_documents_every_input_and_output() -> None:
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    stale = "docs/reference.md is stale: regenerate with `python -m deploygate.docs --write docs/reference.md`"
+    assert shell.inputs_markdown() in reference, stale
+    assert shell.outputs_markdown() in reference, stale
     for name in [*ACTION["inputs"], *ACTION["outputs"]]:
-        assert f"`{name}`" in readme, name
+        assert f"`{name}`" in reference, name
+    readme = (ROOT / "README.md").read_text()
+    for name in ACTION["outputs"]:
+        assert f"`{name}`" in readme, f"README's Action section does not name the output {name}"
 
 
 def test_dockerfile_follows_the_runner_contract() -> None:
