@@ -17,9 +17,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # the CPU index, then everything from PyPI with torch pinned again: pip keeps the CPU build and
 # resolves its dependencies (sympy, networkx, ...) from PyPI, and peft / accelerate never pull CUDA.
 COPY requirements.txt /app/requirements.txt
+# In the same layer, what no code path of the gate loads: torch's C++ headers (for building
+# extensions), its C++ test programs and test libraries, and protoc (~110 MB in all).
 RUN pip install --no-cache-dir --no-deps --index-url "${TORCH_INDEX_URL}" "torch==2.13.0" \
  && pip install --no-cache-dir -r /app/requirements.txt "torch==2.13.0" \
- && python -c "import torch, mlflow, huggingface_hub, safetensors, peft, jinja2, yaml; assert not torch.cuda.is_available()"
+ && site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+ && rm -rf "${site}/torch/include" "${site}"/torch/bin/test_* "${site}"/torch/bin/*StoreTest \
+           "${site}"/torch/bin/protoc* "${site}"/torch/lib/*_test.so \
+ && python -c "import torch, mlflow, huggingface_hub, safetensors, peft, transformers, jinja2, yaml; assert not torch.cuda.is_available()"
 
 # The package is imported from /app (the entrypoint's folder), not installed: no build step.
 COPY deploygate /app/deploygate

@@ -450,7 +450,11 @@ class MlflowRegistry:
                 )
         seed_tag = _float_or_none(champ.tags.get("weighted_score"))
         if seed_tag is not None:
-            return seed_tag, run_metrics, "from its weighted_score tag (set by the seed's deployment script)"
+            return (
+                seed_tag,
+                run_metrics,
+                "from its weighted_score tag (set by the E-commerce-Chatbot deployment script)",
+            )
         return None, {}, looked
 
     def best_ever_baseline(self, experiment_name: str) -> Baseline | None:

@@ -1,6 +1,6 @@
-"""Generated reference text for the README, so the docs cannot drift from the settings table.
+"""Generated reference text for docs/reference.md, so the docs cannot drift from the settings table.
 
-`python -m deploygate.shells.docs` prints the blocks; `--write README.md` replaces them between their
+`python -m deploygate.shells.docs` prints the blocks; `--write docs/reference.md` replaces them between their
 `<!-- name:start -->` / `<!-- name:end -->` markers. tests/unit/test_docs.py fails when they differ.
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,19 +131,16 @@ def test_every_output_is_declared_and_written() -> None:
     )
 
 
-def test_readme_documents_every_input_and_output() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert "| Input |" in readme, (
-        "README has no inputs table: paste `python -m deploygate.shells.action inputs-md` into it"
-    )
-    assert shell.inputs_markdown() in readme, (
-        "README inputs table is stale: regenerate with `python -m deploygate.shells.action inputs-md`"
-    )
-    assert shell.outputs_markdown() in readme, (
-        "README outputs table is stale: regenerate with `python -m deploygate.shells.action outputs-md`"
-    )
+def test_reference_documents_every_input_and_output() -> None:
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    stale = "docs/reference.md is stale: regenerate with `python -m deploygate.shells.docs --write docs/reference.md`"
+    assert shell.inputs_markdown() in reference, stale
+    assert shell.outputs_markdown() in reference, stale
     for name in [*ACTION["inputs"], *ACTION["outputs"]]:
-        assert f"`{name}`" in readme, name
+        assert f"`{name}`" in reference, name
+    readme = (ROOT / "README.md").read_text()
+    for name in ACTION["outputs"]:
+        assert f"`{name}`" in readme, f"README's Action section does not name the output {name}"
 
 
 def test_dockerfile_follows_the_runner_contract() -> None:
@@ -154,3 +152,24 @@ def test_dockerfile_follows_the_runner_contract() -> None:
     assert 'ENTRYPOINT ["python", "/app/entrypoint.py"]' in lines
     assert re.search(r"^FROM python:3\.\d+-slim", "\n".join(lines), re.M)
     assert any(line.startswith("ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu") for line in lines)
+
+
+def test_the_prebuilt_action_is_this_action_on_this_versions_image() -> None:
+    prebuilt = yaml.safe_load((ROOT / "prebuilt" / "action.yml").read_text())
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert prebuilt["runs"] == {
+        "using": "docker",
+        "image": f"docker://ghcr.io/deploygate/deploygate:{version}",
+    }
+    assert {k: v for k, v in prebuilt.items() if k != "runs"} == {
+        k: v for k, v in ACTION.items() if k != "runs"
+    }
+    release = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yml").read_text())
+    steps = release["jobs"]["image"]["steps"]
+    assert any("scripts/prebuilt_action.py --release" in str(s.get("run", "")) for s in steps)
+    assert release["jobs"]["image"]["permissions"] == {
+        "contents": "read",
+        "packages": "write",
+        "id-token": "write",
+        "attestations": "write",
+    }

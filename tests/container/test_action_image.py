@@ -378,3 +378,62 @@ def test_the_image_deploys_on_push_and_only_decides_on_a_pull_request(engine, im
     assert pr.outputs["deployed"] == "false", pr.outputs
     assert "Would not deploy (verdict only)" in pr.summary
     say(request, f"runs that decide: push {push.seconds:.1f} s, pull request {pr.seconds:.1f} s")
+
+
+def test_the_image_merges_a_real_adapter_exactly_as_peft_does(engine, image, tmp_path, request):
+    """The merge path inside the image (whose build cuts what no code path loads): a real peft adapter on a
+    tiny Llama, merged in the container and exported, equals peft's merge_and_unload run here, tensor for
+    tensor."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
+    from tests.modelfactory import make_lora_adapter, make_tiny_llama
+
+    mlflow_server = request.getfixturevalue("mlflow_server")
+    workspace = tmp_path / "workspace"
+    (workspace / "results" / "evaluations").mkdir(parents=True)
+    (workspace / "results" / "evaluations" / "metrics.json").write_text(json.dumps(GOOD))
+    base = make_tiny_llama(workspace / "base", shards=2)
+    make_lora_adapter(base, workspace / "adapter", with_tokenizer=True)
+    (workspace / "results" / "fine_tuned_model_location.json").write_text(
+        json.dumps({"local_path": "../adapter", "model_name": "tiny", "fine_tuned": True})
+    )
+    inputs = {
+        "registry-name": f"container-merge-{uuid.uuid4().hex[:8]}",
+        "base-model": "base",
+        "hf-export-dir": "export",
+    }
+    run = run_action(
+        engine,
+        image,
+        tmp_path,
+        workspace,
+        "push",
+        {"ref": "refs/heads/main"},
+        inputs,
+        {"MLFLOW_TRACKING_URI": mlflow_server.uri},
+    )
+    assert run.rc == 0, run.log[-4000:]
+    assert run.outputs["deployed"] == "true", run.outputs
+    exported = workspace / "export"
+    assert {"config.json", "README.md", "tokenizer.json"} <= {p.name for p in exported.iterdir()}
+    assert list(exported.glob("*.safetensors")), sorted(p.name for p in exported.iterdir())
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    reference = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base, dtype="auto"), str(workspace / "adapter")
+    ).merge_and_unload()
+    expected = dict(reference.state_dict())
+    written: dict[str, Any] = {}
+    for shard in sorted(exported.glob("*.safetensors")):
+        written.update(load_file(shard))
+    assert set(written) == set(expected), sorted(set(written) ^ set(expected))
+    for name, tensor in written.items():
+        assert tensor.dtype == expected[name].dtype and torch.equal(tensor, expected[name]), name
+    say(
+        request,
+        f"a merge and export in the image: {run.seconds:.1f} s ({len(written)} tensors equal to peft's)",
+    )

@@ -4,8 +4,9 @@ Every cell merges a real peft adapter into a tiny random model with deploygate a
 be identical bit for bit (streamed or through the peft fallback) or refused in one line; never different,
 never a crash. A fast subset runs by default: every LoRA configuration on Llama, and on the other
 architectures the cells that showed the failures of issue #10. The whole matrix (16 architectures x 22
-configurations x bf16/fp16/fp32) is marked slow; it also regenerates the tables of docs/merge-support.md and
-fails when the page says something else.
+configurations x bf16/fp16/fp32) is marked slow, one test per architecture; each cell's outcome must be
+the one docs/merge-support.md shows, and the page must show every cell (regenerate it, with its table of
+reasons, by running the module).
 """
 
 from __future__ import annotations
@@ -70,13 +71,17 @@ def test_fast_cells_are_identical_to_peft_or_refused(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("arch", mm.ARCH_NAMES)
 def test_the_whole_matrix_is_identical_to_peft_or_refused_and_documented(
-    tmp_path: Path, documented: dict[tuple[str, str, str], str]
+    tmp_path: Path, documented: dict[tuple[str, str, str], str], arch: str
 ) -> None:
-    cells = mm.run_matrix(tmp_path)
-    assert len(cells) == len(mm.ARCH_NAMES) * len(mm.CASE_NAMES) * len(mm.DTYPES)
+    """One architecture's row of the whole matrix (every configuration x bf16/fp16/fp32): one test per
+    architecture, so that a parallel run spreads them."""
+    cells = mm.run_matrix(tmp_path, [arch])
+    assert len(cells) == len(mm.CASE_NAMES) * len(mm.DTYPES)
     _check(cells, documented)
-    page = DOC.read_text(encoding="utf-8")
-    assert mm.replace_generated(page, mm.render_generated(cells)) == page, (
-        f"docs/merge-support.md is out of date: run {REGENERATE}"
-    )
+
+
+def test_the_page_documents_every_cell_of_the_matrix(documented: dict[tuple[str, str, str], str]) -> None:
+    every = {(case, arch, dtype) for case in mm.CASE_NAMES for arch in mm.ARCH_NAMES for dtype in mm.DTYPES}
+    assert set(documented) == every, f"docs/merge-support.md is out of date: run {REGENERATE}"
