@@ -40,13 +40,6 @@ class Journal(list[tuple[str, ...]]):
     def ops(self, system: str | None = None) -> list[str]:
         return [f"{e[0]}.{e[1]}" for e in self if system is None or e[0] == system]
 
-    def index(self, op: str, *args: Any) -> int:  # type: ignore[override]
-        """Position of the first entry `system.operation`; ValueError when absent."""
-        return self.ops().index(op)
-
-    def writes(self) -> list[str]:
-        return self.ops()
-
 
 class Faults:
     """Operations that raise on their n-th call: {"hub.push": 1} fails the first push."""
