@@ -68,7 +68,7 @@ def test_a_worse_candidate_never_replaces_the_seed_production_model(gate, client
     assert info["baseline_score"] == pytest.approx(0.49)
     assert (
         "Production stage and no 'champion' alias" in info["reason"]
-        and "seed's deployment script" in info["reason"]
+        and "E-commerce-Chatbot deployment script" in info["reason"]
     )
     assert worse.comparison()["historical_best_score"] == pytest.approx(0.49)
     assert stages(client, registry_name) == {"1": "Production"}
@@ -118,7 +118,7 @@ def test_the_production_score_lookup_order(case, gate, client, registry_name):
         "deploygate-tag": (0.47, "deploygate.weighted_score tag"),
         "run-metric": (0.45, "weighted_score metric"),
         "recomputed": (sum(bleu[k] * w for k, w in SEED_WEIGHTS.items()), "recomputed from its run"),
-        "seed-tag": (0.30, "seed's deployment script"),
+        "seed-tag": (0.30, "E-commerce-Chatbot deployment script"),
     }[case]
     res = gate(case, 0.20, "3")
     assert res.code == 0, res.err
