@@ -29,6 +29,6 @@ RUN pip install --no-cache-dir --no-deps --index-url "${TORCH_INDEX_URL}" "torch
 # The package is imported from /app (the entrypoint's folder), not installed: no build step.
 COPY deploygate /app/deploygate
 COPY entrypoint.py /app/entrypoint.py
-RUN python -m compileall -q /app/deploygate && python -c "import sys; sys.path.insert(0, '/app'); import deploygate.action"
+RUN python -m compileall -q /app/deploygate && python -c "import sys; sys.path.insert(0, '/app'); import deploygate.shells.action"
 
 ENTRYPOINT ["python", "/app/entrypoint.py"]

@@ -3,7 +3,7 @@
 import os
 import sys
 
-from deploygate.action import main
+from deploygate.shells.action import main
 
 if __name__ == "__main__":
     sys.exit(main(os.environ))

@@ -20,8 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploygate.decision import Policy, decide
-from deploygate.registry import TAG_SCORE, MlflowRegistry
+from deploygate.adapters.mlflow_registry import MlflowRegistry
+from deploygate.core.decision import Policy, decide
+from deploygate.core.records import TAG_SCORE
 from tests.mlflow_fixtures import start_mlflow_server, stop_mlflow_server
 
 EXPERIMENT = "deploygate"
@@ -39,12 +40,16 @@ def populate(db: Path, runs: int, versions: int) -> None:
     exp_id = store.create_experiment(EXPERIMENT)
     run_ids = []
     for i in range(runs):
-        run = store.create_run(exp_id, user_id="bench", start_time=1_700_000_000_000 + i, tags=[], run_name=f"gate-{i}")
+        run = store.create_run(
+            exp_id, user_id="bench", start_time=1_700_000_000_000 + i, tags=[], run_name=f"gate-{i}"
+        )
         score = 0.2 + (i % 997) / 10_000
-        store.log_batch(run.info.run_id,
-                        metrics=[Metric("weighted_score", score, 0, 0), Metric("bleu4", score, 0, 0)],
-                        params=[Param("min_improvement_threshold", "0.001")],
-                        tags=[RunTag("deploygate.decision", "skip")])
+        store.log_batch(
+            run.info.run_id,
+            metrics=[Metric("weighted_score", score, 0, 0), Metric("bleu4", score, 0, 0)],
+            params=[Param("min_improvement_threshold", "0.001")],
+            tags=[RunTag("deploygate.decision", "skip")],
+        )
         store.update_run_info(run.info.run_id, RunStatus.FINISHED, 1_700_000_000_500 + i, None)
         run_ids.append(run.info.run_id)
     reg = RegistryStore(uri)
@@ -52,9 +57,12 @@ def populate(db: Path, runs: int, versions: int) -> None:
     from mlflow.entities.model_registry import ModelVersionTag
 
     for v in range(versions):
-        mv = reg.create_model_version(MODEL, f"{store.get_run(run_ids[v % runs]).info.artifact_uri}/model",
-                                      run_id=run_ids[v % runs],
-                                      tags=[ModelVersionTag(TAG_SCORE, repr(0.2 + v / 1000))])
+        mv = reg.create_model_version(
+            MODEL,
+            f"{store.get_run(run_ids[v % runs]).info.artifact_uri}/model",
+            run_id=run_ids[v % runs],
+            tags=[ModelVersionTag(TAG_SCORE, repr(0.2 + v / 1000))],
+        )
     reg.set_registered_model_alias(MODEL, "champion", mv.version)
 
 
@@ -91,8 +99,11 @@ def main() -> None:
     ap.add_argument("--small-runs", type=int, default=10)
     ap.add_argument("--versions", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=50)
-    ap.add_argument("--cache", default=None, help="keep the populated stores here and reuse them (populating "
-                                                  "10,000 runs takes minutes)")
+    ap.add_argument(
+        "--cache",
+        default=None,
+        help="keep the populated stores here and reuse them (populating 10,000 runs takes minutes)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.cache) if args.cache else Path(tmp)
@@ -104,16 +115,23 @@ def main() -> None:
                     store.mkdir(parents=True, exist_ok=True)
                     t = time.perf_counter()
                     populate(store / "mlflow.db", runs, args.versions)
-                    print(f"populated {runs} runs + {args.versions} versions in {time.perf_counter() - t:.1f} s", flush=True)
+                    print(
+                        f"populated {runs} runs + {args.versions} versions in {time.perf_counter() - t:.1f} s",
+                        flush=True,
+                    )
                 servers[runs] = start_mlflow_server(store)
             results = time_interleaved({n: s.uri for n, s in servers.items()}, args.repeat)
         finally:
             for server in servers.values():
                 stop_mlflow_server(server)
     small, big = results[args.small_runs], results[args.runs]
-    print(f"\n{'baseline':<10} {args.small_runs:>8} runs {args.runs:>8} runs   ratio  (median of {args.repeat}, interleaved)")
+    print(
+        f"\n{'baseline':<10} {args.small_runs:>8} runs {args.runs:>8} runs   ratio  (median of {args.repeat}, interleaved)"
+    )
     for key in ("champion", "best-ever"):
-        print(f"{key:<10} {small[key] * 1000:>8.2f} ms {big[key] * 1000:>8.2f} ms   {big[key] / small[key]:.2f}")
+        print(
+            f"{key:<10} {small[key] * 1000:>8.2f} ms {big[key] * 1000:>8.2f} ms   {big[key] / small[key]:.2f}"
+        )
 
 
 if __name__ == "__main__":

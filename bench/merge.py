@@ -136,11 +136,11 @@ def child(method: str, base: str, adapter: str, out: str) -> None:
     if method == "streaming":
         # What the Hub stage calls: the checks before (transformers and peft on the meta device) and
         # after (the written tensors) included; fallback="error" makes sure it did stream.
-        from deploygate.merge import merge
+        from deploygate.adapters.lora_merge import merge
 
         report = merge(base, adapter, out, fallback="error")
     else:
-        from deploygate.merge import merge_with_peft
+        from deploygate.adapters.lora_merge import merge_with_peft
 
         report = merge_with_peft(base, adapter, out)
     print(json.dumps({"seconds": time.perf_counter() - start, "merged": report.tensors_merged}))

@@ -25,13 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploygate.evaluation import (
+from deploygate.core.evaluation import (
     DEFAULT_BLEU_WEIGHTS,
     compute_stats,
     metrics_from_stats,
     paired_bootstrap,
 )
-from deploygate.metrics import DEFAULT_WEIGHTS
+from deploygate.core.metrics import DEFAULT_WEIGHTS
 
 _VOCABULARY_TEXT = (
     "the a an model answer question data training evaluation is are was were be being been of to in for "
@@ -92,7 +92,9 @@ def seed_way(predictions: list[str], references: list[str]) -> dict[str, float]:
         for name, weight in DEFAULT_BLEU_WEIGHTS.items():
             out[name] = float(corpus_bleu(refs, hyps, weights=weight))
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    precisions = [scorer.score(r, p)["rougeL"].precision for p, r in zip(predictions, references, strict=True)]
+    precisions = [
+        scorer.score(r, p)["rougeL"].precision for p, r in zip(predictions, references, strict=True)
+    ]
     out["rougeL_precision"] = math.fsum(precisions) / len(precisions)
     return out
 
@@ -122,11 +124,13 @@ def main() -> int:
     champ_preds, _ = make_pairs(args.examples, seed=1, keep=0.70)
     rng = random.Random(2)
     champ_preds = [perturb(rng, r, 0.70) for r in refs]
-    print(f"{args.examples} example pairs, {sum(len(r.split()) for r in refs) / len(refs):.1f} reference "
-          f"tokens on average")
+    print(
+        f"{args.examples} example pairs, {sum(len(r.split()) for r in refs) / len(refs):.1f} reference "
+        f"tokens on average"
+    )
 
     # 1. metrics
-    from deploygate import evaluation
+    from deploygate.core import evaluation
 
     evaluation.porter_stem.cache_clear()  # a cold stem cache: as in a fresh gate run
     ours_s, ours = timed(lambda: metrics_from_stats(compute_stats(zip(cand_preds, refs, strict=True))))
@@ -141,21 +145,37 @@ def main() -> int:
     print(f"  ratio ours / seed way                          {ours_s / ref_s:8.3f}   (target <= 0.5)")
 
     # 2. paired bootstrap
-    stats_s, (cand_stats, champ_stats) = timed(lambda: (
-        compute_stats(zip(cand_preds, refs, strict=True)), compute_stats(zip(champ_preds, refs, strict=True))))
+    stats_s, (cand_stats, champ_stats) = timed(
+        lambda: (
+            compute_stats(zip(cand_preds, refs, strict=True)),
+            compute_stats(zip(champ_preds, refs, strict=True)),
+        )
+    )
     fresh = (dataclasses.replace(cand_stats), dataclasses.replace(champ_stats))  # no cached arrays yet
-    cold_s, _ = timed(lambda: paired_bootstrap(*fresh, DEFAULT_WEIGHTS, threshold=0.001,
-                                               resamples=args.resamples, seed=12345))
-    boot_s, result = timed(lambda: paired_bootstrap(cand_stats, champ_stats, DEFAULT_WEIGHTS, threshold=0.001,
-                                                    resamples=args.resamples, seed=12345), repeat=5)
+    cold_s, _ = timed(
+        lambda: paired_bootstrap(
+            *fresh, DEFAULT_WEIGHTS, threshold=0.001, resamples=args.resamples, seed=12345
+        )
+    )
+    boot_s, result = timed(
+        lambda: paired_bootstrap(
+            cand_stats, champ_stats, DEFAULT_WEIGHTS, threshold=0.001, resamples=args.resamples, seed=12345
+        ),
+        repeat=5,
+    )
 
     import numpy as np
     from sacrebleu.metrics.bleu import BLEU
     from sacrebleu.significance import PairedTest
 
     def sacre_end_to_end():  # type: ignore[no-untyped-def]
-        test = PairedTest([("champion", champ_preds), ("candidate", cand_preds)], {"BLEU": BLEU()}, [refs],
-                          test_type="bs", n_samples=args.resamples)
+        test = PairedTest(
+            [("champion", champ_preds), ("candidate", cand_preds)],
+            {"BLEU": BLEU()},
+            [refs],
+            test_type="bs",
+            n_samples=args.resamples,
+        )
         return test()
 
     import os
@@ -177,15 +197,21 @@ def main() -> int:
     sacre_resample_s, _ = timed(sacre_resampling)
     ours_total_s = stats_s + boot_s
     print(f"\n== paired bootstrap, {args.resamples} resamples, {args.examples} examples ==")
-    print(f"  ours: weighted score (bleu1..4 + rougeL_precision), observed diff {result.observed_difference:+.5f}, "
-          f"{result.confidence:.0%} lower bound {result.lower_bound:+.5f}, p = {result.p_value:.4f}, "
-          f"significant over 0.001: {result.significant}")
+    print(
+        f"  ours: weighted score (bleu1..4 + rougeL_precision), observed diff {result.observed_difference:+.5f}, "
+        f"{result.confidence:.0%} lower bound {result.lower_bound:+.5f}, p = {result.p_value:.4f}, "
+        f"significant over 0.001: {result.significant}"
+    )
     print(f"  sacrebleu: BLEU only, candidate {sacre_scores['BLEU'][1]}")
-    print(f"  resampling only (statistics already computed): ours {boot_s:.3f} s   "
-          f"sacrebleu {sacre_resample_s:.3f} s   ratio {boot_s / sacre_resample_s:.3f}   (target: ours < 0.2 s)")
+    print(
+        f"  resampling only (statistics already computed): ours {boot_s:.3f} s   "
+        f"sacrebleu {sacre_resample_s:.3f} s   ratio {boot_s / sacre_resample_s:.3f}   (target: ours < 0.2 s)"
+    )
     print(f"  ours, first call on fresh statistics (includes building the numpy arrays): {cold_s:.3f} s")
-    print(f"  end to end (statistics of both systems + resampling): ours {ours_total_s:.3f} s   "
-          f"sacrebleu PairedTest {sacre_total_s:.3f} s   ratio {ours_total_s / sacre_total_s:.3f}")
+    print(
+        f"  end to end (statistics of both systems + resampling): ours {ours_total_s:.3f} s   "
+        f"sacrebleu PairedTest {sacre_total_s:.3f} s   ratio {ours_total_s / sacre_total_s:.3f}"
+    )
     ok = worst <= 1e-12 and ours_s / ref_s <= 0.5 and boot_s < 0.2
     print("  (best of 5 warm runs for ours; one run for each reference; machine load shared with other work)")
     print(f"\n{'all targets met' if ok else 'TARGET MISSED'}")

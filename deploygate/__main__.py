@@ -1,5 +1,5 @@
 """`python -m deploygate ...` is the `deploygate` command."""
 
-from deploygate.cli import entrypoint
+from deploygate.shells.cli import entrypoint
 
 entrypoint()

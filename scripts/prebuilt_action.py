@@ -52,16 +52,25 @@ def main(argv: list[str]) -> int:
         return 0
     if argv == ["--check"]:
         if not PREBUILT.exists() or PREBUILT.read_text() != render():
-            print("prebuilt/action.yml is out of date: run python scripts/prebuilt_action.py --write", file=sys.stderr)
+            print(
+                "prebuilt/action.yml is out of date: run python scripts/prebuilt_action.py --write",
+                file=sys.stderr,
+            )
             return 1
         return 0
     if len(argv) == 3 and argv[0] == "--release":
         tag, repository = argv[1], argv[2]
         if tag != f"v{version()}":
-            print(f"tag {tag} is not v + pyproject.toml's version {version()}: bump the version first", file=sys.stderr)
+            print(
+                f"tag {tag} is not v + pyproject.toml's version {version()}: bump the version first",
+                file=sys.stderr,
+            )
             return 1
         if f"image: docker://{image(repository)}\n" not in PREBUILT.read_text():
-            print(f"prebuilt/action.yml does not name {image(repository)}: regenerate it for this repository", file=sys.stderr)
+            print(
+                f"prebuilt/action.yml does not name {image(repository)}: regenerate it for this repository",
+                file=sys.stderr,
+            )
             return 1
         print(f"image={image(repository)}")
         print(f"name={image(repository).rsplit(':', 1)[0]}")

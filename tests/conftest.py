@@ -12,8 +12,16 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-for _var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "HF_TOKEN",
-             "HUGGINGFACE_HUB_TOKEN", "DAGSHUB_USERNAME", "DAGSHUB_USER_TOKEN", "DAGSHUB_TOKEN"):
+for _var in (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "HF_TOKEN",
+    "HUGGINGFACE_HUB_TOKEN",
+    "DAGSHUB_USERNAME",
+    "DAGSHUB_USER_TOKEN",
+    "DAGSHUB_TOKEN",
+):
     os.environ.pop(_var, None)  # a developer's own credentials must never leak into a test run
 
 from tests.hub_fixtures import hub_repo_id, hub_server  # noqa: E402,F401

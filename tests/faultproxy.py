@@ -30,7 +30,15 @@ from urllib.parse import urlsplit
 
 from tests.hub_server import read_request_body
 
-_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+}
 
 
 @dataclass
@@ -141,7 +149,9 @@ class FaultProxy:
             self._state.rules.append(rule)
         return rule
 
-    def fail(self, method: str, path_regex: str, status: int = 503, *, after: int = 0, times: int = 1) -> Rule:
+    def fail(
+        self, method: str, path_regex: str, status: int = 503, *, after: int = 0, times: int = 1
+    ) -> Rule:
         return self._add(method, path_regex, "status", status=status, after=after, times=times)
 
     def drop(self, method: str, path_regex: str, *, after: int = 0, times: int = 1) -> Rule:
@@ -157,12 +167,21 @@ class FaultProxy:
         """Answer the matching request normally, then go down (refuse everything until `up()`)."""
         return self._add(method, path_regex, "down-after", after=after, times=1)
 
-    def on(self, method: str, path_regex: str, *, before: Callable[[], None] | None = None,
-           after_answer: Callable[[], None] | None = None, after: int = 0, times: int = 1) -> Rule:
+    def on(
+        self,
+        method: str,
+        path_regex: str,
+        *,
+        before: Callable[[], None] | None = None,
+        after_answer: Callable[[], None] | None = None,
+        after: int = 0,
+        times: int = 1,
+    ) -> Rule:
         """Run a callback when a matching request arrives (`before` forwarding it) or was answered
         (`after_answer`): e.g. SIGKILL the client at that exact step. Not counted as a fault."""
-        return self._add(method, path_regex, "call", before=before, after_answer=after_answer, after=after,
-                         times=times)
+        return self._add(
+            method, path_regex, "call", before=before, after_answer=after_answer, after=after, times=times
+        )
 
     def disarm(self) -> None:
         """Drop every rule; keep the request log."""
@@ -242,8 +261,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _abort(self) -> None:
         self.close_connection = True
-        with contextlib.suppress(OSError):  # RST rather than FIN: a connection reset, as from a crashed server
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        with contextlib.suppress(
+            OSError
+        ):  # RST rather than FIN: a connection reset, as from a crashed server
+            self.connection.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
 
     def _handle(self) -> None:
         path = urlsplit(self.path).path
@@ -292,11 +315,17 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
             headers["Content-Length"] = str(len(body))
             headers["Host"] = f"{self.proxy.upstream_host}:{self.proxy.upstream_port}"
-            conn.request(self.command, self.path, body=body if body or self.command in ("POST", "PUT", "PATCH")
-                         else None, headers=headers)
+            conn.request(
+                self.command,
+                self.path,
+                body=body if body or self.command in ("POST", "PUT", "PATCH") else None,
+                headers=headers,
+            )
             response = conn.getresponse()
             data = response.read()
-            drop = _HOP_BY_HOP if self.command == "HEAD" else _HOP_BY_HOP | {"content-length"}  # HEAD: keep the size
+            drop = (
+                _HOP_BY_HOP if self.command == "HEAD" else _HOP_BY_HOP | {"content-length"}
+            )  # HEAD: keep the size
             out = [(k, v) for k, v in response.getheaders() if k.lower() not in drop]
             return response.status, out, data
         finally:

@@ -12,18 +12,26 @@ from typing import Any
 
 import pytest
 
-from deploygate.cli import main
+from deploygate.shells.cli import main
 
 SEED_METRICS = {
-    "bleu1": 0.412, "bleu2": 0.281, "bleu3": 0.198, "bleu4": 0.141,
-    "rouge1_precision": 0.52, "rougeL_precision": 0.452, "rougeL_recall": 0.41, "rougeL_fmeasure": 0.43,
+    "bleu1": 0.412,
+    "bleu2": 0.281,
+    "bleu3": 0.198,
+    "bleu4": 0.141,
+    "rouge1_precision": 0.52,
+    "rougeL_precision": 0.452,
+    "rougeL_recall": 0.41,
+    "rougeL_fmeasure": 0.43,
 }
 
 
 def metrics_scaled(delta: float) -> dict[str, float]:
     """The seed metrics with every weighted metric moved by `delta` (weighted score moves by delta)."""
-    return {k: (v + delta if k in ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL_precision") else v)
-            for k, v in SEED_METRICS.items()}
+    return {
+        k: (v + delta if k in ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL_precision") else v)
+        for k, v in SEED_METRICS.items()
+    }
 
 
 @dataclass
@@ -87,12 +95,18 @@ def run_gate(
     loc_path = write_json(folder / "location.json", location)
     out_dir = folder / "out"
     argv = [
-        "--evaluation-results", str(metrics_path),
-        "--model-artifact-path", str(loc_path),
-        "--output-dir", str(out_dir),
-        "--mlflow-tracking-uri", uri,
-        "--registry-name", registry,
-        "--experiment-name", experiment,
+        "--evaluation-results",
+        str(metrics_path),
+        "--model-artifact-path",
+        str(loc_path),
+        "--output-dir",
+        str(out_dir),
+        "--mlflow-tracking-uri",
+        uri,
+        "--registry-name",
+        registry,
+        "--experiment-name",
+        experiment,
         *([] if hub else ["--skip-hf-push"]),
         *(extra or []),
     ]

@@ -34,9 +34,38 @@ import yaml
 
 # What the real Hub's default .gitattributes marks as LFS (abridged): these always go through LFS.
 LFS_SUFFIXES = (
-    ".7z", ".arrow", ".bin", ".bz2", ".ckpt", ".ftz", ".gz", ".h5", ".joblib", ".mlmodel", ".model",
-    ".msgpack", ".npy", ".npz", ".onnx", ".ot", ".parquet", ".pb", ".pickle", ".pkl", ".pt", ".pth",
-    ".rar", ".safetensors", ".tar", ".tflite", ".tgz", ".wasm", ".xz", ".zip", ".zst", ".gguf",
+    ".7z",
+    ".arrow",
+    ".bin",
+    ".bz2",
+    ".ckpt",
+    ".ftz",
+    ".gz",
+    ".h5",
+    ".joblib",
+    ".mlmodel",
+    ".model",
+    ".msgpack",
+    ".npy",
+    ".npz",
+    ".onnx",
+    ".ot",
+    ".parquet",
+    ".pb",
+    ".pickle",
+    ".pkl",
+    ".pt",
+    ".pth",
+    ".rar",
+    ".safetensors",
+    ".tar",
+    ".tflite",
+    ".tgz",
+    ".wasm",
+    ".xz",
+    ".zip",
+    ".zst",
+    ".gguf",
 )
 GITATTRIBUTES = "".join(f"*{s} filter=lfs diff=lfs merge=lfs -text\n" for s in LFS_SUFFIXES).encode()
 REGULAR_MAX_BYTES = 10 * 1024 * 1024  # the real Hub sends anything bigger than 10 MB to LFS
@@ -102,7 +131,9 @@ class Repo:
             sha = revision
         return self.commits.get(sha) if sha else None
 
-    def add_commit(self, parent: str | None, files: dict[str, Blob], title: str, message: str, author: str) -> Commit:
+    def add_commit(
+        self, parent: str | None, files: dict[str, Blob], title: str, message: str, author: str
+    ) -> Commit:
         listing = json.dumps({p: b.oid for p, b in sorted(files.items())})
         raw = f"tree {hashlib.sha1(listing.encode()).hexdigest()}\nparent {parent}\nauthor {author} {time.time_ns()}\n\n{title}\n{message}"
         commit = Commit(
@@ -146,8 +177,14 @@ class _Fault:
 class HubProblem(Exception):
     """An error answer: status, X-Error-Code and a JSON body {"error": message}."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, extra: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -173,13 +210,22 @@ class HubServer:
     an unknown token gets 401 everywhere; a read token gets 403 on writes.
     """
 
-    def __init__(self, *, user: str = "dg-user", orgs: tuple[str, ...] = ("dg-org",),
-                 tokens: dict[str, str] | None = None, regular_max_bytes: int = REGULAR_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        user: str = "dg-user",
+        orgs: tuple[str, ...] = ("dg-org",),
+        tokens: dict[str, str] | None = None,
+        regular_max_bytes: int = REGULAR_MAX_BYTES,
+    ) -> None:
         self.user = user
         self.orgs = orgs
         self.token = "hf_write_" + secrets.token_hex(8)
         self.readonly_token = "hf_read_" + secrets.token_hex(8)
-        self.tokens: dict[str, _Token] = {self.token: _Token(user, "write"), self.readonly_token: _Token(user, "read")}
+        self.tokens: dict[str, _Token] = {
+            self.token: _Token(user, "write"),
+            self.readonly_token: _Token(user, "read"),
+        }
         for tok, role in (tokens or {}).items():
             self.tokens[tok] = _Token(user, role)
         self.regular_max_bytes = regular_max_bytes
@@ -230,10 +276,20 @@ class HubServer:
         """A repo id that no other test uses, in the user's namespace."""
         return f"{self.user}/{prefix}-{uuid.uuid4().hex[:12]}"
 
-    def fail_next(self, method: str, path_regex: str, status: int = 500, times: int = 1, *,
-                  body: Any = None, headers: dict[str, str] | None = None) -> None:
+    def fail_next(
+        self,
+        method: str,
+        path_regex: str,
+        status: int = 500,
+        times: int = 1,
+        *,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Answer the next `times` requests matching method + path (regex `search`) with `status`."""
-        self._add_fault(_Fault(method.upper(), re.compile(path_regex), times, "status", status, body, headers))
+        self._add_fault(
+            _Fault(method.upper(), re.compile(path_regex), times, "status", status, body, headers)
+        )
 
     def drop_next(self, method: str, path_regex: str, times: int = 1) -> None:
         """Close the connection without any response (the client sees a protocol/connection error)."""
@@ -329,7 +385,9 @@ class _Handler(BaseHTTPRequestHandler):
                     self.close_connection = True
                     return
                 status = fault.status
-                payload = fault.body if fault.body is not None else {"error": f"Injected {fault.status} error"}
+                payload = (
+                    fault.body if fault.body is not None else {"error": f"Injected {fault.status} error"}
+                )
                 self._send_json(status, payload, headers=fault.headers)
                 return
             try:
@@ -344,11 +402,19 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(err.status, {"error": err.message, **err.extra}, headers=headers)
         finally:
             with self.hub._lock:
-                self.hub.requests.append(RequestRecord(self.command, split.path, split.query, status, auth_kind,
-                                                       len(body), fault is not None))
+                self.hub.requests.append(
+                    RequestRecord(
+                        self.command, split.path, split.query, status, auth_kind, len(body), fault is not None
+                    )
+                )
 
-    def _send(self, status: int, data: bytes, headers: dict[str, str] | None = None,
-              content_type: str = "application/json") -> int:
+    def _send(
+        self,
+        status: int,
+        data: bytes,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> int:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("X-Request-Id", uuid.uuid4().hex)
@@ -388,12 +454,14 @@ class _Handler(BaseHTTPRequestHandler):
         if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
             # the revision segment is quoted by the client: split on the raw path first
             raw = path.strip("/").split("/")
-            return self._resolve(f"{parts[0]}/{parts[1]}", unquote(raw[3]), "/".join(unquote(p) for p in raw[4:]),
-                                 token)
+            return self._resolve(
+                f"{parts[0]}/{parts[1]}", unquote(raw[3]), "/".join(unquote(p) for p in raw[4:]), token
+            )
         raise HubProblem(404, f"Not found: {method} {path}")
 
-    def _repo_api(self, repo_id: str, rest: list[str], query: dict[str, list[str]], body: bytes,
-                  token: _Token | None) -> int:
+    def _repo_api(
+        self, repo_id: str, rest: list[str], query: dict[str, list[str]], body: bytes, token: _Token | None
+    ) -> int:
         method = self.command
         action = rest[0] if rest else ""
         arg = rest[1] if len(rest) > 1 else None
@@ -438,8 +506,12 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubProblem(401, "You must be authenticated to write to a repository")
         repo = self._readable(repo_id, token)
         if token.role != "write" or not self._owns(repo_id, token):
-            raise HubProblem(403, f"You don't have the rights to write to {repo_id}: your token is {token.role}-only"
-                           if token.role != "write" else f"You don't have the rights to write to {repo_id}")
+            raise HubProblem(
+                403,
+                f"You don't have the rights to write to {repo_id}: your token is {token.role}-only"
+                if token.role != "write"
+                else f"You don't have the rights to write to {repo_id}",
+            )
         return repo
 
     # endpoints
@@ -448,13 +520,25 @@ class _Handler(BaseHTTPRequestHandler):
         if token is None:
             raise HubProblem(401, "Invalid credentials in Authorization header")
         orgs = [{"type": "org", "name": o, "fullname": o, "roleInOrg": "admin"} for o in self.hub.orgs]
-        return self._send_json(200, {
-            "type": "user", "id": hashlib.sha1(token.user.encode()).hexdigest()[:24], "name": token.user,
-            "fullname": token.user, "email": f"{token.user}@example.invalid", "emailVerified": True,
-            "canPay": False, "isPro": False, "periodEnd": None, "orgs": orgs,
-            "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": token.role,
-                                                             "createdAt": _now()}},
-        })
+        return self._send_json(
+            200,
+            {
+                "type": "user",
+                "id": hashlib.sha1(token.user.encode()).hexdigest()[:24],
+                "name": token.user,
+                "fullname": token.user,
+                "email": f"{token.user}@example.invalid",
+                "emailVerified": True,
+                "canPay": False,
+                "isPro": False,
+                "periodEnd": None,
+                "orgs": orgs,
+                "auth": {
+                    "type": "access_token",
+                    "accessToken": {"displayName": "test", "role": token.role, "createdAt": _now()},
+                },
+            },
+        )
 
     def _create_repo(self, data: dict[str, Any], token: _Token | None) -> int:
         if token is None:
@@ -466,7 +550,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubProblem(400, f"Invalid repo name: {namespace}/{name}")
         repo_id = f"{namespace}/{name}"
         if token.role != "write" or namespace not in (token.user, *self.hub.orgs):
-            raise HubProblem(403, f"You don't have the rights to create a model under the namespace \"{namespace}\"")
+            raise HubProblem(
+                403, f'You don\'t have the rights to create a model under the namespace "{namespace}"'
+            )
         url = f"{self.hub.url}/{repo_id}"
         with self.hub._lock:
             if repo_id in self.hub.repos:
@@ -501,7 +587,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send_json(400, {"error": message, "errors": [{"message": message}]})
         return self._send_json(200, {"errors": [], "warnings": []})
 
-    def _model_info(self, repo_id: str, revision: str, query: dict[str, list[str]], token: _Token | None) -> int:
+    def _model_info(
+        self, repo_id: str, revision: str, query: dict[str, list[str]], token: _Token | None
+    ) -> int:
         with self.hub._lock:
             repo = self._readable(repo_id, token)
             commit = self._commit_at(repo, revision)
@@ -512,17 +600,36 @@ class _Handler(BaseHTTPRequestHandler):
             if query.get("blobs", ["false"])[0].lower() == "true":
                 sibling.update(size=blob.size, blobId=blob.oid)
                 if blob.lfs_sha256:
-                    sibling["lfs"] = {"size": blob.size, "sha256": blob.lfs_sha256, "pointerSize": blob.pointer_size}
+                    sibling["lfs"] = {
+                        "size": blob.size,
+                        "sha256": blob.lfs_sha256,
+                        "pointerSize": blob.pointer_size,
+                    }
             siblings.append(sibling)
         tags = list(card.get("tags") or []) if isinstance(card.get("tags"), list) else []
-        return self._send_json(200, {
-            "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24], "id": repo_id, "modelId": repo_id,
-            "author": repo_id.split("/")[0], "sha": commit.sha, "lastModified": commit.date,
-            "createdAt": repo.created_at, "private": repo.private, "disabled": False, "gated": False,
-            "downloads": 0, "likes": 0, "tags": tags, "pipeline_tag": card.get("pipeline_tag"),
-            "library_name": card.get("library_name"), "cardData": card or None, "siblings": siblings,
-            "spaces": [],
-        })
+        return self._send_json(
+            200,
+            {
+                "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24],
+                "id": repo_id,
+                "modelId": repo_id,
+                "author": repo_id.split("/")[0],
+                "sha": commit.sha,
+                "lastModified": commit.date,
+                "createdAt": repo.created_at,
+                "private": repo.private,
+                "disabled": False,
+                "gated": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": tags,
+                "pipeline_tag": card.get("pipeline_tag"),
+                "library_name": card.get("library_name"),
+                "cardData": card or None,
+                "siblings": siblings,
+                "spaces": [],
+            },
+        )
 
     def _commit_at(self, repo: Repo, revision: str) -> Commit:
         commit = repo.resolve(revision)
@@ -530,38 +637,60 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubProblem(404, f"Invalid rev id: {revision}", "RevisionNotFound")
         return commit
 
-    def _tree(self, repo_id: str, revision: str, path: str, query: dict[str, list[str]],
-              token: _Token | None) -> int:
+    def _tree(
+        self, repo_id: str, revision: str, path: str, query: dict[str, list[str]], token: _Token | None
+    ) -> int:
         recursive = query.get("recursive", ["false"])[0].lower() == "true"
         with self.hub._lock:
             repo = self._readable(repo_id, token)
             commit = self._commit_at(repo, revision)
         prefix = path.strip("/") + "/" if path.strip("/") else ""
         if prefix and not any(p.startswith(prefix) for p in commit.files):
-            raise HubProblem(404, f"{path} does not exist on \"{revision}\"", "EntryNotFound")
+            raise HubProblem(404, f'{path} does not exist on "{revision}"', "EntryNotFound")
         entries: dict[str, dict[str, Any]] = {}
         for file_path, blob in sorted(commit.files.items()):
             if not file_path.startswith(prefix):
                 continue
-            rel = file_path[len(prefix):].split("/")
+            rel = file_path[len(prefix) :].split("/")
             for depth in range(1, len(rel)):  # folders on the way
                 if not recursive and depth > 1:
                     break
                 folder = prefix + "/".join(rel[:depth])
-                entries.setdefault(folder, {"type": "directory", "oid": hashlib.sha1(folder.encode()).hexdigest(),
-                                            "size": 0, "path": folder})
+                entries.setdefault(
+                    folder,
+                    {
+                        "type": "directory",
+                        "oid": hashlib.sha1(folder.encode()).hexdigest(),
+                        "size": 0,
+                        "path": folder,
+                    },
+                )
             if recursive or len(rel) == 1:
-                entry: dict[str, Any] = {"type": "file", "oid": blob.oid, "size": blob.size, "path": file_path}
+                entry: dict[str, Any] = {
+                    "type": "file",
+                    "oid": blob.oid,
+                    "size": blob.size,
+                    "path": file_path,
+                }
                 if blob.lfs_sha256:
-                    entry["lfs"] = {"oid": blob.lfs_sha256, "size": blob.size, "pointerSize": blob.pointer_size}
+                    entry["lfs"] = {
+                        "oid": blob.lfs_sha256,
+                        "size": blob.size,
+                        "pointerSize": blob.pointer_size,
+                    }
                 entries[file_path] = entry
         return self._send_json(200, [entries[k] for k in sorted(entries)])
 
     def _refs(self, repo_id: str, query: dict[str, list[str]], token: _Token | None) -> int:
         with self.hub._lock:
             repo = self._readable(repo_id, token)
-            branches = [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": s} for n, s in sorted(repo.branches.items())]
-            tags = [{"name": n, "ref": f"refs/tags/{n}", "targetCommit": s} for n, s in sorted(repo.tags.items())]
+            branches = [
+                {"name": n, "ref": f"refs/heads/{n}", "targetCommit": s}
+                for n, s in sorted(repo.branches.items())
+            ]
+            tags = [
+                {"name": n, "ref": f"refs/tags/{n}", "targetCommit": s} for n, s in sorted(repo.tags.items())
+            ]
         payload: dict[str, Any] = {"branches": branches, "converts": [], "tags": tags}
         if query.get("include_prs"):
             payload["pullRequests"] = []
@@ -573,8 +702,15 @@ class _Handler(BaseHTTPRequestHandler):
             commit: Commit | None = self._commit_at(repo, revision)
             out = []
             while commit is not None:
-                out.append({"id": commit.sha, "title": commit.title, "message": commit.message,
-                            "authors": [{"user": commit.author}], "date": commit.date})
+                out.append(
+                    {
+                        "id": commit.sha,
+                        "title": commit.title,
+                        "message": commit.message,
+                        "authors": [{"user": commit.author}],
+                        "date": commit.date,
+                    }
+                )
                 commit = repo.commits.get(commit.parent) if commit.parent else None
         return self._send_json(200, out)
 
@@ -599,7 +735,9 @@ class _Handler(BaseHTTPRequestHandler):
             oid = None
             if existing is not None:
                 oid = existing.lfs_sha256 if existing.lfs_sha256 else existing.oid
-            files.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
+            files.append(
+                {"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid}
+            )
         return self._send_json(200, {"files": files, "commitOid": commit.sha})
 
     def _lfs_batch(self, repo_id: str, data: dict[str, Any], token: _Token | None) -> int:
@@ -619,8 +757,11 @@ class _Handler(BaseHTTPRequestHandler):
                         "verify": {"href": f"{self.hub.url}/__lfs/verify/{repo_id}", "header": {}},
                     }
                 objects.append(entry)
-        return self._send(200, json.dumps({"transfer": "basic", "objects": objects}).encode(),
-                          content_type="application/vnd.git-lfs+json")
+        return self._send(
+            200,
+            json.dumps({"transfer": "basic", "objects": objects}).encode(),
+            content_type="application/vnd.git-lfs+json",
+        )
 
     def _lfs_endpoint(self, parts: list[str], body: bytes) -> int:
         if parts[0] == "upload" and len(parts) == 2 and self.command == "PUT":
@@ -637,7 +778,9 @@ class _Handler(BaseHTTPRequestHandler):
                 repo = self.hub.repos.get(repo_id)
                 if repo is not None:
                     repo.lfs[oid] = body
-            return self._send(200, b"", headers={"ETag": f'"{hashlib.md5(body).hexdigest()}"'}, content_type="text/plain")
+            return self._send(
+                200, b"", headers={"ETag": f'"{hashlib.md5(body).hexdigest()}"'}, content_type="text/plain"
+            )
         if parts[0] == "verify" and len(parts) == 3 and self.command == "POST":
             data = _json(body)
             with self.hub._lock:
@@ -648,8 +791,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_json(200, {"success": True})
         raise HubProblem(404, "Not found")
 
-    def _commit(self, repo_id: str, revision: str, body: bytes, query: dict[str, list[str]],
-                token: _Token | None) -> int:
+    def _commit(
+        self, repo_id: str, revision: str, body: bytes, query: dict[str, list[str]], token: _Token | None
+    ) -> int:
         if query.get("create_pr"):
             raise HubProblem(400, "This test server does not support pull requests")
         try:
@@ -666,7 +810,10 @@ class _Handler(BaseHTTPRequestHandler):
             head = repo.commits[repo.branches[revision]]
             parent = header.get("parentCommit")
             if parent and parent != head.sha:
-                raise HubProblem(412, f"A commit has happened since. Please refresh and try again. ({parent} is not {head.sha})")
+                raise HubProblem(
+                    412,
+                    f"A commit has happened since. Please refresh and try again. ({parent} is not {head.sha})",
+                )
             files = dict(head.files)
             for line in lines[1:]:
                 key, value = line.get("key"), line.get("value", {})
@@ -675,15 +822,21 @@ class _Handler(BaseHTTPRequestHandler):
                     raise HubProblem(400, f"Invalid path: {path!r}")
                 if key == "file":
                     try:
-                        content = base64.b64decode(value["content"], validate=True) if value.get("encoding") == "base64" \
+                        content = (
+                            base64.b64decode(value["content"], validate=True)
+                            if value.get("encoding") == "base64"
                             else str(value["content"]).encode()
+                        )
                     except (binascii.Error, KeyError) as exc:
                         raise HubProblem(400, f"Invalid content for {path}") from exc
                     files[path] = Blob(size=len(content), oid=git_blob_sha1(content), content=content)
                 elif key == "lfsFile":
                     oid = value.get("oid")
                     if oid not in repo.lfs:
-                        raise HubProblem(422, f"Your push was rejected because an LFS pointer pointed to a file that does not exist: {path}")
+                        raise HubProblem(
+                            422,
+                            f"Your push was rejected because an LFS pointer pointed to a file that does not exist: {path}",
+                        )
                     size = len(repo.lfs[oid])
                     pointer = LFS_POINTER.format(oid=oid, size=size).encode()
                     files[path] = Blob(size=size, oid=git_blob_sha1(pointer), lfs_sha256=oid)
@@ -695,18 +848,32 @@ class _Handler(BaseHTTPRequestHandler):
                     prefix = path.rstrip("/") + "/"
                     doomed = [p for p in files if p.startswith(prefix)]
                     if not doomed:
-                        raise HubProblem(404, f"A folder with this name doesn't exist: {path}", "EntryNotFound")
+                        raise HubProblem(
+                            404, f"A folder with this name doesn't exist: {path}", "EntryNotFound"
+                        )
                     for p in doomed:
                         del files[p]
                 else:
                     raise HubProblem(400, f"Unknown commit operation: {key!r}")
             if len(lines) == 1:
                 raise HubProblem(400, "No files have been modified since last commit")
-            commit = repo.add_commit(head.sha, files, header.get("summary") or "Update", header.get("description") or "",
-                                     token.user if token else "anonymous")
+            commit = repo.add_commit(
+                head.sha,
+                files,
+                header.get("summary") or "Update",
+                header.get("description") or "",
+                token.user if token else "anonymous",
+            )
             repo.branches[revision] = commit.sha
-        return self._send_json(200, {"success": True, "commitOid": commit.sha,
-                                     "commitUrl": f"{self.hub.url}/{repo_id}/commit/{commit.sha}", "hookOutput": ""})
+        return self._send_json(
+            200,
+            {
+                "success": True,
+                "commitOid": commit.sha,
+                "commitUrl": f"{self.hub.url}/{repo_id}/commit/{commit.sha}",
+                "hookOutput": "",
+            },
+        )
 
     def _create_tag(self, repo_id: str, revision: str, data: dict[str, Any], token: _Token | None) -> int:
         tag = data.get("tag")
@@ -756,7 +923,7 @@ class _Handler(BaseHTTPRequestHandler):
             start = int(match.group(1)) if match.group(1) else len(data) - int(match.group(2))
             end = int(match.group(2)) if match.group(1) and match.group(2) else len(data) - 1
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-            data, status = data[start:end + 1], 206
+            data, status = data[start : end + 1], 206
         return self._send(status, data, headers=headers, content_type="application/octet-stream")
 
 
@@ -777,7 +944,9 @@ def _card_data(commit: Commit) -> dict[str, Any]:
     readme = commit.files.get("README.md")
     if readme is None or readme.content is None:
         return {}
-    match = re.match(r"^\s*---\r?\n([\s\S]*?)\r?\n---[ \t]*(\r?\n|$)", readme.content.decode("utf-8", "replace"))
+    match = re.match(
+        r"^\s*---\r?\n([\s\S]*?)\r?\n---[ \t]*(\r?\n|$)", readme.content.decode("utf-8", "replace")
+    )
     if not match:
         return {}
     try:
@@ -794,7 +963,10 @@ def iter_repo_files(server: HubServer, repo_id: str, revision: str = "main") -> 
         commit = repo.resolve(revision)
         if commit is None:
             raise KeyError(revision)
-        items = [(p, b.content if b.lfs_sha256 is None else repo.lfs[b.lfs_sha256]) for p, b in commit.files.items()]
+        items = [
+            (p, b.content if b.lfs_sha256 is None else repo.lfs[b.lfs_sha256])
+            for p, b in commit.files.items()
+        ]
     for path, content in sorted(items):
         assert content is not None
         yield path, content

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from deploygate.merge import _quiet  # silences peft's and transformers' logs, warnings, bars
+from deploygate.adapters.lora_merge import _quiet  # silences peft's and transformers' logs, warnings, bars
 
 VOCAB = 128
 IDS = {"vocab_size": VOCAB, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3}
@@ -425,8 +425,8 @@ class Cell:
 
 
 def run_cell(base: BuiltBase, case: LoraCase, work: Path) -> Cell:
-    from deploygate.errors import DeployGateError
-    from deploygate.merge import merge
+    from deploygate.adapters.lora_merge import merge
+    from deploygate.core.errors import DeployGateError
 
     start = time.perf_counter()
     arch, dtype = base.arch.name, base.dtype

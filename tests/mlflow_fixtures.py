@@ -42,32 +42,52 @@ class MlflowServer:
             return False
 
 
-def start_mlflow_server(root: Path, port: int | None = None, timeout: float = 120.0,
-                        backend_uri: str | None = None) -> MlflowServer:
+def start_mlflow_server(
+    root: Path, port: int | None = None, timeout: float = 120.0, backend_uri: str | None = None
+) -> MlflowServer:
     """`backend_uri`: a SQLAlchemy URL for the tracking and registry store (default: sqlite in `root`)."""
     root.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log_path = root / "server.log"
     cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", backend_uri or f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend_uri or f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    server = MlflowServer(uri=f"http://127.0.0.1:{port}", root=root, process=process, log_path=log_path,
-                          backend=(backend_uri or "sqlite").split(":")[0].split("+")[0])
+    server = MlflowServer(
+        uri=f"http://127.0.0.1:{port}",
+        root=root,
+        process=process,
+        log_path=log_path,
+        backend=(backend_uri or "sqlite").split(":")[0].split("+")[0],
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"mlflow server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
+            )
         if server.alive():
             return server
         time.sleep(0.5)
     process.kill()
-    raise RuntimeError(f"mlflow server did not answer within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
+    raise RuntimeError(
+        f"mlflow server did not answer within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}"
+    )
 
 
 def stop_mlflow_server(server: MlflowServer) -> None:

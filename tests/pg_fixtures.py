@@ -93,14 +93,47 @@ def start_postgres(root: Path, timeout: float = 60.0) -> Postgres:
     for path in (root, data, log_path):
         _give_to_postgres(path)
     user = _as_postgres()
-    subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                    "--locale=C.UTF-8", "--no-sync"], check=True, capture_output=True, **user)  # type: ignore[call-overload]
+    subprocess.run(
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+        **user,
+    )  # type: ignore[call-overload]
     port = free_port()
     # Only TCP on 127.0.0.1 (no socket in /var/run); durability off: the cluster lives for one session.
-    options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='' "
-               "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-    subprocess.run([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log_path), "-o", options, "-w",
-                    "-t", str(int(timeout)), "start"], check=True, capture_output=True, **user)  # type: ignore[call-overload]
+    options = (
+        f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='' "
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    )
+    subprocess.run(
+        [
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log_path),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        **user,
+    )  # type: ignore[call-overload]
     server = Postgres(bindir=bindir, data=data, port=port, log_path=log_path)
     deadline = time.monotonic() + timeout
     while True:
@@ -116,8 +149,13 @@ def start_postgres(root: Path, timeout: float = 60.0) -> Postgres:
 
 def stop_postgres(server: Postgres) -> None:
     with contextlib.suppress(subprocess.SubprocessError, OSError):
-        subprocess.run([str(server.bindir / "pg_ctl"), "-D", str(server.data), "-m", "immediate", "-w", "stop"],
-                       check=False, capture_output=True, timeout=60, **_as_postgres())  # type: ignore[call-overload]
+        subprocess.run(
+            [str(server.bindir / "pg_ctl"), "-D", str(server.data), "-m", "immediate", "-w", "stop"],
+            check=False,
+            capture_output=True,
+            timeout=60,
+            **_as_postgres(),
+        )  # type: ignore[call-overload]
 
 
 @pytest.fixture(scope="session")
@@ -141,7 +179,9 @@ def postgres() -> Iterator[Postgres]:
 
 @pytest.fixture(scope="session")
 def mlflow_pg_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-pg-server"), backend_uri=postgres.url("mlflow"))
+    server = start_mlflow_server(
+        tmp_path_factory.mktemp("mlflow-pg-server"), backend_uri=postgres.url("mlflow")
+    )
     yield server
     stop_mlflow_server(server)
 
@@ -149,5 +189,7 @@ def mlflow_pg_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture(scope="session", params=BACKENDS)
 def mlflow_backend(request: pytest.FixtureRequest) -> MlflowServer:
     """The sqlite-backed server, then the PostgreSQL-backed one (`.backend` says which)."""
-    server: MlflowServer = request.getfixturevalue("mlflow_server" if request.param == "sqlite" else "mlflow_pg_server")
+    server: MlflowServer = request.getfixturevalue(
+        "mlflow_server" if request.param == "sqlite" else "mlflow_pg_server"
+    )
     return server

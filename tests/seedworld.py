@@ -19,10 +19,19 @@ from tests.modelfactory import make_tiny_llama
 
 # The seed's evaluation writes these (src/evaluation.py: bleu1..4 + rouge1/2/L precision/recall/f).
 SEED_EVAL = {
-    "bleu1": 0.3713, "bleu2": 0.2622, "bleu3": 0.2035, "bleu4": 0.1603,
-    "rouge1_precision": 0.61, "rouge1_recall": 0.55, "rouge1_fmeasure": 0.57,
-    "rouge2_precision": 0.41, "rouge2_recall": 0.37, "rouge2_fmeasure": 0.39,
-    "rougeL_precision": 0.6641, "rougeL_recall": 0.52, "rougeL_fmeasure": 0.58,
+    "bleu1": 0.3713,
+    "bleu2": 0.2622,
+    "bleu3": 0.2035,
+    "bleu4": 0.1603,
+    "rouge1_precision": 0.61,
+    "rouge1_recall": 0.55,
+    "rouge1_fmeasure": 0.57,
+    "rouge2_precision": 0.41,
+    "rouge2_recall": 0.37,
+    "rouge2_fmeasure": 0.39,
+    "rougeL_precision": 0.6641,
+    "rougeL_recall": 0.52,
+    "rougeL_fmeasure": 0.58,
 }
 SEED_WEIGHTS = {"bleu1": 0.10, "bleu2": 0.15, "bleu3": 0.25, "bleu4": 0.40, "rougeL_precision": 0.10}
 
@@ -45,8 +54,14 @@ def peft_model(base: Path, seed: int = 0) -> Any:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
-    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
-                        target_modules=["q_proj", "v_proj", "k_proj", "o_proj"])
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
+        target_modules=["q_proj", "v_proj", "k_proj", "o_proj"],
+    )
     pm = get_peft_model(model, config)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
@@ -65,8 +80,14 @@ class TrainingRun:
 
 
 def _seed_location(run_id: str, uri: str, base: Path) -> dict[str, Any]:
-    return {"mlflow_run_id": run_id, "tracking_uri": uri, "dvc_stage": "fine_tuning",
-            "timestamp": "20260101_120000", "model_name": str(base), "fine_tuned": True}
+    return {
+        "mlflow_run_id": run_id,
+        "tracking_uri": uri,
+        "dvc_stage": "fine_tuning",
+        "timestamp": "20260101_120000",
+        "model_name": str(base),
+        "fine_tuned": True,
+    }
 
 
 def log_seed_training_run(uri: str, experiment: str, work: Path, *, with_model: bool = True) -> TrainingRun:
@@ -90,18 +111,23 @@ def log_seed_training_run(uri: str, experiment: str, work: Path, *, with_model: 
             if with_model:
                 info = mlflow.transformers.log_model(
                     transformers_model={"model": peft_model(base), "tokenizer": tokenizer},
-                    artifact_path="model", task="text-generation",
+                    artifact_path="model",
+                    task="text-generation",
                     pip_requirements=["transformers", "peft", "torch"],
                 )
             with tempfile.TemporaryDirectory() as tmp:
                 tokenizer.save_pretrained(tmp)
                 for path in glob.glob(os.path.join(tmp, "*")):
                     mlflow.log_artifact(path, "tokenizer")
-            mlflow.log_dict({"base_model": str(base), "fine_tuned": True, "is_adapter": True}, "model_info.json")
+            mlflow.log_dict(
+                {"base_model": str(base), "fine_tuned": True, "is_adapter": True}, "model_info.json"
+            )
             mlflow.log_metrics({"train_loss": 1.23, "eval_loss": 1.31})
     finally:
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # unset: nothing else may write there
-    return TrainingRun(run.info.run_id, info.model_id if info else None, _seed_location(run.info.run_id, uri, base), base)
+    return TrainingRun(
+        run.info.run_id, info.model_id if info else None, _seed_location(run.info.run_id, uri, base), base
+    )
 
 
 def log_mlflow2_training_run(uri: str, experiment: str, work: Path) -> TrainingRun:
@@ -114,8 +140,10 @@ def log_mlflow2_training_run(uri: str, experiment: str, work: Path) -> TrainingR
     tokenizer = AutoTokenizer.from_pretrained(base)
     saved = work / "saved-model"
     mlflow.transformers.save_model(
-        transformers_model={"model": peft_model(base, seed=7), "tokenizer": tokenizer}, path=str(saved),
-        task="text-generation", pip_requirements=["transformers", "peft", "torch"],
+        transformers_model={"model": peft_model(base, seed=7), "tokenizer": tokenizer},
+        path=str(saved),
+        task="text-generation",
+        pip_requirements=["transformers", "peft", "torch"],
     )
     client = MlflowClient(tracking_uri=uri)
     run = client.create_run(client.create_experiment(experiment))
@@ -127,22 +155,34 @@ def log_mlflow2_training_run(uri: str, experiment: str, work: Path) -> TrainingR
     return TrainingRun(run.info.run_id, None, _seed_location(run.info.run_id, uri, base), base)
 
 
-def seed_era_version(client: MlflowClient, name: str, run_id: str, score: float, *,
-                     tags: dict[str, str] | None = None) -> str:
+def seed_era_version(
+    client: MlflowClient, name: str, run_id: str, score: float, *, tags: dict[str, str] | None = None
+) -> str:
     """What scripts/deployment_script.py's register_model_in_mlflow leaves: a version from
     runs:/<id>/model with its own tags (weighted_score, is_best, ...), moved to Production with the
     others archived, and no alias. (Today's server wants the run_id beside a runs:/ source.)"""
     import warnings
 
     try:
-        client.create_registered_model(name, description="Fine-tuned TinyLlama model for e-commerce customer service")
+        client.create_registered_model(
+            name, description="Fine-tuned TinyLlama model for e-commerce customer service"
+        )
     except Exception as exc:
         if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
             raise
-    seed_tags = {"deployment_timestamp": "2025-06-01T10:00:00", "weighted_score": str(score),
-                 "is_best": "True", "improvement": "0.0"} if tags is None else tags
-    mv = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id, tags=seed_tags,
-                                     description="E-commerce Chatbot Model")
+    seed_tags = (
+        {
+            "deployment_timestamp": "2025-06-01T10:00:00",
+            "weighted_score": str(score),
+            "is_best": "True",
+            "improvement": "0.0",
+        }
+        if tags is None
+        else tags
+    )
+    mv = client.create_model_version(
+        name, f"runs:/{run_id}/model", run_id=run_id, tags=seed_tags, description="E-commerce Chatbot Model"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         client.transition_model_version_stage(name, mv.version, "Production", archive_existing_versions=True)

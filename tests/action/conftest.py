@@ -12,5 +12,7 @@ from tests.mlflow_fixtures import MlflowServer
 
 
 @pytest.fixture
-def action(tmp_path: Path, mlflow_server: MlflowServer, registry_name: str, experiment_name: str) -> ActionHarness:
+def action(
+    tmp_path: Path, mlflow_server: MlflowServer, registry_name: str, experiment_name: str
+) -> ActionHarness:
     return ActionHarness(tmp_path, mlflow_server, registry_name, experiment_name)

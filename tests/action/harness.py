@@ -26,7 +26,14 @@ ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = ROOT / "entrypoint.py"
 REPO = "octo/gate"
 
-GOOD = {"bleu1": 0.52, "bleu2": 0.41, "bleu3": 0.33, "bleu4": 0.27, "rougeL_precision": 0.61, "rouge1_precision": 0.7}
+GOOD = {
+    "bleu1": 0.52,
+    "bleu2": 0.41,
+    "bleu3": 0.33,
+    "bleu4": 0.27,
+    "rougeL_precision": 0.61,
+    "rouge1_precision": 0.7,
+}
 BETTER = {k: min(1.0, v + 0.05) for k, v in GOOD.items()}
 WORSE = {k: v - 0.05 for k, v in GOOD.items()}
 
@@ -75,7 +82,8 @@ class ActionRun:
     def commands(self, name: str) -> list[str]:
         """Workflow command lines `::name ...::message` from stdout and stderr."""
         return [
-            line for line in (self.stdout + "\n" + self.stderr).splitlines()
+            line
+            for line in (self.stdout + "\n" + self.stderr).splitlines()
             if line.startswith(f"::{name}::") or line.startswith(f"::{name} ")
         ]
 
@@ -123,7 +131,12 @@ class ActionHarness:
         output.write_text("")
         summary.write_text("")
         event.write_text(json.dumps(payload or {}))
-        given = {"registry-name": self.registry, "experiment-name": self.experiment, "skip-hf-push": "true", **(inputs or {})}
+        given = {
+            "registry-name": self.registry,
+            "experiment-name": self.experiment,
+            "skip-hf-push": "true",
+            **(inputs or {}),
+        }
         full: dict[str, str] = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(files),
@@ -157,27 +170,43 @@ class ActionHarness:
             full[f"INPUT_{name.upper().replace('-', '_')}"] = value
         full.update(env or {})
         proc = subprocess.run(
-            [sys.executable, str(ENTRYPOINT)], cwd=self.workspace, env=full,
-            capture_output=True, text=True, timeout=300, check=False,
+            [sys.executable, str(ENTRYPOINT)],
+            cwd=self.workspace,
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
         text = output.read_text()
         return ActionRun(
-            rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr, output_text=text,
-            outputs=parse_github_output(text), summary=summary.read_text(), workspace=self.workspace,
+            rc=proc.returncode,
+            stdout=proc.stdout,
+            stderr=proc.stderr,
+            output_text=text,
+            outputs=parse_github_output(text),
+            summary=summary.read_text(),
+            workspace=self.workspace,
         )
 
     def versions(self) -> list[str]:
         from mlflow import MlflowClient
 
         client = MlflowClient(tracking_uri=self.mlflow.uri)
-        return sorted(v.version for v in client.search_model_versions(f"name='{self.registry}'", max_results=100))
+        return sorted(
+            v.version for v in client.search_model_versions(f"name='{self.registry}'", max_results=100)
+        )
 
     def champion(self) -> str | None:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
         try:
-            return str(MlflowClient(tracking_uri=self.mlflow.uri).get_model_version_by_alias(self.registry, "champion").version)
+            return str(
+                MlflowClient(tracking_uri=self.mlflow.uri)
+                .get_model_version_by_alias(self.registry, "champion")
+                .version
+            )
         except MlflowException:
             return None
 
@@ -197,4 +226,8 @@ def pr_payload(number: int = 7, *, fork: bool = False) -> dict[str, Any]:
 
 
 def dispatch_payload(force: object) -> dict[str, Any]:
-    return {"inputs": {"force": force, "reason": "hotfix rollout"}, "ref": "refs/heads/main", "repository": {"full_name": REPO}}
+    return {
+        "inputs": {"force": force, "reason": "hotfix rollout"},
+        "ref": "refs/heads/main",
+        "repository": {"full_name": REPO},
+    }

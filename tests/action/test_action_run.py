@@ -128,7 +128,9 @@ def test_pr_comment_false_posts_nothing(action: ActionHarness, github_api: GitHu
     assert run.outputs["decision"] == "deploy" and run.outputs["deployed"] == "false"
 
 
-def test_fork_pull_request_with_a_read_only_token_warns_and_passes(action: ActionHarness, github_api: GitHubApi) -> None:
+def test_fork_pull_request_with_a_read_only_token_warns_and_passes(
+    action: ActionHarness, github_api: GitHubApi
+) -> None:
     github_api.state.read_only_repos.add(REPO)
     run = action.run(event_name="pull_request", payload=pr_payload(9, fork=True), api=github_api)
     assert run.rc == 0, run.stdout + run.stderr
@@ -139,13 +141,17 @@ def test_fork_pull_request_with_a_read_only_token_warns_and_passes(action: Actio
     assert action.versions() == []
 
 
-def test_fork_pull_request_without_secrets_reports_instead_of_failing(action: ActionHarness, github_api: GitHubApi) -> None:
+def test_fork_pull_request_without_secrets_reports_instead_of_failing(
+    action: ActionHarness, github_api: GitHubApi
+) -> None:
     github_api.state.read_only_repos.add(REPO)
     run = action.run(
         event_name="pull_request",
         payload=pr_payload(10, fork=True),
         api=github_api,
-        env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},  # nothing listens: what a fork without secrets sees
+        env={
+            "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"
+        },  # nothing listens: what a fork without secrets sees
     )
     assert run.rc == 0, run.stdout + run.stderr
     assert not run.commands("error")
@@ -167,7 +173,9 @@ def test_unreachable_tracking_server_fails_with_one_annotation(action: ActionHar
     ("name", "value"),
     [("force-deploy", "maybe"), ("dry-run", "2"), ("pr-comment", "sure"), ("fail-on-reject", "True!")],
 )
-def test_a_bad_boolean_is_a_one_line_error_naming_the_input(action: ActionHarness, name: str, value: str) -> None:
+def test_a_bad_boolean_is_a_one_line_error_naming_the_input(
+    action: ActionHarness, name: str, value: str
+) -> None:
     run = action.run({name: value})
     assert run.rc == 2, run.stdout + run.stderr
     errors = run.commands("error")
@@ -206,19 +214,28 @@ def test_every_input_is_accepted_by_the_shell(action: ActionHarness) -> None:
     assert run.rc == 0, run.stdout + run.stderr
 
 
-def test_forced_deploy_is_audited_and_rollback_mode_restores_the_previous_champion(action: ActionHarness) -> None:
+def test_forced_deploy_is_audited_and_rollback_mode_restores_the_previous_champion(
+    action: ActionHarness,
+) -> None:
     assert action.run().rc == 0
     action.write_workspace(WORSE)
     forced = action.run({"force-deploy": "true", "reason": "ship the hotfix"})
     assert forced.rc == 0, forced.stdout + forced.stderr
     info = json.loads(forced.result_files()["deployment_info.json"])
-    assert info["forced"] and info["context"]["actor"] == "octocat" and info["context"]["reason"] == "ship the hotfix"
+    assert (
+        info["forced"]
+        and info["context"]["actor"] == "octocat"
+        and info["context"]["reason"] == "ship the hotfix"
+    )
     assert info["skipped_checks"] and "score rule" in info["skipped_checks"][0]
     assert "octocat" in forced.summary and "Not checked because the deploy was forced" in forced.summary
     assert action.champion() == "2"
 
-    rolled = action.run({"mode": "rollback", "reason": "worse answers in prod"}, event_name="workflow_dispatch",
-                        payload={"inputs": {}})
+    rolled = action.run(
+        {"mode": "rollback", "reason": "worse answers in prod"},
+        event_name="workflow_dispatch",
+        payload={"inputs": {}},
+    )
     assert rolled.rc == 0, rolled.stdout + rolled.stderr
     assert (rolled.outputs["decision"], rolled.outputs["model-version"]) == ("rollback", "1")
     assert "Rolled back" in rolled.summary and "worse answers in prod" in rolled.summary

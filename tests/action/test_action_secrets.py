@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from deploygate import action as action_shell
+from deploygate.shells import action as action_shell
 from tests.action.harness import ActionHarness, ActionRun, pr_payload
 from tests.github_api_server import GitHubApi
 
@@ -23,7 +23,7 @@ def assert_nowhere(run: ActionRun, secrets: list[str]) -> None:
     assert masks == list(range(len(masks))), "every ::add-mask:: must come before anything else is printed"
     masked = {lines[i].removeprefix("::add-mask::") for i in masks}
     places = {
-        "stdout (unmasked)": "\n".join(lines[len(masks):]),
+        "stdout (unmasked)": "\n".join(lines[len(masks) :]),
         "stderr": run.stderr,
         "step summary": run.summary,
         "GITHUB_OUTPUT": run.output_text,
@@ -38,16 +38,29 @@ def assert_nowhere(run: ActionRun, secrets: list[str]) -> None:
 def test_no_secret_leaks_on_a_pull_request(action: ActionHarness, github_api: GitHubApi) -> None:
     token = sentinel("github")
     github_api.state.token = token
-    env = {name: sentinel(name) for name in (
-        "HF_TOKEN", "HUGGINGFACE_HUB_TOKEN", "DAGSHUB_USER_TOKEN", "DAGSHUB_TOKEN", "GITHUB_TOKEN",
-    )}
-    inputs = {"github-token": token, "hf-token": sentinel("hf-input"), "mlflow-tracking-password": sentinel("mlflow-pw"),
-              "mlflow-tracking-username": "someone"}
+    env = {
+        name: sentinel(name)
+        for name in (
+            "HF_TOKEN",
+            "HUGGINGFACE_HUB_TOKEN",
+            "DAGSHUB_USER_TOKEN",
+            "DAGSHUB_TOKEN",
+            "GITHUB_TOKEN",
+        )
+    }
+    inputs = {
+        "github-token": token,
+        "hf-token": sentinel("hf-input"),
+        "mlflow-tracking-password": sentinel("mlflow-pw"),
+        "mlflow-tracking-username": "someone",
+    }
     secrets = [*env.values(), *(v for k, v in inputs.items() if k != "mlflow-tracking-username")]
     env["DAGSHUB_USERNAME"] = "someone"  # not a secret: with DAGSHUB_*_TOKEN it becomes the MLflow login
     run = action.run(inputs, event_name="pull_request", payload=pr_payload(5), env=env, api=github_api)
     assert run.rc == 0, run.stdout + run.stderr
-    assert any(auth == f"Bearer {token}" for _, _, auth in github_api.state.requests), "the github token was used"
+    assert any(auth == f"Bearer {token}" for _, _, auth in github_api.state.requests), (
+        "the github token was used"
+    )
     assert_nowhere(run, secrets)
 
 
@@ -68,7 +81,7 @@ def test_no_secret_leaks_when_the_server_is_unreachable(action: ActionHarness) -
 
 
 def test_the_secret_list_covers_the_app_and_every_secret_input() -> None:
-    from deploygate.app import SECRET_ENV as APP_SECRET_ENV
+    from deploygate.bootstrap import SECRET_ENV as APP_SECRET_ENV
 
     assert set(APP_SECRET_ENV) <= set(action_shell.SECRET_ENV)
     for item in action_shell.ACTION_INPUTS:

@@ -57,14 +57,19 @@ def sh(*cmd: str, timeout: float = 120, check: bool = False) -> subprocess.Compl
     except (OSError, subprocess.TimeoutExpired) as exc:
         done = subprocess.CompletedProcess(cmd, 127, "", f"{type(exc).__name__}: {exc}")
     if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd[:3])} ... failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd[:3])} ... failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     return done
 
 
 def base_image() -> str:
     """The Dockerfile's FROM image, fully qualified as a registry would name it."""
-    ref = next(line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines()
-               if line.upper().startswith("FROM "))
+    ref = next(
+        line.split()[1]
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.upper().startswith("FROM ")
+    )
     if "/" not in ref:
         ref = f"docker.io/library/{ref}"
     return ref
@@ -73,9 +78,13 @@ def base_image() -> str:
 @dataclass
 class Engine:
     name: str  # docker | podman
-    flags: list[str] = field(default_factory=list)  # for build and run: the OCI runtime / ulimits this host needs
+    flags: list[str] = field(
+        default_factory=list
+    )  # for build and run: the OCI runtime / ulimits this host needs
 
-    def __call__(self, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, timeout: float = 120, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         return sh(self.name, *args, timeout=timeout, check=check)
 
     def has(self, image: str) -> bool:
@@ -106,15 +115,33 @@ def podman_flags(engine: Engine, image: str) -> list[str]:
     nproc = min(resource.getrlimit(resource.RLIMIT_NPROC)[1], 1048576)
     if nofile < 0 or nproc < 0:  # RLIM_INFINITY
         nofile, nproc = 1048576, 1048576
-    runtimes: list[list[str]] = [[]] + ([["--runtime", str(shutil.which("runc"))]] if shutil.which("runc") else [])
-    limits = [[], ["--ulimit", f"nofile={nofile}:{nofile}", "--ulimit", f"nproc={nproc}:{nproc}"],
-              ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]]
+    runtimes: list[list[str]] = [[]] + (
+        [["--runtime", str(shutil.which("runc"))]] if shutil.which("runc") else []
+    )
+    limits = [
+        [],
+        ["--ulimit", f"nofile={nofile}:{nofile}", "--ulimit", f"nproc={nproc}:{nproc}"],
+        ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"],
+    ]
     for runtime in runtimes:
         for limit in limits:
-            probe = engine("run", "--rm", *runtime, *limit, "--network", "none", "--entrypoint", "true", image, timeout=120)
+            probe = engine(
+                "run",
+                "--rm",
+                *runtime,
+                *limit,
+                "--network",
+                "none",
+                "--entrypoint",
+                "true",
+                image,
+                timeout=120,
+            )
             if probe.returncode == 0:
                 return [*runtime, *limit]
-    pytest.skip(f"container test skipped: podman cannot start a container of {image} here ({probe.stderr.strip()[-200:]})")
+    pytest.skip(
+        f"container test skipped: podman cannot start a container of {image} here ({probe.stderr.strip()[-200:]})"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +157,9 @@ def engine() -> Engine:
         if found.name == "podman" and can_use_standin():
             make_standin_base(base.rsplit(":", 1)[1].split("-")[0])
         if not found.has(base):
-            pytest.skip(f"container test skipped: {base} cannot be pulled (offline?) and there is no local copy")
+            pytest.skip(
+                f"container test skipped: {base} cannot be pulled (offline?) and there is no local copy"
+            )
     if found.name == "podman":
         found.flags = podman_flags(found, base)
     return found
@@ -155,14 +184,29 @@ def torch_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]
     except OSError:
         pass
     root = tmp_path_factory.mktemp("torch-index")
-    sh(sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(root / "torch"), TORCH,
-       timeout=1800, check=True)
+    sh(
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-d",
+        str(root / "torch"),
+        TORCH,
+        timeout=1800,
+        check=True,
+    )
     wheels = list((root / "torch").glob("torch-*.whl"))
     if not wheels or "+cpu" not in wheels[0].name:
-        pytest.skip(f"container test skipped: {TORCH_CPU_INDEX} is unreachable and this host's pip has no CPU "
-                    f"build of {TORCH} (found: {[w.name for w in wheels]})")
+        pytest.skip(
+            f"container test skipped: {TORCH_CPU_INDEX} is unreachable and this host's pip has no CPU "
+            f"build of {TORCH} (found: {[w.name for w in wheels]})"
+        )
     link = wheels[0].name.replace("+", "%2B")
-    (root / "torch" / "index.html").write_text(f'<html><body><a href="{link}">{wheels[0].name}</a></body></html>\n')
+    (root / "torch" / "index.html").write_text(
+        f'<html><body><a href="{link}">{wheels[0].name}</a></body></html>\n'
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:  # the build shares the host's network, so 127.0.0.1 is this server (pip trusts loopback over http)
@@ -184,10 +228,26 @@ def image(engine: Engine, torch_index: list[str], request: pytest.FixtureRequest
         return IMAGE
     start = time.monotonic()
     pull = ["--pull=never"] if engine.name == "podman" else []  # the base is local by now
-    engine("build", *engine.flags, *pull, "--network", "host", *torch_index, "-t", IMAGE,
-           "-f", str(ROOT / "Dockerfile"), str(ROOT), timeout=3600, check=True)
+    engine(
+        "build",
+        *engine.flags,
+        *pull,
+        "--network",
+        "host",
+        *torch_index,
+        "-t",
+        IMAGE,
+        "-f",
+        str(ROOT / "Dockerfile"),
+        str(ROOT),
+        timeout=3600,
+        check=True,
+    )
     size = engine("image", "inspect", "--format", "{{.Size}}", IMAGE, check=True).stdout.strip()
-    say(request, f"{engine.name} built {IMAGE} in {time.monotonic() - start:.0f} s; image {int(size) / 1e6:.0f} MB")
+    say(
+        request,
+        f"{engine.name} built {IMAGE} in {time.monotonic() - start:.0f} s; image {int(size) / 1e6:.0f} MB",
+    )
     return IMAGE
 
 
@@ -200,8 +260,16 @@ class ContainerRun:
     seconds: float
 
 
-def run_action(engine: Engine, image: str, tmp: Path, workspace: Path, event_name: str, payload: dict[str, Any],
-               inputs: dict[str, str], env: dict[str, str]) -> ContainerRun:
+def run_action(
+    engine: Engine,
+    image: str,
+    tmp: Path,
+    workspace: Path,
+    event_name: str,
+    payload: dict[str, Any],
+    inputs: dict[str, str],
+    env: dict[str, str],
+) -> ContainerRun:
     """One step, as the runner runs a container action."""
     temp = tmp / f"runner-{uuid.uuid4().hex[:8]}"
     for sub in ("_github_home", "_github_workflow", "_runner_file_commands"):
@@ -212,31 +280,64 @@ def run_action(engine: Engine, image: str, tmp: Path, workspace: Path, event_nam
     for name in ("set_output", "step_summary", "set_env", "add_path", "save_state"):
         (commands / f"{name}_{token}").write_text("")
     runner_env = {
-        "HOME": "/github/home", "GITHUB_WORKSPACE": "/github/workspace", "GITHUB_EVENT_PATH": "/github/workflow/event.json",
+        "HOME": "/github/home",
+        "GITHUB_WORKSPACE": "/github/workspace",
+        "GITHUB_EVENT_PATH": "/github/workflow/event.json",
         "GITHUB_OUTPUT": f"/github/file_commands/set_output_{token}",
         "GITHUB_STEP_SUMMARY": f"/github/file_commands/step_summary_{token}",
-        "GITHUB_ENV": f"/github/file_commands/set_env_{token}", "GITHUB_PATH": f"/github/file_commands/add_path_{token}",
-        "GITHUB_STATE": f"/github/file_commands/save_state_{token}", "RUNNER_TEMP": "/github/runner_temp",
-        "RUNNER_OS": "Linux", "CI": "true", "GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": event_name,
-        "GITHUB_REPOSITORY": "octo/gate", "GITHUB_SHA": uuid.uuid4().hex + "00000000", "GITHUB_REF": "refs/heads/main",
-        "GITHUB_ACTOR": "octocat", "GITHUB_RUN_ID": "1", "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_ENV": f"/github/file_commands/set_env_{token}",
+        "GITHUB_PATH": f"/github/file_commands/add_path_{token}",
+        "GITHUB_STATE": f"/github/file_commands/save_state_{token}",
+        "RUNNER_TEMP": "/github/runner_temp",
+        "RUNNER_OS": "Linux",
+        "CI": "true",
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_EVENT_NAME": event_name,
+        "GITHUB_REPOSITORY": "octo/gate",
+        "GITHUB_SHA": uuid.uuid4().hex + "00000000",
+        "GITHUB_REF": "refs/heads/main",
+        "GITHUB_ACTOR": "octocat",
+        "GITHUB_RUN_ID": "1",
+        "GITHUB_SERVER_URL": "https://github.com",
         "GITHUB_API_URL": "http://127.0.0.1:9",
     }
     for name, spec in action_inputs().items():  # every declared input: its value, its default, or ""
         default = spec.get("default")
-        runner_env[f"INPUT_{name.upper()}"] = inputs.get(name, "" if default is None or "${{" in str(default) else str(default))
+        runner_env[f"INPUT_{name.upper()}"] = inputs.get(
+            name, "" if default is None or "${{" in str(default) else str(default)
+        )
     runner_env.update(env)
     args = [f"--env={k}={v}" for k, v in runner_env.items()]
-    mounts = [f"{temp}:/github/runner_temp", f"{temp / '_github_home'}:/github/home",
-              f"{temp / '_github_workflow'}:/github/workflow", f"{commands}:/github/file_commands",
-              f"{workspace}:/github/workspace"]
+    mounts = [
+        f"{temp}:/github/runner_temp",
+        f"{temp / '_github_home'}:/github/home",
+        f"{temp / '_github_workflow'}:/github/workflow",
+        f"{commands}:/github/file_commands",
+        f"{workspace}:/github/workspace",
+    ]
     start = time.monotonic()
-    done = engine("run", "--rm", *engine.flags, "--network", "host", "--workdir", "/github/workspace", *args,
-                  *(f"--volume={m}" for m in mounts), image, timeout=900)
+    done = engine(
+        "run",
+        "--rm",
+        *engine.flags,
+        "--network",
+        "host",
+        "--workdir",
+        "/github/workspace",
+        *args,
+        *(f"--volume={m}" for m in mounts),
+        image,
+        timeout=900,
+    )
     seconds = time.monotonic() - start
     output = (commands / f"set_output_{token}").read_text()
-    return ContainerRun(done.returncode, done.stdout + done.stderr, parse_github_output(output),
-                        (commands / f"step_summary_{token}").read_text(), seconds)
+    return ContainerRun(
+        done.returncode,
+        done.stdout + done.stderr,
+        parse_github_output(output),
+        (commands / f"step_summary_{token}").read_text(),
+        seconds,
+    )
 
 
 def test_the_image_deploys_on_push_and_only_decides_on_a_pull_request(engine, image, tmp_path, request):
@@ -247,7 +348,8 @@ def test_the_image_deploys_on_push_and_only_decides_on_a_pull_request(engine, im
     (workspace / "model").mkdir()
     (workspace / "model" / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 16}))
     (workspace / "results" / "fine_tuned_model_location.json").write_text(
-        json.dumps({"local_path": "../model", "model_name": "tiny", "fine_tuned": True}))
+        json.dumps({"local_path": "../model", "model_name": "tiny", "fine_tuned": True})
+    )
     registry = f"container-{uuid.uuid4().hex[:8]}"
     env = {"MLFLOW_TRACKING_URI": mlflow_server.uri, "HF_TOKEN": "hf_container_sentinel_token"}
     inputs = {"registry-name": registry, "skip-hf-push": "true"}
@@ -262,7 +364,16 @@ def test_the_image_deploys_on_push_and_only_decides_on_a_pull_request(engine, im
     assert info["status"] == "deployed" and info["context"]["event"] == "push"
     assert re.search(r"deploy", push.summary, re.I)
 
-    pr = run_action(engine, image, tmp_path, workspace, "pull_request", pr_payload(), {**inputs, "pr-comment": "false"}, env)
+    pr = run_action(
+        engine,
+        image,
+        tmp_path,
+        workspace,
+        "pull_request",
+        pr_payload(),
+        {**inputs, "pr-comment": "false"},
+        env,
+    )
     assert pr.rc == 0, pr.log[-4000:]
     assert pr.outputs["deployed"] == "false", pr.outputs
     assert "Would not deploy (verdict only)" in pr.summary
@@ -286,10 +397,23 @@ def test_the_image_merges_a_real_adapter_exactly_as_peft_does(engine, image, tmp
     base = make_tiny_llama(workspace / "base", shards=2)
     make_lora_adapter(base, workspace / "adapter", with_tokenizer=True)
     (workspace / "results" / "fine_tuned_model_location.json").write_text(
-        json.dumps({"local_path": "../adapter", "model_name": "tiny", "fine_tuned": True}))
-    inputs = {"registry-name": f"container-merge-{uuid.uuid4().hex[:8]}", "base-model": "base", "hf-export-dir": "export"}
-    run = run_action(engine, image, tmp_path, workspace, "push", {"ref": "refs/heads/main"}, inputs,
-                     {"MLFLOW_TRACKING_URI": mlflow_server.uri})
+        json.dumps({"local_path": "../adapter", "model_name": "tiny", "fine_tuned": True})
+    )
+    inputs = {
+        "registry-name": f"container-merge-{uuid.uuid4().hex[:8]}",
+        "base-model": "base",
+        "hf-export-dir": "export",
+    }
+    run = run_action(
+        engine,
+        image,
+        tmp_path,
+        workspace,
+        "push",
+        {"ref": "refs/heads/main"},
+        inputs,
+        {"MLFLOW_TRACKING_URI": mlflow_server.uri},
+    )
     assert run.rc == 0, run.log[-4000:]
     assert run.outputs["deployed"] == "true", run.outputs
     exported = workspace / "export"
@@ -299,8 +423,9 @@ def test_the_image_merges_a_real_adapter_exactly_as_peft_does(engine, image, tmp
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype="auto"),
-                                          str(workspace / "adapter")).merge_and_unload()
+    reference = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base, dtype="auto"), str(workspace / "adapter")
+    ).merge_and_unload()
     expected = dict(reference.state_dict())
     written: dict[str, Any] = {}
     for shard in sorted(exported.glob("*.safetensors")):
@@ -308,4 +433,7 @@ def test_the_image_merges_a_real_adapter_exactly_as_peft_does(engine, image, tmp
     assert set(written) == set(expected), sorted(set(written) ^ set(expected))
     for name, tensor in written.items():
         assert tensor.dtype == expected[name].dtype and torch.equal(tensor, expected[name]), name
-    say(request, f"a merge and export in the image: {run.seconds:.1f} s ({len(written)} tensors equal to peft's)")
+    say(
+        request,
+        f"a merge and export in the image: {run.seconds:.1f} s ({len(written)} tensors equal to peft's)",
+    )

@@ -27,8 +27,15 @@ def usage_code(card: str) -> str:
 
 def run_code(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # a download would fail
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +53,16 @@ def test_the_cards_usage_code_runs_against_the_merged_model(tmp_path, capsys, ad
     extra = ["--hf-export-dir", str(export)]
     if repo_id:
         extra += ["--hf-model-id", repo_id]
-    res = run_gate(tmp_path, capsys, uri=store, registry="tiny-chat", experiment="card-code",
-                   metrics=SEED_METRICS, location={"local_path": str(adapter.parent)}, extra=extra)
+    res = run_gate(
+        tmp_path,
+        capsys,
+        uri=store,
+        registry="tiny-chat",
+        experiment="card-code",
+        metrics=SEED_METRICS,
+        location={"local_path": str(adapter.parent)},
+        extra=extra,
+    )
     assert res.code == 0, res.err
     info = res.info()
     assert info["hub"]["export_dir"] == str(export.resolve()) and info["hub"]["commit"] is None
@@ -67,4 +82,6 @@ def test_the_cards_usage_code_runs_against_the_merged_model(tmp_path, capsys, ad
     tracking = card.split("## Tracking", 1)[1].split("##", 1)[0]
     assert f"run `{info['mlflow']['run_id']}` in a local MLflow store" in tracking
     assert "mlflow ui --backend-store-uri sqlite:///" in tracking
-    assert "huggingface.co/" not in card.split("## Evaluation", 1)[0].split("---", 2)[2]  # a local base: no link
+    assert (
+        "huggingface.co/" not in card.split("## Evaluation", 1)[0].split("---", 2)[2]
+    )  # a local base: no link

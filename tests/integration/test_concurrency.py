@@ -1,7 +1,7 @@
 """N gate runs at once, several rounds, against one real MLflow server and one Hub repo.
 
 Each run is a separate `deploygate` process with a random score. MLflow has no compare-and-swap
-on aliases; the promotion protocol (deploygate/promotion.py) must still leave the champion on the
+on aliases; the promotion protocol (deploygate/core/promotion.py) must still leave the champion on the
 best candidate that was deployed, with every run recorded, no version lost or duplicated, the
 promotion history consistent, and (in the Hub round) the Hub's main holding the champion's files.
 The rounds run against the sqlite- and the PostgreSQL-backed server; first promotions racing (no
@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from deploygate.registry import MlflowRegistry
+from deploygate.adapters.mlflow_registry import MlflowRegistry
 from tests.gatekit import environ, local_model, metrics_scaled, write_json
 from tests.hub_server import HubServer
 from tests.integration.test_faults import _seed_run
@@ -40,14 +40,23 @@ ROUNDS = 3  # the last one pushes to the Hub
 SEED = int(os.environ.get("DEPLOYGATE_CONCURRENCY_SEED", "20261126"))
 
 
-def _spawn(root: Path, name: str, argv: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
+def _spawn(
+    root: Path, name: str, argv: list[str], env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], Path]:
     log = root / f"{name}.log"
-    proc = subprocess.Popen([sys.executable, "-c", "from deploygate.cli import entrypoint; entrypoint()", *argv], stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=root)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from deploygate.shells.cli import entrypoint; entrypoint()", *argv],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env},
+        cwd=root,
+    )
     return proc, log
 
 
-def test_concurrent_rounds_converge_on_the_best(tmp_path: Path, mlflow_backend: Any, hub_server: HubServer) -> None:
+def test_concurrent_rounds_converge_on_the_best(
+    tmp_path: Path, mlflow_backend: Any, hub_server: HubServer
+) -> None:
     mlflow_server = mlflow_backend
     rng = random.Random(SEED)
     client = MlflowClient(tracking_uri=mlflow_server.uri)
@@ -67,12 +76,26 @@ def test_concurrent_rounds_converge_on_the_best(tmp_path: Path, mlflow_backend: 
             metrics = write_json(folder / "metrics.json", metrics_scaled(delta))
             location = seed if hub else {"local_path": str(local_model(folder / "model", name))}
             loc = write_json(folder / "location.json", location)
-            argv = ["--evaluation-results", str(metrics), "--model-artifact-path", str(loc),
-                    "--output-dir", str(folder / "out"), "--mlflow-tracking-uri", mlflow_server.uri,
-                    "--registry-name", registry, "--experiment-name", experiment,
-                    *(["--hf-model-id", repo] if hub else ["--skip-hf-push"])]
-            env = {"GITHUB_SHA": f"{rnd:02d}{i:02d}".ljust(40, "a"), "HF_TOKEN": hub_server.token,
-                   "HF_ENDPOINT": hub_server.url}
+            argv = [
+                "--evaluation-results",
+                str(metrics),
+                "--model-artifact-path",
+                str(loc),
+                "--output-dir",
+                str(folder / "out"),
+                "--mlflow-tracking-uri",
+                mlflow_server.uri,
+                "--registry-name",
+                registry,
+                "--experiment-name",
+                experiment,
+                *(["--hf-model-id", repo] if hub else ["--skip-hf-push"]),
+            ]
+            env = {
+                "GITHUB_SHA": f"{rnd:02d}{i:02d}".ljust(40, "a"),
+                "HF_TOKEN": hub_server.token,
+                "HF_ENDPOINT": hub_server.url,
+            }
             procs.append((name, folder, *_spawn(tmp_path, name, argv, env)))
         for name, folder, proc, log in procs:
             code = proc.wait(timeout=300)
@@ -88,8 +111,11 @@ def test_concurrent_rounds_converge_on_the_best(tmp_path: Path, mlflow_backend: 
 
     statuses = [r["info"]["status"] for r in results]
     assert set(statuses) <= {"deployed", "superseded", "skipped"}, statuses
-    registered = {r["name"]: str(field(r["info"], "registry", "version")) for r in results
-                  if r["info"]["status"] in ("deployed", "superseded")}
+    registered = {
+        r["name"]: str(field(r["info"], "registry", "version"))
+        for r in results
+        if r["info"]["status"] in ("deployed", "superseded")
+    }
     scores = {r["name"]: float(r["info"]["weighted_score"]) for r in results}
 
     # every run is recorded: one finished MLflow run each
@@ -111,7 +137,8 @@ def test_concurrent_rounds_converge_on_the_best(tmp_path: Path, mlflow_backend: 
     champion = client.get_model_version_by_alias(registry, "champion")
     assert champion.version == registered[best], (
         f"champion v{champion.version} ({champion.tags['deploygate.weighted_score']}), best deployed "
-        f"{best} v{registered[best]} ({scores[best]})")
+        f"{best} v{registered[best]} ({scores[best]})"
+    )
 
     # a skipped run really was no better than a champion it saw (never better than the final best)
     for r in results:
@@ -134,17 +161,22 @@ def test_concurrent_rounds_converge_on_the_best(tmp_path: Path, mlflow_backend: 
         hub_repo = hub_server.repos[repo]
         tags = dict(hub_repo.tags)
         main_files = {p: b.oid for p, b in hub_repo.resolve("main").files.items()}
-        champ_files = {p: b.oid for p, b in hub_repo.resolve(f"v{champion.version}").files.items()} \
-            if f"v{champion.version}" in tags else None
+        champ_files = (
+            {p: b.oid for p, b in hub_repo.resolve(f"v{champion.version}").files.items()}
+            if f"v{champion.version}" in tags
+            else None
+        )
     pushed = {registered[r["name"]] for r in results if r["hub"] and r["name"] in registered}
     assert {t.removeprefix("v") for t in tags} == pushed
     if champ_files is not None:
         assert main_files == champ_files, "the Hub's main does not hold the champion's files"
 
-    summary = (f"concurrency summary ({mlflow_server.backend}): {N} runs x {ROUNDS} rounds ({N * ROUNDS} runs, 1 round with Hub pushes) in "
-               f"{elapsed:.0f} s: {statuses.count('deployed')} deployed, {statuses.count('superseded')} superseded, "
-               f"{statuses.count('skipped')} skipped; champion v{champion.version} = best of {len(registered)} "
-               f"registered; no version lost or duplicated")
+    summary = (
+        f"concurrency summary ({mlflow_server.backend}): {N} runs x {ROUNDS} rounds ({N * ROUNDS} runs, 1 round with Hub pushes) in "
+        f"{elapsed:.0f} s: {statuses.count('deployed')} deployed, {statuses.count('superseded')} superseded, "
+        f"{statuses.count('skipped')} skipped; champion v{champion.version} = best of {len(registered)} "
+        f"registered; no version lost or duplicated"
+    )
     _report(summary)
 
 
@@ -183,11 +215,27 @@ def test_first_promotions_race_on_postgresql(tmp_path: Path, mlflow_pg_server: A
             for i in range(N):
                 name = f"f{rnd}-{i}"
                 folder = tmp_path / name
-                metrics = write_json(folder / "metrics.json", metrics_scaled(round(rng.uniform(-0.03, 0.03), 5)))
-                loc = write_json(folder / "location.json", {"local_path": str(local_model(folder / "model", name))})
-                argv = ["--evaluation-results", str(metrics), "--model-artifact-path", str(loc),
-                        "--output-dir", str(folder / "out"), "--mlflow-tracking-uri", proxy.url,
-                        "--registry-name", registry, "--experiment-name", experiment, "--skip-hf-push"]
+                metrics = write_json(
+                    folder / "metrics.json", metrics_scaled(round(rng.uniform(-0.03, 0.03), 5))
+                )
+                loc = write_json(
+                    folder / "location.json", {"local_path": str(local_model(folder / "model", name))}
+                )
+                argv = [
+                    "--evaluation-results",
+                    str(metrics),
+                    "--model-artifact-path",
+                    str(loc),
+                    "--output-dir",
+                    str(folder / "out"),
+                    "--mlflow-tracking-uri",
+                    proxy.url,
+                    "--registry-name",
+                    registry,
+                    "--experiment-name",
+                    experiment,
+                    "--skip-hf-push",
+                ]
                 env = {"GITHUB_SHA": f"{rnd:02d}{i:02d}".ljust(40, "b"), "MLFLOW_HTTP_REQUEST_TIMEOUT": "300"}
                 procs.append((name, folder, *_spawn(tmp_path, name, argv, env)))
             infos = {}
@@ -206,12 +254,16 @@ def test_first_promotions_race_on_postgresql(tmp_path: Path, mlflow_pg_server: A
             versions = client.search_model_versions(f"name='{registry}'", max_results=100)
             assert sorted(int(v.version) for v in versions) == list(range(1, N + 1))
             deployed_runs = {i["mlflow"]["run_id"] for i in infos.values() if i["status"] == "deployed"}
-            assert {e["run_id"] for e in MlflowRegistry(mlflow_pg_server.uri).history(registry)} == deployed_runs
+            assert {
+                e["run_id"] for e in MlflowRegistry(mlflow_pg_server.uri).history(registry)
+            } == deployed_runs
     finally:
         proxy.stop()
-    _report(f"concurrency summary (postgresql): {N} first promotions released at once x {FIRST_ROUNDS} rounds in "
-            f"{time.monotonic() - started:.0f} s: {counts['deployed']} deployed, {counts['superseded']} superseded; "
-            f"champion = best every round; {N} versions each, none lost or duplicated")
+    _report(
+        f"concurrency summary (postgresql): {N} first promotions released at once x {FIRST_ROUNDS} rounds in "
+        f"{time.monotonic() - started:.0f} s: {counts['deployed']} deployed, {counts['superseded']} superseded; "
+        f"champion = best every round; {N} versions each, none lost or duplicated"
+    )
 
 
 def _hub_main_is_champion(hub_server: HubServer, repo: str, champion: str) -> None:
@@ -235,20 +287,39 @@ class _Staged:
         self.base = root / "base"
 
     def location(self, name: str, seed: int) -> Path:
-        return write_json(self.root / name / "location.json",
-                          _seed_run(self.root / f"src-{name}", self.uri, seed=seed, base=self.base))
+        return write_json(
+            self.root / name / "location.json",
+            _seed_run(self.root / f"src-{name}", self.uri, seed=seed, base=self.base),
+        )
 
     def argv(self, name: str, delta: float, seed: int, *, uri: str | None = None) -> list[str]:
         metrics = write_json(self.root / name / "metrics.json", metrics_scaled(delta))
-        return ["--evaluation-results", str(metrics), "--model-artifact-path", str(self.location(name, seed)),
-                "--output-dir", str(self.root / name / "out"), "--mlflow-tracking-uri", uri or self.uri,
-                "--registry-name", self.registry, "--experiment-name", self.experiment, "--hf-model-id", self.repo]
+        return [
+            "--evaluation-results",
+            str(metrics),
+            "--model-artifact-path",
+            str(self.location(name, seed)),
+            "--output-dir",
+            str(self.root / name / "out"),
+            "--mlflow-tracking-uri",
+            uri or self.uri,
+            "--registry-name",
+            self.registry,
+            "--experiment-name",
+            self.experiment,
+            "--hf-model-id",
+            self.repo,
+        ]
 
     def env(self, sha: str, endpoint: str | None = None) -> dict[str, str]:
-        return {"GITHUB_SHA": (sha * 40)[:40], "HF_TOKEN": self.hub.token, "HF_ENDPOINT": endpoint or self.hub.url}
+        return {
+            "GITHUB_SHA": (sha * 40)[:40],
+            "HF_TOKEN": self.hub.token,
+            "HF_ENDPOINT": endpoint or self.hub.url,
+        }
 
     def in_process(self, argv: list[str], env: dict[str, str]) -> int:
-        from deploygate.cli import main
+        from deploygate.shells.cli import main
 
         with environ(env):
             return main(argv)
@@ -263,22 +334,34 @@ class _Staged:
         return dict(json.loads((self.root / name / "out" / "deployment_info.json").read_text()))
 
     def champion(self) -> str:
-        return str(MlflowClient(tracking_uri=self.uri).get_model_version_by_alias(self.registry, "champion").version)
+        return str(
+            MlflowClient(tracking_uri=self.uri).get_model_version_by_alias(self.registry, "champion").version
+        )
 
 
 # Where the deploy of v3 is run to its end while the proxy holds the rollback's request: its re-read
 # of the holder just before the move (so it sees v3 and replaces it), or its first write, after that
 # re-read (the issue's interleaving: it replaces v2 but the Hub's main had followed v3).
-ROLLBACK_HOLDS = [("before-the-re-read", "GET", r"/registered-models/alias$", 1, "3"),
-                  ("after-the-re-read", "POST", r"/runs/create$", 0, "2")]
+ROLLBACK_HOLDS = [
+    ("before-the-re-read", "GET", r"/registered-models/alias$", 1, "3"),
+    ("after-the-re-read", "POST", r"/runs/create$", 0, "2"),
+]
 
 
 @SQLITE_ONLY
-@pytest.mark.parametrize(("hold", "method", "path", "after", "replaced"), ROLLBACK_HOLDS,
-                         ids=[h[0] for h in ROLLBACK_HOLDS])
+@pytest.mark.parametrize(
+    ("hold", "method", "path", "after", "replaced"), ROLLBACK_HOLDS, ids=[h[0] for h in ROLLBACK_HOLDS]
+)
 def test_a_rollback_during_an_in_flight_deploy_leaves_alias_and_hub_agreeing(
-        tmp_path: Path, mlflow_backend: Any, hub_server: HubServer, hold: str, method: str, path: str, after: int,
-        replaced: str) -> None:
+    tmp_path: Path,
+    mlflow_backend: Any,
+    hub_server: HubServer,
+    hold: str,
+    method: str,
+    path: str,
+    after: int,
+    replaced: str,
+) -> None:
     """Finding 6: the rollback read the champion (v2) and restored v1 on the Hub; meanwhile a deploy
     of v3 pushed, moved the alias and made main follow it; then the rollback moved the alias to v1:
     alias on v1, Hub main on v3, both exit 0. Staged exactly so: the deploy runs to its end while a
@@ -292,12 +375,31 @@ def test_a_rollback_during_an_in_flight_deploy_leaves_alias_and_hub_agreeing(
     deployed: dict[str, Any] = {}
     proxy = FaultProxy(mlflow_backend.uri).start()
     try:
-        proxy.on(method, path, before=lambda: deployed.update(w.in_own_process("v3", deploy_argv, w.env("3"))),
-                 after=after, times=1)
-        code = w.in_process(["rollback", "--registry-name", w.registry, "--experiment-name", w.experiment,
-                             "--mlflow-tracking-uri", proxy.url, "--hf-model-id", w.repo,
-                             "--output-dir", str(tmp_path / "rb"), "--reason", "bad answers"],
-                            {**w.env("4"), "MLFLOW_HTTP_REQUEST_TIMEOUT": "300"})  # held while v3 deploys
+        proxy.on(
+            method,
+            path,
+            before=lambda: deployed.update(w.in_own_process("v3", deploy_argv, w.env("3"))),
+            after=after,
+            times=1,
+        )
+        code = w.in_process(
+            [
+                "rollback",
+                "--registry-name",
+                w.registry,
+                "--experiment-name",
+                w.experiment,
+                "--mlflow-tracking-uri",
+                proxy.url,
+                "--hf-model-id",
+                w.repo,
+                "--output-dir",
+                str(tmp_path / "rb"),
+                "--reason",
+                "bad answers",
+            ],
+            {**w.env("4"), "MLFLOW_HTTP_REQUEST_TIMEOUT": "300"},
+        )  # held while v3 deploys
     finally:
         proxy.stop()
     assert code == 0
@@ -307,13 +409,16 @@ def test_a_rollback_during_an_in_flight_deploy_leaves_alias_and_hub_agreeing(
     _hub_main_is_champion(hub_server, w.repo, champion)
     rolled = json.loads((tmp_path / "rb" / "rollback_info.json").read_text())
     assert (rolled["from_version"], rolled["to_version"]) == (replaced, "1")
-    _report(f"concurrency summary ({mlflow_backend.backend}): a rollback during an in-flight deploy ({hold}): "
-            f"champion v{champion}, the Hub's main holds its files")
+    _report(
+        f"concurrency summary ({mlflow_backend.backend}): a rollback during an in-flight deploy ({hold}): "
+        f"champion v{champion}, the Hub's main holds its files"
+    )
 
 
 @SQLITE_ONLY
 def test_the_worse_candidates_push_landing_last_does_not_win_the_hub(
-        tmp_path: Path, mlflow_backend: Any, hub_server: HubServer) -> None:
+    tmp_path: Path, mlflow_backend: Any, hub_server: HubServer
+) -> None:
     """Two deploys that both beat the champion: the worse one's Hub commit is held by a proxy until the
     better one has pushed, been promoted and finished; then it lands on main. The worse run must yield
     the alias and put main back to the champion's files."""
@@ -325,8 +430,12 @@ def test_the_worse_candidates_push_landing_last_does_not_win_the_hub(
     better: dict[str, Any] = {}
     hub_proxy = FaultProxy(hub_server.url).start()
     try:
-        hub_proxy.on("POST", r"^/api/models/.+/commit/main$",
-                     before=lambda: better.update(w.in_own_process("better", better_argv, w.env("2"))), times=1)
+        hub_proxy.on(
+            "POST",
+            r"^/api/models/.+/commit/main$",
+            before=lambda: better.update(w.in_own_process("better", better_argv, w.env("2"))),
+            times=1,
+        )
         code = w.in_process(w.argv("worse", 0.01, 3), w.env("3", hub_proxy.url))
     finally:
         hub_proxy.stop()
@@ -336,5 +445,7 @@ def test_the_worse_candidates_push_landing_last_does_not_win_the_hub(
     assert worse["status"] == "superseded", worse
     assert w.champion() == str(better["registry"]["version"])
     _hub_main_is_champion(hub_server, w.repo, w.champion())
-    _report(f"concurrency summary ({mlflow_backend.backend}): the worse candidate's push landing last: champion "
-            f"v{w.champion()} (the better one), the Hub's main holds its files")
+    _report(
+        f"concurrency summary ({mlflow_backend.backend}): the worse candidate's push landing last: champion "
+        f"v{w.champion()} (the better one), the Hub's main holds its files"
+    )

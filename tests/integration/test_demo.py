@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from deploygate.cli import main
+from deploygate.shells.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -17,19 +17,28 @@ def test_demo_deploys_rejects_and_replaces(tmp_path, capsys):
     # a second demo in the same folder starts over (in a new process, as a user would run it:
     # MLflow caches its store per URI inside a process, and the demo deletes that store)
     second = [sys.executable, "-m", "deploygate", "demo", "--dir", str(tmp_path)]
-    for run in (lambda: main(["demo", "--dir", str(tmp_path)]),
-                lambda: subprocess.run(second, capture_output=True, timeout=600, check=False).returncode):
+    for run in (
+        lambda: main(["demo", "--dir", str(tmp_path)]),
+        lambda: subprocess.run(second, capture_output=True, timeout=600, check=False).returncode,
+    ):
         assert run() == 0
-        decisions = [json.loads((tmp_path / "results" / n / "deployment_info.json").read_text())
-                     for n in ("1-first", "2-worse", "3-better")]
-        assert [(d["decision"], d["registry"]["version"]) for d in decisions] == [("deploy", "1"), ("skip", None),
-                                                                                  ("deploy", "2")]
+        decisions = [
+            json.loads((tmp_path / "results" / n / "deployment_info.json").read_text())
+            for n in ("1-first", "2-worse", "3-better")
+        ]
+        assert [(d["decision"], d["registry"]["version"]) for d in decisions] == [
+            ("deploy", "1"),
+            ("skip", None),
+            ("deploy", "2"),
+        ]
     out = capsys.readouterr().out  # the first, in-process run's
     assert "browse the runs: mlflow ui --backend-store-uri sqlite:///" in out
     exported = sorted(p.name for p in (tmp_path / "hub-export").iterdir())
     assert exported == ["1-first", "3-better"]
     folder = tmp_path / "hub-export" / "3-better"
-    assert {"README.md", "config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+    assert {"README.md", "config.json", "model.safetensors", "tokenizer.json"} <= {
+        p.name for p in folder.iterdir()
+    }
     card = (folder / "README.md").read_text()
     assert "Champion (version 1)" in card
     assert f'model_id = "{folder.resolve()}"' in card  # exported, not pushed: the card loads this folder

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deploygate.cli import main
+from deploygate.shells.cli import main
 from tests.mlflow_fixtures import free_port
 
 pytestmark = pytest.mark.slow
@@ -65,7 +65,10 @@ def test_doctor_opens_an_existing_local_store_without_adding_to_it(capsys, empty
     before = tree(empty_cwd)
     code, out = doctor(capsys)
     assert code == 0, out
-    assert f"OK   local store: {empty_cwd / 'mlflow.db'} opens; browse it with mlflow ui --backend-store-uri sqlite:///" in out
+    assert (
+        f"OK   local store: {empty_cwd / 'mlflow.db'} opens; browse it with mlflow ui --backend-store-uri sqlite:///"
+        in out
+    )
     assert tree(empty_cwd) == before == ["mlflow.db"]
 
 
@@ -107,7 +110,9 @@ def test_doctor_checks_the_hub_token_whenever_one_is_set(hub_server, capsys, mon
 def test_doctor_bad_params(tmp_path, capsys, empty_cwd):
     bad = tmp_path / "params.yaml"
     bad.write_text("mlflow: [1, 2\n")
-    code, out = doctor(capsys, "--config", str(bad), "--mlflow-tracking-uri", f"http://127.0.0.1:{free_port()}")
+    code, out = doctor(
+        capsys, "--config", str(bad), "--mlflow-tracking-uri", f"http://127.0.0.1:{free_port()}"
+    )
     assert code == 1 and "FAIL config: " in out and "not valid YAML" in out
     bad.write_text("deployment:\n  min_improvment_threshold: 0.5\n")
     code, out = doctor(capsys, "--config", str(bad))

@@ -29,14 +29,23 @@ def test_dvc_repro_deployment_stage(tmp_path, mlflow_server, registry_name):
     local_model(repo / "model")
     (repo / "results" / "fine_tuned_model_location.json").write_text(json.dumps({"local_path": "../model"}))
     bindir = str(Path(sys.executable).parent)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.uri, "DVC_NO_ANALYTICS": "1",
-           "PATH": bindir + os.pathsep + os.environ.get("PATH", ""), "GITHUB_SHA": "f" * 40}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": mlflow_server.uri,
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
+        "GITHUB_SHA": "f" * 40,
+    }
 
     def sh(*cmd: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
 
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
-                ["git", "config", "user.name", "t"], [str(Path(bindir) / "dvc"), "init", "-q"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "config", "user.email", "t@example.com"],
+        ["git", "config", "user.name", "t"],
+        [str(Path(bindir) / "dvc"), "init", "-q"],
+    ):
         assert sh(*cmd).returncode == 0
     res = sh(str(Path(bindir) / "dvc"), "repro", "deployment")
     assert res.returncode == 0, res.stdout + res.stderr

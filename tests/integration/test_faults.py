@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from deploygate.cli import main
+from deploygate.shells.cli import main
 from tests.faultproxy import FaultProxy
 from tests.gatekit import environ, metrics_scaled, write_json
 from tests.hub_server import HubServer, iter_repo_files
@@ -87,16 +87,36 @@ class World:
         folder = self.root / name
         metrics = write_json(folder / "metrics.json", metrics_scaled(delta))
         location = write_json(folder / "location.json", self.locations.get(name, self.location))
-        return ["--evaluation-results", str(metrics), "--model-artifact-path", str(location),
-                "--output-dir", str(folder / "out"), "--mlflow-tracking-uri", self.proxy.url,
-                "--registry-name", self.registry, "--experiment-name", self.experiment,
-                "--hf-model-id", self.repo, *extra]
+        return [
+            "--evaluation-results",
+            str(metrics),
+            "--model-artifact-path",
+            str(location),
+            "--output-dir",
+            str(folder / "out"),
+            "--mlflow-tracking-uri",
+            self.proxy.url,
+            "--registry-name",
+            self.registry,
+            "--experiment-name",
+            self.experiment,
+            "--hf-model-id",
+            self.repo,
+            *extra,
+        ]
 
     def env(self, sha: str) -> dict[str, str]:
         return {"GITHUB_SHA": sha, "HF_TOKEN": self.hub.token, "HF_ENDPOINT": self.hub_proxy.url}
 
-    def gate(self, name: str, sha: str, delta: float, extra: tuple[str, ...] = (),
-             env: dict[str, str] | None = None, capsys: pytest.CaptureFixture[str] | None = None) -> Outcome:
+    def gate(
+        self,
+        name: str,
+        sha: str,
+        delta: float,
+        extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        capsys: pytest.CaptureFixture[str] | None = None,
+    ) -> Outcome:
         """Run the CLI in this process (fast: no imports to pay)."""
         self.runs += 1
         with environ({**self.env(sha), **(env or {})}):
@@ -111,9 +131,18 @@ class World:
         self.runs += 1
         env = {**os.environ, **self.env(sha)}
         log = (self.root / f"{name}.log").open("wb")
-        return subprocess.Popen([sys.executable, "-c", "from deploygate.cli import entrypoint; entrypoint()",
-                                 *self.argv(name, delta)],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root)
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from deploygate.shells.cli import entrypoint; entrypoint()",
+                *self.argv(name, delta),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.root,
+        )
 
     # --- reading the state directly (not through the proxies) ----------------------------------
 
@@ -132,7 +161,11 @@ class World:
 
     def upload_commits(self, version: str) -> int:
         """Commits on main that uploaded `version` (restores after a failure are not uploads)."""
-        return sum(1 for c in self.hub.commits(self.repo) if c.title.startswith(f"deploygate: {self.registry} v{version},"))
+        return sum(
+            1
+            for c in self.hub.commits(self.repo)
+            if c.title.startswith(f"deploygate: {self.registry} v{version},")
+        )
 
     def gate_runs(self) -> list[Any]:
         exp = self.client.get_experiment_by_name(self.experiment)
@@ -145,21 +178,29 @@ class World:
         assert mv.status == "READY"
         recorded = mv.tags.get("deploygate.hf_commit")
         assert recorded, f"v{mv.version} has no deploygate.hf_commit tag"
-        assert self.tree(recorded) == self.tree("main"), f"Hub main does not hold the files of champion v{champion}"
+        assert self.tree(recorded) == self.tree("main"), (
+            f"Hub main does not hold the files of champion v{champion}"
+        )
         with self.hub._lock:
             assert self.hub.repos[self.repo].tags.get(f"v{champion}") is not None
 
     def assert_completed(self, version: str, versions_before: list[str]) -> None:
         """After the re-run: one new version, promoted, pushed once, consistent."""
         assert self.versions() == [*versions_before, version], self.versions()
-        assert self.upload_commits(version) == 1, f"v{version} was uploaded {self.upload_commits(version)} times"
+        assert self.upload_commits(version) == 1, (
+            f"v{version} was uploaded {self.upload_commits(version)} times"
+        )
         self.assert_consistent(version)
         self.scores[version] = float(self.champion().tags["deploygate.weighted_score"])
 
     def new_candidate(self, name: str) -> None:
         """A training run with its own adapter (so its merged weights are new LFS objects on the Hub)."""
-        self.locations[name] = _seed_run(self.root / f"src-{name}", self.mlflow_uri, seed=len(self.locations) + 1,
-                                         base=self.root / "src-base")
+        self.locations[name] = _seed_run(
+            self.root / f"src-{name}",
+            self.mlflow_uri,
+            seed=len(self.locations) + 1,
+            base=self.root / "src-base",
+        )
 
     def faults_fired(self) -> int:
         with self.hub._lock:
@@ -171,7 +212,9 @@ class World:
 
     def failed_run_recorded(self, since: int, needle: str = "") -> bool:
         runs = sorted(self.gate_runs(), key=lambda r: r.info.start_time)[since:]
-        return any(r.info.status == "FAILED" and needle in r.data.tags.get("deploygate.error", "") for r in runs)
+        return any(
+            r.info.status == "FAILED" and needle in r.data.tags.get("deploygate.error", "") for r in runs
+        )
 
 
 def _seed_run(root: Path, uri: str, *, seed: int = 0, base: Path | None = None) -> dict[str, Any]:
@@ -185,20 +228,36 @@ def _seed_run(root: Path, uri: str, *, seed: int = 0, base: Path | None = None) 
     client.log_artifacts(run.info.run_id, str(adapter), "model/peft")
     client.log_artifacts(run.info.run_id, str(root / "tok"), "tokenizer")
     client.set_terminated(run.info.run_id)
-    return {"mlflow_run_id": run.info.run_id, "tracking_uri": uri, "dvc_stage": "fine_tuning",
-            "model_name": "tiny-llama", "fine_tuned": True}
+    return {
+        "mlflow_run_id": run.info.run_id,
+        "tracking_uri": uri,
+        "dvc_stage": "fine_tuning",
+        "model_name": "tiny-llama",
+        "fine_tuned": True,
+    }
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, mlflow_backend: Any, hub_server: HubServer) -> Iterator[World]:
+def world(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_backend: Any, hub_server: HubServer
+) -> Iterator[World]:
     mlflow_server = mlflow_backend
     root = tmp_path_factory.mktemp(f"faults-{mlflow_server.backend}")
     proxy = FaultProxy(mlflow_server.uri).start()
     hub_proxy = FaultProxy(hub_server.url).start()
-    w = World(root=root, mlflow_uri=mlflow_server.uri, proxy=proxy, hub=hub_server, hub_proxy=hub_proxy,
-              registry=f"faults-{uuid.uuid4().hex[:8]}", experiment=f"faults-{uuid.uuid4().hex[:8]}",
-              repo=hub_server.new_repo_id("faults"), location={},
-              client=MlflowClient(tracking_uri=mlflow_server.uri), backend=mlflow_server.backend)
+    w = World(
+        root=root,
+        mlflow_uri=mlflow_server.uri,
+        proxy=proxy,
+        hub=hub_server,
+        hub_proxy=hub_proxy,
+        registry=f"faults-{uuid.uuid4().hex[:8]}",
+        experiment=f"faults-{uuid.uuid4().hex[:8]}",
+        repo=hub_server.new_repo_id("faults"),
+        location={},
+        client=MlflowClient(tracking_uri=mlflow_server.uri),
+        backend=mlflow_server.backend,
+    )
     w.location = _seed_run(root / "src-first", mlflow_server.uri, base=root / "src-base")
     first = w.gate("first", "1" * 40, 0.0)
     assert first.code == 0
@@ -236,9 +295,11 @@ def _tally(name: str, injected: int, *, survived_in_run: bool, backend: str = "s
 def _print_summary(backend: str) -> None:
     tally = _tally_of(backend)
     injected = len(tally["injected"])
-    line = (f"fault summary ({backend}): {len(tally['scenarios'])} scenarios, {injected} faults injected, "
-            f"{len(tally['survived'])} survived within the run (retried), {len(tally['failed-safe'])} failed safe "
-            f"(champion and Hub consistent, re-run completed)")
+    line = (
+        f"fault summary ({backend}): {len(tally['scenarios'])} scenarios, {injected} faults injected, "
+        f"{len(tally['survived'])} survived within the run (retried), {len(tally['failed-safe'])} failed safe "
+        f"(champion and Hub consistent, re-run completed)"
+    )
     print("\n" + line)
     if os.environ.get("DEPLOYGATE_FAULT_SUMMARY"):
         with Path(os.environ["DEPLOYGATE_FAULT_SUMMARY"]).open("a") as fh:
@@ -254,8 +315,15 @@ def _candidate(w: World, name: str) -> tuple[str, float, str, list[str]]:
     return sha, delta, str(int(before[-1]) + 1), before
 
 
-def _fail_then_rerun(w: World, capsys: pytest.CaptureFixture[str], name: str, arm: Callable[[], int],
-                     expect_in_err: str, *, recorded: bool = True) -> Outcome:
+def _fail_then_rerun(
+    w: World,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    arm: Callable[[], int],
+    expect_in_err: str,
+    *,
+    recorded: bool = True,
+) -> Outcome:
     """Arm a fault, run (it must fail safe), disarm, re-run (it must complete)."""
     sha, delta, version, before = _candidate(w, name)
     champion = w.champion().version
@@ -304,6 +372,7 @@ def test_mlflow_unreachable_at_start(fresh: World, capsys: pytest.CaptureFixture
     def arm() -> int:
         fresh.proxy.down()
         return 1
+
     failed = _fail_then_rerun(fresh, capsys, "mlflow-down-at-start", arm, "unreachable", recorded=False)
     assert "MLFLOW_TRACKING_URI" in failed.err
 
@@ -311,17 +380,21 @@ def test_mlflow_unreachable_at_start(fresh: World, capsys: pytest.CaptureFixture
 def test_mlflow_stops_after_the_version_is_created(fresh: World, capsys: pytest.CaptureFixture[str]) -> None:
     """The version exists (created by the server), then MLflow is gone: the run cannot even record
     its failure; the re-run reuses the version instead of registering a second one."""
+
     def arm() -> int:
         fresh.proxy.down_after("POST", VERSION_CREATE)
         return 1
+
     _fail_then_rerun(fresh, capsys, "mlflow-down-after-create", arm, "MLflow", recorded=False)
 
 
 def test_alias_move_fails_after_the_hub_push(fresh: World, capsys: pytest.CaptureFixture[str]) -> None:
     """The Hub already holds the candidate when the alias cannot move: main goes back to the champion."""
+
     def arm() -> int:
         fresh.proxy.fail("POST", ALIAS_POST, 503, times=-1)
         return 1
+
     _fail_then_rerun(fresh, capsys, "alias-503-persistent", arm, "MLflow")
     # MLflow's own retries, bounded: 1 + MLFLOW_HTTP_REQUEST_MAX_RETRIES per alias move (the gate tries once)
     attempts = 1 + int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3"))
@@ -330,9 +403,11 @@ def test_alias_move_fails_after_the_hub_push(fresh: World, capsys: pytest.Captur
 
 def test_champion_unreadable_is_not_a_first_model(fresh: World, capsys: pytest.CaptureFixture[str]) -> None:
     """A 5xx on the alias lookup must fail the run, not read as "no champion yet" (which would deploy)."""
+
     def arm() -> int:
         fresh.proxy.fail("GET", ALIAS_POST, 503, times=-1)
         return 1
+
     _fail_then_rerun(fresh, capsys, "champion-read-503", arm, "MLflow", recorded=False)
 
 
@@ -343,18 +418,24 @@ def test_transient_mlflow_errors_are_retried(fresh: World, capsys: pytest.Captur
         fresh.proxy.fail("POST", ALIAS_POST, 429, times=1)
         fresh.proxy.fail("POST", r"/runs/log-batch$", 502, times=1)
         return 4
+
     _survive(fresh, capsys, "mlflow-transient", arm)
     assert fresh.proxy.injected >= 4
 
 
 @SQLITE_ONLY
 @pytest.mark.parametrize("status", [401, 403, 404])
-def test_permanent_mlflow_errors_are_not_retried(fresh: World, capsys: pytest.CaptureFixture[str], status: int) -> None:
+def test_permanent_mlflow_errors_are_not_retried(
+    fresh: World, capsys: pytest.CaptureFixture[str], status: int
+) -> None:
     def arm() -> int:
         fresh.proxy.fail("POST", ALIAS_POST, status, times=-1)
         return 1
+
     failed = _fail_then_rerun(fresh, capsys, f"alias-{status}", arm, "MLflow")
-    assert len([r for r in fresh.proxy.requests("POST", ALIAS_POST) if r.fault]) == 1, "a permanent error was retried"
+    assert len([r for r in fresh.proxy.requests("POST", ALIAS_POST) if r.fault]) == 1, (
+        "a permanent error was retried"
+    )
     assert "Fix:" in failed.err or "check" in failed.err.lower()
 
 
@@ -362,23 +443,28 @@ def test_permanent_mlflow_errors_are_not_retried(fresh: World, capsys: pytest.Ca
 
 
 @SQLITE_ONLY
-def test_hub_transient_errors_during_upload_and_commit(fresh: World, capsys: pytest.CaptureFixture[str]) -> None:
+def test_hub_transient_errors_during_upload_and_commit(
+    fresh: World, capsys: pytest.CaptureFixture[str]
+) -> None:
     def arm() -> int:
         fresh.hub_proxy.fail("POST", HUB_PREUPLOAD, 500, times=1)
         fresh.hub.fail_next("PUT", LFS_PUT, status=503, times=1)
         fresh.hub_proxy.drop("POST", HUB_COMMIT, times=1)
         fresh.hub_proxy.fail("POST", r"/tag/", 429, times=1)
         return 4
+
     _survive(fresh, capsys, "hub-transient", arm)
 
 
 @SQLITE_ONLY
 def test_hub_commit_response_lost(fresh: World, capsys: pytest.CaptureFixture[str]) -> None:
     """The Hub applied the commit but the answer never came: the retry must not commit again."""
+
     def arm() -> int:
         fresh.hub_proxy.lose_response("POST", HUB_COMMIT, times=1)
         fresh.hub_proxy.lose_response("POST", r"/tag/", times=1)
         return 2
+
     _survive(fresh, capsys, "hub-commit-lost-response", arm)
 
 
@@ -388,6 +474,7 @@ def test_hub_hangs_then_drops(fresh: World, capsys: pytest.CaptureFixture[str]) 
         fresh.hub.hang_next("POST", HUB_COMMIT, seconds=1.5, times=1)
         fresh.hub.hang_next("POST", HUB_PREUPLOAD, seconds=1.5, times=1)
         return 2
+
     _survive(fresh, capsys, "hub-hang", arm)
 
 
@@ -396,39 +483,53 @@ def test_hub_500_persistent_on_commit(fresh: World, capsys: pytest.CaptureFixtur
     def arm() -> int:
         fresh.hub_proxy.fail("POST", HUB_COMMIT, 500, times=-1)
         return 1
+
     _fail_then_rerun(fresh, capsys, "hub-commit-500", arm, "Hub")
-    assert len([r for r in fresh.hub_proxy.requests("POST", HUB_COMMIT) if r.fault]) == 4  # 1 + 3 retries, bounded
+    assert (
+        len([r for r in fresh.hub_proxy.requests("POST", HUB_COMMIT) if r.fault]) == 4
+    )  # 1 + 3 retries, bounded
 
 
 @SQLITE_ONLY
 def test_hub_drops_lfs_uploads_in_a_row(fresh: World, capsys: pytest.CaptureFixture[str]) -> None:
     """(A Hub that drops every upload for good takes huggingface_hub's 5 retries x deploygate's 4
     attempts, ~1.5 min, before failing safe like the persistent commit 500 above.)"""
+
     def arm() -> int:
         fresh.hub.drop_next("PUT", LFS_PUT, times=3)
         return 3
+
     _survive(fresh, capsys, "hub-lfs-drop-3-in-a-row", arm)
 
 
 @SQLITE_ONLY
 @pytest.mark.parametrize("status", [401, 403])
-def test_permanent_hub_errors_are_not_retried(fresh: World, capsys: pytest.CaptureFixture[str], status: int) -> None:
+def test_permanent_hub_errors_are_not_retried(
+    fresh: World, capsys: pytest.CaptureFixture[str], status: int
+) -> None:
     def arm() -> int:
         fresh.hub_proxy.fail("POST", HUB_COMMIT, status, times=-1)
         return 1
-    failed = _fail_then_rerun(fresh, capsys, f"hub-commit-{status}", arm, "HF_TOKEN" if status == 401 else "write")
+
+    failed = _fail_then_rerun(
+        fresh, capsys, f"hub-commit-{status}", arm, "HF_TOKEN" if status == 401 else "write"
+    )
     assert len([r for r in fresh.hub_proxy.requests("POST", HUB_COMMIT) if r.fault]) == 1
     assert "Fix:" in failed.err
 
 
 @pytest.mark.parametrize("status", [500, 403])
-def test_tag_call_fails_after_the_hub_commit(fresh: World, capsys: pytest.CaptureFixture[str], status: int) -> None:
+def test_tag_call_fails_after_the_hub_commit(
+    fresh: World, capsys: pytest.CaptureFixture[str], status: int
+) -> None:
     """The commit landed on main, the tag call did not: main goes back to the champion in the same
     run (a later run that skips must not be the one to repair it), and the re-run tags the commit it
     already pushed instead of uploading again."""
+
     def arm() -> int:
         fresh.hub_proxy.fail("POST", r"/tag/", status, times=-1)
         return 1
+
     _fail_then_rerun(fresh, capsys, f"hub-tag-{status}-after-commit", arm, "Hub")
 
 
@@ -461,7 +562,7 @@ def test_rerun_with_hf_export_dir_after_a_failure(fresh: World, capsys: pytest.C
 
 def test_hub_timeout_is_bounded(hub_server: HubServer) -> None:
     """huggingface_hub has no timeout of its own: a server that never answers must not hang the gate."""
-    from deploygate.hub import HubPublisher
+    from deploygate.adapters.hf_hub import HubPublisher
 
     publisher = HubPublisher(hub_server.token, hub_server.url, retries=1, backoff=0.0, timeout=1.0)
     hub_server.hang_next("GET", r"^/api/whoami-v2$", seconds=30, times=1)
@@ -491,21 +592,28 @@ MLFLOW_KILLS = [k for k in KILL_POINTS if k[1] == "mlflow"]
 HUB_KILLS = [k for k in KILL_POINTS if k[1] == "hub"]
 
 
-@pytest.mark.parametrize(("name", "where", "method", "path", "when"), MLFLOW_KILLS, ids=[k[0] for k in MLFLOW_KILLS])
-def test_sigkill_between_mlflow_steps(fresh: World, capsys: pytest.CaptureFixture[str], name: str, where: str,
-                                      method: str, path: str, when: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "where", "method", "path", "when"), MLFLOW_KILLS, ids=[k[0] for k in MLFLOW_KILLS]
+)
+def test_sigkill_between_mlflow_steps(
+    fresh: World, capsys: pytest.CaptureFixture[str], name: str, where: str, method: str, path: str, when: str
+) -> None:
     _sigkill_between_steps(fresh, capsys, name, where, method, path, when)
 
 
 @SQLITE_ONLY  # what a kill around a Hub request leaves depends on the Hub alone
-@pytest.mark.parametrize(("name", "where", "method", "path", "when"), HUB_KILLS, ids=[k[0] for k in HUB_KILLS])
-def test_sigkill_around_hub_steps(fresh: World, capsys: pytest.CaptureFixture[str], name: str, where: str,
-                                  method: str, path: str, when: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "where", "method", "path", "when"), HUB_KILLS, ids=[k[0] for k in HUB_KILLS]
+)
+def test_sigkill_around_hub_steps(
+    fresh: World, capsys: pytest.CaptureFixture[str], name: str, where: str, method: str, path: str, when: str
+) -> None:
     _sigkill_between_steps(fresh, capsys, name, where, method, path, when)
 
 
-def _sigkill_between_steps(fresh: World, capsys: pytest.CaptureFixture[str], name: str, where: str, method: str,
-                               path: str, when: str) -> None:
+def _sigkill_between_steps(
+    fresh: World, capsys: pytest.CaptureFixture[str], name: str, where: str, method: str, path: str, when: str
+) -> None:
     w = fresh
     sha, delta, version, before = _candidate(w, name)
     champion = w.champion().version
@@ -526,8 +634,10 @@ def _sigkill_between_steps(fresh: World, capsys: pytest.CaptureFixture[str], nam
     code = holder["p"].wait(timeout=240)
     w.proxy.clear()
     w.hub_proxy.clear()
-    assert killed.is_set(), f"the gate finished (exit {code}) before reaching {method} {path}:\n" + \
-        (w.root / f"{name}.log").read_text()[-2000:]
+    assert killed.is_set(), (
+        f"the gate finished (exit {code}) before reaching {method} {path}:\n"
+        + (w.root / f"{name}.log").read_text()[-2000:]
+    )
     # After a kill there is nobody left to clean up: either nothing visible moved, or the Hub's main
     # is one step ahead (it holds the tagged, registered candidate that has not been promoted yet).
     moved = w.champion().version
@@ -543,7 +653,9 @@ def _sigkill_between_steps(fresh: World, capsys: pytest.CaptureFixture[str], nam
             if head.title.startswith(f"deploygate: {w.registry} v{version},"):
                 pushed = main
         champ_files = w.tree(w.champion().tags["deploygate.hf_commit"])
-        assert main == champ_files or (pushed is not None and main == pushed), "Hub main holds an unknown model"
+        assert main == champ_files or (pushed is not None and main == pushed), (
+            "Hub main holds an unknown model"
+        )
         in_flight = main != champ_files
     else:
         assert moved == version
@@ -562,8 +674,9 @@ def _sigkill_between_steps(fresh: World, capsys: pytest.CaptureFixture[str], nam
 STATS_GET = r"/mlflow-artifacts/artifacts/.*evaluation/example_stats\.json"
 
 
-def test_unreadable_champion_statistics_are_an_error_not_absent(fresh: World, tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreadable_champion_statistics_are_an_error_not_absent(
+    fresh: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Finding 4: a 503 (or a dropped connection) on the champion's per-example statistics read as "the
     champion has none", so the point rule decided and a not-significant candidate was promoted. A
     transient failure is retried; a lasting one fails the run (exit 1) and moves nothing."""
@@ -575,8 +688,15 @@ def test_unreadable_champion_statistics_are_an_error_not_absent(fresh: World, tm
 
     def gate(name: str, sha: str, preds: list[str]) -> Any:
         with environ({"GITHUB_SHA": sha * 40}):
-            return run_gate(tmp_path, capsys, uri=w.proxy.url, registry=registry, experiment=experiment, name=name,
-                            extra=["--predictions", str(jsonl(tmp_path, name, preds))])
+            return run_gate(
+                tmp_path,
+                capsys,
+                uri=w.proxy.url,
+                registry=registry,
+                experiment=experiment,
+                name=name,
+                extra=["--predictions", str(jsonl(tmp_path, name, preds))],
+            )
 
     assert gate("champ", "1", CHAMPION).code == 0
     champion = w.client.get_model_version_by_alias(registry, "champion").version

@@ -16,8 +16,10 @@ def gate(tmp_path, capsys, mlflow_server, registry_name, experiment_name, monkey
     monkeypatch.delenv("GITHUB_EVENT_NAME", raising=False)
 
     def _run(**kw):
-        return run_gate(tmp_path, capsys, uri=mlflow_server.uri, registry=registry_name,
-                        experiment=experiment_name, **kw)
+        return run_gate(
+            tmp_path, capsys, uri=mlflow_server.uri, registry=registry_name, experiment=experiment_name, **kw
+        )
+
     return _run
 
 
@@ -52,7 +54,9 @@ def test_first_worse_better(gate, client, registry_name, experiment_name, monkey
     better = gate(name="better", metrics=metrics_scaled(+0.01))
     assert better.code == 0, better.err
     assert better.info()["registry"]["url"] == f"{mlflow_server.uri}/#/models/{registry_name}/versions/2"
-    assert better.info()["registry"]["version"] == "2" and better.info()["registry"]["previous_version"] == "1"
+    assert (
+        better.info()["registry"]["version"] == "2" and better.info()["registry"]["previous_version"] == "1"
+    )
     assert champion_version(client, registry_name) == "2"
     comparison = better.comparison()
     assert comparison["baseline"]["version"] == "1"
@@ -68,7 +72,11 @@ def test_first_worse_better(gate, client, registry_name, experiment_name, monkey
     assert runs[1].data.metrics["improvement"] == pytest.approx(-0.01)
     assert runs[1].data.params["min_improvement_threshold"] == "0.001"
     arts = {a.path for a in client.list_artifacts(runs[1].info.run_id, "deployment")}
-    assert arts == {"deployment/deployment_info.json", "deployment/model_comparison.json", "deployment/deployment_logs.txt"}
+    assert arts == {
+        "deployment/deployment_info.json",
+        "deployment/model_comparison.json",
+        "deployment/deployment_logs.txt",
+    }
     assert "decision: skip" in (worse.output_dir / "deployment_logs.txt").read_text()
 
 
@@ -79,7 +87,11 @@ def test_below_threshold_and_tie(gate, client, registry_name, monkeypatch):
     assert tie.info()["rule"] == "not-better"
     small = gate(name="small", metrics=metrics_scaled(0.0005))
     assert small.info()["rule"] == "below-threshold" and not small.info()["deployed"]
-    lower = gate(name="lower-threshold", metrics=metrics_scaled(0.0005), extra=["--min-improvement-threshold", "0.0001"])
+    lower = gate(
+        name="lower-threshold",
+        metrics=metrics_scaled(0.0005),
+        extra=["--min-improvement-threshold", "0.0001"],
+    )
     assert lower.info()["deployed"]
 
 
@@ -113,8 +125,14 @@ def test_register_from_source_run_with_stage_promotion(gate, client, registry_na
     write_json(peft_dir / "adapter_config.json", {"peft_type": "LORA", "r": 4})
     client.log_artifacts(train.info.run_id, str(tmp_path / "adapter"), "model")
     client.set_terminated(train.info.run_id)
-    location = {"mlflow_run_id": train.info.run_id, "tracking_uri": "ignored", "dvc_stage": "train",
-                "timestamp": "2026-01-01T00:00:00", "model_name": "tinyllama", "fine_tuned": True}
+    location = {
+        "mlflow_run_id": train.info.run_id,
+        "tracking_uri": "ignored",
+        "dvc_stage": "train",
+        "timestamp": "2026-01-01T00:00:00",
+        "model_name": "tinyllama",
+        "fine_tuned": True,
+    }
     res = gate(name="src", location=location, extra=["--promotion", "both"])
     assert res.code == 0, res.err
     mv = client.get_model_version(registry_name, "1")
@@ -122,9 +140,14 @@ def test_register_from_source_run_with_stage_promotion(gate, client, registry_na
     assert mv.current_stage == "Production"
     assert mv.tags["deploygate.source_run_id"] == train.info.run_id
     monkeypatch.setenv("GITHUB_SHA", "e" * 40)  # a new commit: a new candidate, though the same source run
-    second = gate(name="src2", location=location, metrics=metrics_scaled(0.02), extra=["--promotion", "stage"])
+    second = gate(
+        name="src2", location=location, metrics=metrics_scaled(0.02), extra=["--promotion", "stage"]
+    )
     assert second.code == 0, second.err
-    stages = {v.version: v.current_stage for v in client.search_model_versions(f"name='{registry_name}'", max_results=10)}
+    stages = {
+        v.version: v.current_stage
+        for v in client.search_model_versions(f"name='{registry_name}'", max_results=10)
+    }
     assert stages == {"1": "Archived", "2": "Production"}
     assert second.info()["registry"]["previous_version"] == "1"  # the stage holder was the baseline
     third = gate(name="src3", location=location, metrics=metrics_scaled(0.0), extra=["--promotion", "stage"])
@@ -134,7 +157,9 @@ def test_register_from_source_run_with_stage_promotion(gate, client, registry_na
 def test_best_ever_baseline(gate, client, registry_name):
     first = gate(name="a", metrics=metrics_scaled(0.03))
     assert first.code == 0 and first.info()["deployed"]  # a deployed run: counts
-    assert gate(name="c", metrics=metrics_scaled(0.05), extra=["--dry-run"]).code == 0  # recorded, never deployed: not
+    assert (
+        gate(name="c", metrics=metrics_scaled(0.05), extra=["--dry-run"]).code == 0
+    )  # recorded, never deployed: not
     res = gate(name="b", metrics=metrics_scaled(0.01), extra=["--baseline", "best-ever"])
     assert res.info()["decision"] == "skip"  # below the best past deployed score
     assert res.comparison()["baseline"]["source"] == "best-ever"
@@ -151,8 +176,13 @@ def test_unknown_source_run_is_bad_input(gate, client, registry_name, experiment
 def test_unreachable_server_is_one_clear_line(tmp_path, capsys, registry_name, experiment_name):
     from tests.mlflow_fixtures import free_port
 
-    res = run_gate(tmp_path, capsys, uri=f"http://127.0.0.1:{free_port()}", registry=registry_name,
-                   experiment=experiment_name)
+    res = run_gate(
+        tmp_path,
+        capsys,
+        uri=f"http://127.0.0.1:{free_port()}",
+        registry=registry_name,
+        experiment=experiment_name,
+    )
     assert res.code == 1
     lines = [line for line in res.err.splitlines() if "error" in line]
     assert len(lines) == 1 and "unreachable" in lines[0] and "MLFLOW_TRACKING_URI" in lines[0]
@@ -163,15 +193,28 @@ def test_unreachable_server_is_one_clear_line(tmp_path, capsys, registry_name, e
 def test_guardrail_blocks_and_is_reported(gate, client, registry_name, monkeypatch):
     assert gate(name="first").code == 0
     monkeypatch.setenv("GITHUB_SHA", "9" * 40)
-    better_but_less_precise = {**metrics_scaled(0.02), "rougeL_precision": SEED_METRICS["rougeL_precision"] - 0.05}
-    res = gate(name="guarded", metrics=better_but_less_precise,
-               extra=["--guardrails", "rougeL_precision.max_drop=0.01"])
+    better_but_less_precise = {
+        **metrics_scaled(0.02),
+        "rougeL_precision": SEED_METRICS["rougeL_precision"] - 0.05,
+    }
+    res = gate(
+        name="guarded",
+        metrics=better_but_less_precise,
+        extra=["--guardrails", "rougeL_precision.max_drop=0.01"],
+    )
     assert res.code == 0, res.err
     info = res.info()
     assert (info["decision"], info["rule"]) == ("skip", "guardrail") and "rougeL_precision" in info["reason"]
     rails = res.comparison()["checks"]["guardrails"]
-    assert rails == [{"metric": "rougeL_precision", "kind": "max_drop", "limit": 0.01,
-                      "value": pytest.approx(0.05), "passed": False}]
+    assert rails == [
+        {
+            "metric": "rougeL_precision",
+            "kind": "max_drop",
+            "limit": 0.01,
+            "value": pytest.approx(0.05),
+            "passed": False,
+        }
+    ]
     assert champion_version(client, registry_name) == "1"
 
 
@@ -182,7 +225,11 @@ def test_changed_weights_refuse_to_compare(gate, client, registry_name, experime
     assert res.code == 2 and "scored differently" in res.err and "weights" in res.err
     exp = client.get_experiment_by_name(experiment_name)
     assert len(client.search_runs([exp.experiment_id], max_results=10)) == 1  # the refusal wrote nothing
-    allowed = gate(name="reweighted2", metrics=metrics_scaled(0.02), extra=["--weights", "bleu4=1", "--allow-incomparable"])
+    allowed = gate(
+        name="reweighted2",
+        metrics=metrics_scaled(0.02),
+        extra=["--weights", "bleu4=1", "--allow-incomparable"],
+    )
     assert allowed.code == 0
     assert allowed.comparison()["checks"]["comparability"]["status"] == "allowed"
     assert any("allow-incomparable" in w for w in allowed.info()["warnings"])

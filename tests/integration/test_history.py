@@ -16,48 +16,95 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from deploygate.cli import main
-from deploygate.registry import MlflowRegistry
+from deploygate.adapters.mlflow_registry import MlflowRegistry
+from deploygate.shells.cli import main
 from tests.gatekit import GateRun, local_model, metrics_scaled, run_gate
 
 pytestmark = pytest.mark.slow
 
 
 class Gate:
-    def __init__(self, tmp: Path, capsys: pytest.CaptureFixture[str], uri: str, registry: str, experiment: str,
-                 monkeypatch: pytest.MonkeyPatch) -> None:
-        self.tmp, self.capsys, self.uri, self.registry, self.experiment = tmp, capsys, uri, registry, experiment
+    def __init__(
+        self,
+        tmp: Path,
+        capsys: pytest.CaptureFixture[str],
+        uri: str,
+        registry: str,
+        experiment: str,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        self.tmp, self.capsys, self.uri, self.registry, self.experiment = (
+            tmp,
+            capsys,
+            uri,
+            registry,
+            experiment,
+        )
         self.monkeypatch = monkeypatch
 
-    def __call__(self, name: str, sha: str, delta: float, extra: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> GateRun:
+    def __call__(
+        self,
+        name: str,
+        sha: str,
+        delta: float,
+        extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> GateRun:
         self.monkeypatch.setenv("GITHUB_SHA", (sha * 40)[:40])
         for key, value in (env or {}).items():
             self.monkeypatch.setenv(key, value)
         try:
-            return run_gate(self.tmp, self.capsys, uri=self.uri, registry=self.registry, experiment=self.experiment,
-                            name=name, metrics=metrics_scaled(delta), extra=extra)
+            return run_gate(
+                self.tmp,
+                self.capsys,
+                uri=self.uri,
+                registry=self.registry,
+                experiment=self.experiment,
+                name=name,
+                metrics=metrics_scaled(delta),
+                extra=extra,
+            )
         finally:
             for key in env or {}:
                 self.monkeypatch.delenv(key)
 
     def rollback(self, *extra: str) -> tuple[int, str, str]:
         self.capsys.readouterr()
-        code = main(["rollback", "--registry-name", self.registry, "--experiment-name", self.experiment,
-                     "--mlflow-tracking-uri", self.uri, "--skip-hf-push",
-                     "--output-dir", str(self.tmp / f"rb-{len(list(self.tmp.glob('rb-*')))}"), *extra])
+        code = main(
+            [
+                "rollback",
+                "--registry-name",
+                self.registry,
+                "--experiment-name",
+                self.experiment,
+                "--mlflow-tracking-uri",
+                self.uri,
+                "--skip-hf-push",
+                "--output-dir",
+                str(self.tmp / f"rb-{len(list(self.tmp.glob('rb-*')))}"),
+                *extra,
+            ]
+        )
         out = self.capsys.readouterr()
         return code, out.out, out.err
 
 
 @pytest.fixture
-def gate(tmp_path: Path, capsys: pytest.CaptureFixture[str], mlflow_backend: Any, registry_name: str,
-         experiment_name: str, monkeypatch: pytest.MonkeyPatch) -> Gate:
+def gate(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    mlflow_backend: Any,
+    registry_name: str,
+    experiment_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Gate:
     return Gate(tmp_path, capsys, mlflow_backend.uri, registry_name, experiment_name, monkeypatch)
 
 
 def _champion(gate: Gate) -> str:
-    return str(MlflowClient(tracking_uri=gate.uri).get_model_version_by_alias(gate.registry, "champion").version)
+    return str(
+        MlflowClient(tracking_uri=gate.uri).get_model_version_by_alias(gate.registry, "champion").version
+    )
 
 
 def test_a_long_history_never_blocks_a_deploy_and_rollback_reads_all_of_it(gate: Gate) -> None:
@@ -68,9 +115,18 @@ def test_a_long_history_never_blocks_a_deploy_and_rollback_reads_all_of_it(gate:
     registry = MlflowRegistry(gate.uri)
     for i in range(30):  # re-promotions, as forced deploys and rollbacks between v1 and v2 leave them
         version = "1" if i % 2 == 0 else "2"
-        registry.append_history(gate.registry, {
-            "version": version, "score": 0.25, "at": f"2026-01-01T00:00:{i:02d}+00:00", "run_id": f"{i:032x}",
-            "git_sha": "f" * 40, "forced": True, "hf_commit": "e" * 40})
+        registry.append_history(
+            gate.registry,
+            {
+                "version": version,
+                "score": 0.25,
+                "at": f"2026-01-01T00:00:{i:02d}+00:00",
+                "run_id": f"{i:032x}",
+                "git_sha": "f" * 40,
+                "forced": True,
+                "hf_commit": "e" * 40,
+            },
+        )
     third = gate("v3", "3", 0.02)
     assert third.code == 0, third.err
     info = third.info()
@@ -94,10 +150,14 @@ def test_history_written_by_the_previous_release_is_still_read(gate: Gate) -> No
     assert gate("v1", "1", 0.0).code == 0
     assert gate("v2", "2", 0.01).code == 0
     client = MlflowClient(tracking_uri=gate.uri)
-    for key in [k for k in client.get_registered_model(gate.registry).tags if k.startswith("deploygate.history")]:
+    for key in [
+        k for k in client.get_registered_model(gate.registry).tags if k.startswith("deploygate.history")
+    ]:
         client.delete_registered_model_tag(gate.registry, key)
-    legacy = [{"version": "1", "score": 0.23, "at": "2026-01-01T00:00:00+00:00", "run_id": "a" * 32},
-              {"version": "2", "score": 0.24, "at": "2026-01-02T00:00:00+00:00", "run_id": "b" * 32}]
+    legacy = [
+        {"version": "1", "score": 0.23, "at": "2026-01-01T00:00:00+00:00", "run_id": "a" * 32},
+        {"version": "2", "score": 0.24, "at": "2026-01-02T00:00:00+00:00", "run_id": "b" * 32},
+    ]
     client.set_registered_model_tag(gate.registry, "deploygate.history", json.dumps(legacy))
     assert gate("v3", "3", 0.02).code == 0
     assert [e["version"] for e in MlflowRegistry(gate.uri).history(gate.registry)] == ["1", "2", "3"]
@@ -112,22 +172,39 @@ def test_an_overlong_rollback_reason_is_refused_before_anything_moves(gate: Gate
     assert gate("v1", "1", 0.0).code == 0
     assert gate("v2", "2", 0.01).code == 0
     client = MlflowClient(tracking_uri=gate.uri)
-    runs_before = len(client.search_runs([client.get_experiment_by_name(gate.experiment).experiment_id],
-                                         max_results=100))
+    runs_before = len(
+        client.search_runs([client.get_experiment_by_name(gate.experiment).experiment_id], max_results=100)
+    )
     code, _, err = gate.rollback("--reason", "x" * 5000)
     assert code == 2, err
     assert "reason" in err and "5000" in err.replace(",", "")
     assert len(err.strip().splitlines()) == 1 and len(err) < 400
     assert _champion(gate) == "2"
-    assert len(client.search_runs([client.get_experiment_by_name(gate.experiment).experiment_id],
-                                  max_results=100)) == runs_before
+    assert (
+        len(
+            client.search_runs(
+                [client.get_experiment_by_name(gate.experiment).experiment_id], max_results=100
+            )
+        )
+        == runs_before
+    )
 
 
-NAMES = ["it's a model", 'say "hi"', "both ' and \"", "two  spaces ", "ünïcødé 模型", "back\\slash\\", "100%_match"]
+NAMES = [
+    "it's a model",
+    'say "hi"',
+    "both ' and \"",
+    "two  spaces ",
+    "ünïcødé 模型",
+    "back\\slash\\",
+    "100%_match",
+]
 
 
 @pytest.mark.parametrize("name", NAMES, ids=[f"name{i}" for i in range(len(NAMES))])
-def test_registry_names_that_need_quoting_find_their_version(mlflow_backend: Any, tmp_path: Path, name: str) -> None:
+def test_registry_names_that_need_quoting_find_their_version(
+    mlflow_backend: Any, tmp_path: Path, name: str
+) -> None:
     """Finding 10: the filter escaping was wrong, so a re-run never found its version and registered
     a duplicate. Each name is registered beside a decoy that a wrong filter would match."""
     registry = MlflowRegistry(mlflow_backend.uri)
@@ -139,10 +216,21 @@ def test_registry_names_that_need_quoting_find_their_version(mlflow_backend: Any
     unique = f"{name} {tmp_path.name[-6:]}"
     decoy = unique.replace("'", "").replace('"', "").replace("\\", "") + " decoy"
     key = "k" * 32
-    registry.register(decoy, source_uri=source, run_id=run.info.run_id, tags={"deploygate.candidate_key": key}, description="")
+    registry.register(
+        decoy,
+        source_uri=source,
+        run_id=run.info.run_id,
+        tags={"deploygate.candidate_key": key},
+        description="",
+    )
     assert registry.find_version(unique, key) is None
-    version = registry.register(unique, source_uri=source, run_id=run.info.run_id, tags={"deploygate.candidate_key": key},
-                                description="")
+    version = registry.register(
+        unique,
+        source_uri=source,
+        run_id=run.info.run_id,
+        tags={"deploygate.candidate_key": key},
+        description="",
+    )
     assert registry.find_version(unique, key) == version
     assert registry.find_version(unique, "0" * 32) is None
 
@@ -154,7 +242,8 @@ def test_a_rerun_under_a_quoted_name_reuses_its_version(gate: Gate) -> None:
     again = gate("same", "1", 0.0, extra=["--force-deploy"])
     assert again.code == 0, again.err
     versions = MlflowClient(tracking_uri=gate.uri).search_model_versions(
-        "tags.`deploygate.candidate_key` != ''", max_results=1000)
+        "tags.`deploygate.candidate_key` != ''", max_results=1000
+    )
     assert sorted(v.version for v in versions if v.name == gate.registry) == ["1"]
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi, ModelCard
 
-from deploygate.card import AdapterFacts, CardDecision, CardInputs, render_card
-from deploygate.errors import ConfigError, HubError
-from deploygate.hub import HubPublisher
+from deploygate.adapters.hf_card import render_card
+from deploygate.adapters.hf_hub import HubPublisher
+from deploygate.core.errors import ConfigError, HubError
+from deploygate.core.render.card import AdapterFacts, CardDecision, CardInputs
 from tests.hub_server import HubServer, iter_repo_files
 
 # huggingface_hub's LFS PUT passes `data=<file>` to httpx2, which deprecates it in favour of `content=`:
@@ -45,17 +46,28 @@ def publisher(hub: HubServer, token: str | None = None, *, retries: int = 2) -> 
 
 
 def card_text(repo_id: str, score: float = 0.42) -> str:
-    return render_card(CardInputs(
-        repo_id=repo_id, base_model="acme/base-0.5b", registry_name="qa-model", registry_version="1",
-        weighted_score=score, metrics={"bleu1": 0.5, "bleu4": 0.2, "rougeL_precision": 0.6},
-        weights={"bleu1": 0.2, "bleu4": 0.3, "rougeL_precision": 0.5},
-        decision=CardDecision("deploy", "first model"), adapter=AdapterFacts(8, 16, ("q_proj", "v_proj")),
-        created_at="2026-01-01T00:00:00Z", license="apache-2.0", language=("en",), tags=("qa",),
-    ))
+    return render_card(
+        CardInputs(
+            repo_id=repo_id,
+            base_model="acme/base-0.5b",
+            registry_name="qa-model",
+            registry_version="1",
+            weighted_score=score,
+            metrics={"bleu1": 0.5, "bleu4": 0.2, "rougeL_precision": 0.6},
+            weights={"bleu1": 0.2, "bleu4": 0.3, "rougeL_precision": 0.5},
+            decision=CardDecision("deploy", "first model"),
+            adapter=AdapterFacts(8, 16, ("q_proj", "v_proj")),
+            created_at="2026-01-01T00:00:00Z",
+            license="apache-2.0",
+            language=("en",),
+            tags=("qa",),
+        )
+    )
 
 
-def model_folder(root: Path, repo_id: str, *, seed: int, extra: dict[str, str] | None = None,
-                 score: float = 0.42) -> Path:
+def model_folder(
+    root: Path, repo_id: str, *, seed: int, extra: dict[str, str] | None = None, score: float = 0.42
+) -> Path:
     root.mkdir(parents=True)
     (root / "model.safetensors").write_bytes(random.Random(seed).randbytes(WEIGHTS_BYTES))
     (root / "config.json").write_text(f'{{"seed": {seed}}}\n')
@@ -98,7 +110,9 @@ def test_push_creates_repo_uploads_lfs_and_tags(hub_server: HubServer, repo_id: 
     card = ModelCard.load(readme)
     results = {r.metric_name: r.metric_value for r in card.data.eval_results}
     assert results == {"BLEU-1": 0.5, "BLEU-4": 0.2, "ROUGE-L precision": 0.6, "Weighted score": 0.42}
-    weights = api.hf_hub_download(repo_id, "model.safetensors", revision=pushed.sha, cache_dir=tmp_path / "cache")
+    weights = api.hf_hub_download(
+        repo_id, "model.safetensors", revision=pushed.sha, cache_dir=tmp_path / "cache"
+    )
     assert Path(weights).read_bytes() == (folder / "model.safetensors").read_bytes()
 
     # nobody else can see a private repo
@@ -106,8 +120,9 @@ def test_push_creates_repo_uploads_lfs_and_tags(hub_server: HubServer, repo_id: 
     assert anonymous.head(repo_id) is None
 
 
-def test_identical_push_uploads_nothing_and_reuses_the_commit(hub_server: HubServer, repo_id: str,
-                                                               tmp_path: Path) -> None:
+def test_identical_push_uploads_nothing_and_reuses_the_commit(
+    hub_server: HubServer, repo_id: str, tmp_path: Path
+) -> None:
     folder = model_folder(tmp_path / "v1", repo_id, seed=2)
     hub, _ = publisher(hub_server)
     first = hub.push(repo_id, folder, commit_message="Deploy version 1", private=False, tag="v1")
@@ -124,8 +139,9 @@ def test_identical_push_uploads_nothing_and_reuses_the_commit(hub_server: HubSer
     assert len(hub_server.commits(repo_id)) == before_commits
 
 
-def test_changed_push_is_one_commit_that_drops_stale_files(hub_server: HubServer, repo_id: str,
-                                                           tmp_path: Path) -> None:
+def test_changed_push_is_one_commit_that_drops_stale_files(
+    hub_server: HubServer, repo_id: str, tmp_path: Path
+) -> None:
     hub, _ = publisher(hub_server)
     v1 = model_folder(tmp_path / "v1", repo_id, seed=3, extra={"old_notes.txt": "stale\n"})
     hub.push(repo_id, v1, commit_message="Deploy version 1", private=False, tag="v1")
@@ -150,8 +166,9 @@ class _AnyBytes(bytes):
 ANY_BYTES = _AnyBytes()
 
 
-def test_commit_500_is_retried_then_fails_without_a_commit(hub_server: HubServer, repo_id: str,
-                                                             tmp_path: Path) -> None:
+def test_commit_500_is_retried_then_fails_without_a_commit(
+    hub_server: HubServer, repo_id: str, tmp_path: Path
+) -> None:
     hub, sleeps = publisher(hub_server, retries=2)
     hub.push(repo_id, model_folder(tmp_path / "v1", repo_id, seed=4), commit_message="v1", private=False)
     commits_before = len(hub_server.commits(repo_id))
@@ -160,8 +177,13 @@ def test_commit_500_is_retried_then_fails_without_a_commit(hub_server: HubServer
     hub_server.fail_next("POST", commit_path, status=500, times=10)
 
     with pytest.raises(HubError) as caught:
-        hub.push(repo_id, model_folder(tmp_path / "v2", repo_id, seed=5), commit_message="v2",
-                 private=False, tag="v2")
+        hub.push(
+            repo_id,
+            model_folder(tmp_path / "v2", repo_id, seed=5),
+            commit_message="v2",
+            private=False,
+            tag="v2",
+        )
 
     message = str(caught.value)
     assert "500" in message and "after 3 attempts" in message and "\n" not in message
@@ -171,16 +193,18 @@ def test_commit_500_is_retried_then_fails_without_a_commit(hub_server: HubServer
     assert hub.find_tag(repo_id, "v2") is None
 
 
-def test_transient_failures_are_retried_until_the_push_succeeds(hub_server: HubServer, repo_id: str,
-                                                                 tmp_path: Path) -> None:
+def test_transient_failures_are_retried_until_the_push_succeeds(
+    hub_server: HubServer, repo_id: str, tmp_path: Path
+) -> None:
     hub, sleeps = publisher(hub_server, retries=3)
     commit_path = rf"^/api/models/{repo_id}/commit/main$"
     hub_server.fail_next("POST", rf"^/api/models/{repo_id}/tag/", status=503)
     hub_server.drop_next("POST", commit_path)
     hub_server.fail_next("POST", commit_path, status=429)
 
-    pushed = hub.push(repo_id, model_folder(tmp_path / "v1", repo_id, seed=6), commit_message="v1",
-                      private=False, tag="v1")
+    pushed = hub.push(
+        repo_id, model_folder(tmp_path / "v1", repo_id, seed=6), commit_message="v1", private=False, tag="v1"
+    )
 
     assert len(sleeps) == 3
     assert hub.find_tag(repo_id, "v1") == pushed
@@ -203,16 +227,18 @@ def test_invalid_token_is_not_retried(hub_server: HubServer, repo_id: str, tmp_p
     assert repo_id not in hub_server.repos
 
 
-def test_read_only_token_gets_a_clear_403_and_no_commit(hub_server: HubServer, repo_id: str,
-                                                        tmp_path: Path) -> None:
+def test_read_only_token_gets_a_clear_403_and_no_commit(
+    hub_server: HubServer, repo_id: str, tmp_path: Path
+) -> None:
     writer, _ = publisher(hub_server)
     writer.push(repo_id, model_folder(tmp_path / "v1", repo_id, seed=8), commit_message="v1", private=False)
     commits_before = len(hub_server.commits(repo_id))
     reader, sleeps = publisher(hub_server, token=hub_server.readonly_token)
 
     with pytest.raises(HubError, match=f"lacks write access to {repo_id}"):
-        reader.push(repo_id, model_folder(tmp_path / "v2", repo_id, seed=9), commit_message="v2",
-                    private=False)
+        reader.push(
+            repo_id, model_folder(tmp_path / "v2", repo_id, seed=9), commit_message="v2", private=False
+        )
     with pytest.raises(HubError, match="lacks write access"):
         reader.check_repo_access(repo_id)
 
@@ -226,29 +252,40 @@ def test_check_repo_access_and_whoami(hub_server: HubServer, repo_id: str, tmp_p
     assert hub.whoami() == hub_server.user
     assert "does not exist yet" in hub.check_repo_access(repo_id)
     hub.push(repo_id, model_folder(tmp_path / "v1", repo_id, seed=10), commit_message="v1", private=True)
-    assert hub.check_repo_access(repo_id) == f"Hub repo {repo_id} exists and {hub_server.user} can write to it"
+    assert (
+        hub.check_repo_access(repo_id) == f"Hub repo {repo_id} exists and {hub_server.user} can write to it"
+    )
     with pytest.raises(HubError, match="cannot create repos under 'someone-else'"):
         hub.check_repo_access("someone-else/model")
     with pytest.raises(HubError, match="No Hugging Face token"):
         publisher(hub_server, token="")[0].whoami()
 
 
-def test_existing_tag_on_other_files_is_never_moved(hub_server: HubServer, repo_id: str, tmp_path: Path) -> None:
+def test_existing_tag_on_other_files_is_never_moved(
+    hub_server: HubServer, repo_id: str, tmp_path: Path
+) -> None:
     hub, _ = publisher(hub_server)
-    first = hub.push(repo_id, model_folder(tmp_path / "a", repo_id, seed=11), commit_message="v1",
-                     private=False, tag="v1")
+    first = hub.push(
+        repo_id, model_folder(tmp_path / "a", repo_id, seed=11), commit_message="v1", private=False, tag="v1"
+    )
     commits_before = len(hub_server.commits(repo_id))
 
     with pytest.raises(HubError, match=r"tag v1 already exists .* never moved"):
-        hub.push(repo_id, model_folder(tmp_path / "b", repo_id, seed=12), commit_message="v1 again",
-                 private=False, tag="v1")
+        hub.push(
+            repo_id,
+            model_folder(tmp_path / "b", repo_id, seed=12),
+            commit_message="v1 again",
+            private=False,
+            tag="v1",
+        )
 
     assert len(hub_server.commits(repo_id)) == commits_before
     assert hub.find_tag(repo_id, "v1") == first
 
 
-def test_restore_tag_brings_back_the_tagged_files_in_a_new_commit(hub_server: HubServer, repo_id: str,
-                                                                  tmp_path: Path) -> None:
+def test_restore_tag_brings_back_the_tagged_files_in_a_new_commit(
+    hub_server: HubServer, repo_id: str, tmp_path: Path
+) -> None:
     hub, _ = publisher(hub_server)
     v1 = model_folder(tmp_path / "v1", repo_id, seed=13, extra={"only_in_v1.txt": "v1\n"})
     first = hub.push(repo_id, v1, commit_message="Deploy version 1", private=False, tag="v1")
@@ -262,15 +299,30 @@ def test_restore_tag_brings_back_the_tagged_files_in_a_new_commit(hub_server: Hu
     assert hub.head(repo_id) == restored.sha
     assert dict(iter_repo_files(hub_server, repo_id)) == dict(iter_repo_files(hub_server, repo_id, "v1"))
     assert [c.title for c in hub_server.commits(repo_id)][:3] == [
-        "Roll back to version 1", "Deploy version 2", "Deploy version 1"]
+        "Roll back to version 1",
+        "Deploy version 2",
+        "Deploy version 1",
+    ]
     assert hub_server.lfs_bytes_received == before_bytes  # the v1 weights are still on the Hub
     assert hub.find_tag(repo_id, "v2") == second  # tags are history: untouched
     with pytest.raises(HubError, match="tag v9 not found"):
         hub.restore_tag(repo_id, "v9", commit_message="nope")
 
 
-@pytest.mark.parametrize("bad", ["no-owner", "a/b/c", "owner/na--me", "owner/../x", "-owner/name", "owner/name.git",
-                                 "owner/" + "n" * 100, "owner/na me", ""])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "no-owner",
+        "a/b/c",
+        "owner/na--me",
+        "owner/../x",
+        "-owner/name",
+        "owner/name.git",
+        "owner/" + "n" * 100,
+        "owner/na me",
+        "",
+    ],
+)
 def test_bad_repo_ids_fail_before_any_request(hub_server: HubServer, tmp_path: Path, bad: str) -> None:
     hub, _ = publisher(hub_server)
     seen = len(hub_server.requests)

@@ -15,8 +15,8 @@ import pytest
 from huggingface_hub import HfApi
 from mlflow import MlflowClient
 
-from deploygate.cli import main
-from deploygate.hub import HubPublisher
+from deploygate.adapters.hf_hub import HubPublisher
+from deploygate.shells.cli import main
 from tests.gatekit import metrics_scaled, run_gate
 from tests.hub_server import iter_repo_files
 from tests.integration.test_ship import seed_run  # noqa: F401  (fixture)
@@ -30,12 +30,34 @@ def hub_env(monkeypatch, hub_server):
     monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
 
 
-def _gate(tmp_path, capsys, monkeypatch, mlflow_server, registry, experiment, location, repo, name, sha, *,
-          delta=0.0, extra=()):
+def _gate(
+    tmp_path,
+    capsys,
+    monkeypatch,
+    mlflow_server,
+    registry,
+    experiment,
+    location,
+    repo,
+    name,
+    sha,
+    *,
+    delta=0.0,
+    extra=(),
+):
     monkeypatch.setenv("GITHUB_SHA", sha * 40)
-    return run_gate(tmp_path, capsys, uri=mlflow_server.uri, registry=registry, experiment=experiment,
-                    metrics=metrics_scaled(delta), location=location, name=name, hub=True,
-                    extra=[*(["--hf-model-id", repo] if repo else ["--skip-hf-push"]), *extra])
+    return run_gate(
+        tmp_path,
+        capsys,
+        uri=mlflow_server.uri,
+        registry=registry,
+        experiment=experiment,
+        metrics=metrics_scaled(delta),
+        location=location,
+        name=name,
+        hub=True,
+        extra=[*(["--hf-model-id", repo] if repo else ["--skip-hf-push"]), *extra],
+    )
 
 
 def _files(hub_server, repo, revision="main"):
@@ -43,24 +65,48 @@ def _files(hub_server, repo, revision="main"):
 
 
 @pytest.fixture
-def recreated(tmp_path, capsys, monkeypatch, hub_env, hub_server, mlflow_server, registry_name, experiment_name,
-              seed_run):  # noqa: F811
+def recreated(
+    tmp_path,
+    capsys,
+    monkeypatch,
+    hub_env,
+    hub_server,
+    mlflow_server,
+    registry_name,
+    experiment_name,
+    seed_run,  # noqa: F811  (the fixture)
+):
     """A repo where the registered model pushed v1 and v2 (other files) before it was deleted and
     recreated; returns the gate (to run this registry against the repo) and the repo."""
     repo = hub_server.new_repo_id("identity")
 
     def gate(name, sha, **kw):
-        return _gate(tmp_path, capsys, monkeypatch, mlflow_server, registry_name, experiment_name, seed_run,
-                     kw.pop("repo", repo), name, sha, **kw)
+        return _gate(
+            tmp_path,
+            capsys,
+            monkeypatch,
+            mlflow_server,
+            registry_name,
+            experiment_name,
+            seed_run,
+            kw.pop("repo", repo),
+            name,
+            sha,
+            **kw,
+        )
 
     assert gate("old-v1", "1").code == 0
     assert gate("old-v2", "2", delta=0.02, extra=["--no-merge"]).code == 0  # other files than v1
     gate.old_v2 = _files(hub_server, repo)
-    MlflowClient(tracking_uri=mlflow_server.uri).delete_registered_model(registry_name)  # versions restart at 1
+    MlflowClient(tracking_uri=mlflow_server.uri).delete_registered_model(
+        registry_name
+    )  # versions restart at 1
     return gate, repo
 
 
-def test_a_recreated_model_does_not_reuse_the_old_models_tags(recreated, hub_server, mlflow_server, registry_name):
+def test_a_recreated_model_does_not_reuse_the_old_models_tags(
+    recreated, hub_server, mlflow_server, registry_name
+):
     gate, repo = recreated
     client = MlflowClient(tracking_uri=mlflow_server.uri)
     old_v2 = gate.old_v2
@@ -93,23 +139,47 @@ def test_a_recreated_model_does_not_reuse_the_old_models_tags(recreated, hub_ser
     assert client.get_model_version_by_alias(registry_name, "champion").version == "2"
 
 
-def test_another_registered_model_on_the_same_repo_is_refused(tmp_path, capsys, monkeypatch, hub_env, hub_server,
-                                                              mlflow_server, registry_name, experiment_name,
-                                                              seed_run):  # noqa: F811
+def test_another_registered_model_on_the_same_repo_is_refused(
+    tmp_path,
+    capsys,
+    monkeypatch,
+    hub_env,
+    hub_server,
+    mlflow_server,
+    registry_name,
+    experiment_name,
+    seed_run,  # noqa: F811  (the fixture)
+):
     repo = hub_server.new_repo_id("identity")
-    assert _gate(tmp_path, capsys, monkeypatch, mlflow_server, registry_name, experiment_name, seed_run, repo,
-                 "a", "1").code == 0
+    assert (
+        _gate(
+            tmp_path,
+            capsys,
+            monkeypatch,
+            mlflow_server,
+            registry_name,
+            experiment_name,
+            seed_run,
+            repo,
+            "a",
+            "1",
+        ).code
+        == 0
+    )
     before = _files(hub_server, repo)
     renamed = registry_name + "-renamed"
-    res = _gate(tmp_path, capsys, monkeypatch, mlflow_server, renamed, experiment_name, seed_run, repo, "b", "2")
+    res = _gate(
+        tmp_path, capsys, monkeypatch, mlflow_server, renamed, experiment_name, seed_run, repo, "b", "2"
+    )
     assert res.code == 1, res.err
     assert f"'{registry_name}' v1" in res.err and f"'{renamed}' v1" in res.err, res.err
     assert _files(hub_server, repo) == before
     assert MlflowClient(tracking_uri=mlflow_server.uri).get_registered_model(renamed).aliases == {}
 
 
-def test_rollback_refuses_a_tag_made_for_another_model(recreated, hub_server, mlflow_server, registry_name,
-                                                      experiment_name, tmp_path, capsys):
+def test_rollback_refuses_a_tag_made_for_another_model(
+    recreated, hub_server, mlflow_server, registry_name, experiment_name, tmp_path, capsys
+):
     gate, repo = recreated
     client = MlflowClient(tracking_uri=mlflow_server.uri)
     assert gate("new-v1", "3", repo=None).code == 0
@@ -117,9 +187,21 @@ def test_rollback_refuses_a_tag_made_for_another_model(recreated, hub_server, ml
     assert gate("new-v3", "5", delta=0.02).code == 0  # no old v3 tag: pushed and promoted
     v3_files = _files(hub_server, repo)
     capsys.readouterr()
-    code = main(["rollback", "--registry-name", registry_name, "--experiment-name", experiment_name,
-                 "--mlflow-tracking-uri", mlflow_server.uri, "--hf-model-id", repo,
-                 "--output-dir", str(tmp_path / "rb")])
+    code = main(
+        [
+            "rollback",
+            "--registry-name",
+            registry_name,
+            "--experiment-name",
+            experiment_name,
+            "--mlflow-tracking-uri",
+            mlflow_server.uri,
+            "--hf-model-id",
+            repo,
+            "--output-dir",
+            str(tmp_path / "rb"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1, err
     assert "tag v2" in err and "was made for" in err, err
@@ -127,8 +209,17 @@ def test_rollback_refuses_a_tag_made_for_another_model(recreated, hub_server, ml
     assert _files(hub_server, repo) == v3_files
 
 
-def test_tags_pushed_before_the_record_existed(tmp_path, capsys, monkeypatch, hub_env, hub_server, mlflow_server,
-                                               registry_name, experiment_name, seed_run):  # noqa: F811
+def test_tags_pushed_before_the_record_existed(
+    tmp_path,
+    capsys,
+    monkeypatch,
+    hub_env,
+    hub_server,
+    mlflow_server,
+    registry_name,
+    experiment_name,
+    seed_run,  # noqa: F811  (the fixture)
+):
     """A repo pushed by an earlier release has tags without deploygate.json: trusted when the
     MLflow version records that commit (a re-run), refused when nothing says whose they are."""
     publisher = HubPublisher(hub_server.token, hub_server.url)
@@ -139,21 +230,52 @@ def test_tags_pushed_before_the_record_existed(tmp_path, capsys, monkeypatch, hu
 
     # nothing records whose tag this is: refused
     stranger = hub_server.new_repo_id("legacy")
-    publisher.push(stranger, legacy, commit_message="deploygate: other v1, weighted score 0.1 (deploy)",
-                   private=False, tag="v1")
-    res = _gate(tmp_path, capsys, monkeypatch, mlflow_server, registry_name, experiment_name, seed_run, stranger,
-                "stranger", "1")
+    publisher.push(
+        stranger,
+        legacy,
+        commit_message="deploygate: other v1, weighted score 0.1 (deploy)",
+        private=False,
+        tag="v1",
+    )
+    res = _gate(
+        tmp_path,
+        capsys,
+        monkeypatch,
+        mlflow_server,
+        registry_name,
+        experiment_name,
+        seed_run,
+        stranger,
+        "stranger",
+        "1",
+    )
     assert res.code == 1 and "no deploygate.json" in res.err, res.err
 
     # the version records the tag's commit (as every earlier release did after its push): trusted
     own = hub_server.new_repo_id("legacy")
-    pushed = publisher.push(own, legacy, commit_message=f"deploygate: {registry_name} v1, weighted score 0.2 (deploy)",
-                            private=False, tag="v1")
-    MlflowClient(tracking_uri=mlflow_server.uri).set_model_version_tag(registry_name, "1", "deploygate.hf_commit",
-                                                                        pushed.sha)
+    pushed = publisher.push(
+        own,
+        legacy,
+        commit_message=f"deploygate: {registry_name} v1, weighted score 0.2 (deploy)",
+        private=False,
+        tag="v1",
+    )
+    MlflowClient(tracking_uri=mlflow_server.uri).set_model_version_tag(
+        registry_name, "1", "deploygate.hf_commit", pushed.sha
+    )
     commits = len(hub_server.commits(own))
-    again = _gate(tmp_path, capsys, monkeypatch, mlflow_server, registry_name, experiment_name, seed_run, own,
-                  "stranger", "1")
+    again = _gate(
+        tmp_path,
+        capsys,
+        monkeypatch,
+        mlflow_server,
+        registry_name,
+        experiment_name,
+        seed_run,
+        own,
+        "stranger",
+        "1",
+    )
     assert again.code == 0, again.err
     assert again.info()["registry"]["version"] == "1" and again.info()["hub"]["tag"] == "v1"
     assert len(hub_server.commits(own)) == commits  # nothing pushed again

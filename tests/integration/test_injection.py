@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploygate.action import OUTPUTS
+from deploygate.shells.action import OUTPUTS
 from tests.action.harness import ActionHarness, ActionRun, pr_payload
 from tests.github_api_server import GitHubApi, github_api  # noqa: F401  (fixture)
 
@@ -42,6 +42,8 @@ INJECTIONS = (
     "# heading **bold** ~~x~~ > quote",
     "key: [unclosed",
 )
+
+
 @pytest.fixture
 def action(tmp_path: Path, mlflow_server, registry_name: str, experiment_name: str) -> ActionHarness:
     return ActionHarness(tmp_path, mlflow_server, registry_name, experiment_name)
@@ -50,7 +52,9 @@ def action(tmp_path: Path, mlflow_server, registry_name: str, experiment_name: s
 SINKS = ("log", "outputs", "step summary", "PR comment", "model card metadata")
 
 # The commands the action itself writes: masks, groups, stop-commands and its end token, annotations.
-OWN_COMMAND = re.compile(r"^::(add-mask|group|endgroup|stop-commands|error|warning|notice|debug)( [^:]*)?::|^::[0-9a-f]{32}::$")
+OWN_COMMAND = re.compile(
+    r"^::(add-mask|group|endgroup|stop-commands|error|warning|notice|debug)( [^:]*)?::|^::[0-9a-f]{32}::$"
+)
 
 
 # Names MLflow would accept as keys as they are; the gate must also take any other name (it folds
@@ -71,12 +75,17 @@ def injected_workspace(action: ActionHarness, names: tuple[str, ...] = INJECTION
     metrics = injected_metrics(names)
     (action.workspace / "results" / "evaluations" / "metrics.json").write_text(json.dumps(metrics))
     weights = {name: 1.0 for name in metrics}
-    (action.workspace / "params.yaml").write_text(yaml.safe_dump({"deployment": {"weighted_scoring": {"weights": weights}}}))
+    (action.workspace / "params.yaml").write_text(
+        yaml.safe_dump({"deployment": {"weighted_scoring": {"weights": weights}}})
+    )
     return metrics
 
 
 def injected_env() -> dict[str, str]:
-    return {"GITHUB_REF": "refs/heads/" + " ".join(INJECTIONS), "GITHUB_ACTOR": "@octocat <script>\n::error::x"}
+    return {
+        "GITHUB_REF": "refs/heads/" + " ".join(INJECTIONS),
+        "GITHUB_ACTOR": "@octocat <script>\n::error::x",
+    }
 
 
 def assert_log_clean(run: ActionRun) -> None:
@@ -106,7 +115,9 @@ def assert_markdown_clean(markdown: str, metric_count: int, *, comment: bool = F
     assert "<script" not in text.lower(), "raw HTML in the report"
     assert "@octocat" not in text, "a live @mention in the report"
     assert "](javascript:" not in text, "a live javascript: link in the report"
-    assert markdown.count("<!-- deploygate -->") == (1 if comment else 0), "the sticky-comment marker was forged"
+    assert markdown.count("<!-- deploygate -->") == (1 if comment else 0), (
+        "the sticky-comment marker was forged"
+    )
     assert not re.search(r"^::", markdown, re.M)
     lines = markdown.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| Metric |"))
@@ -120,18 +131,30 @@ def assert_markdown_clean(markdown: str, metric_count: int, *, comment: bool = F
     for row in table:
         assert len(re.findall(r"(?<!\\)\|", re.sub(r"<code>.*?</code>", "", row))) == 7, row
     for heading in re.findall(r"^#+ .*$", markdown, re.M):
-        assert heading.lstrip("#").strip() in ("deploygate", "Links", "What next", "Weighted score over the last deployments"), heading
+        assert heading.lstrip("#").strip() in (
+            "deploygate",
+            "Links",
+            "What next",
+            "Weighted score over the last deployments",
+        ), heading
 
 
-@pytest.mark.parametrize(("names", "inputs"), [
-    pytest.param(INJECTIONS, {"dry-run": "true"}, id="any names, dry run"),
-    pytest.param(MLFLOW_SAFE, {}, id="MLflow-safe names, deploy"),
-    pytest.param(INJECTIONS, {}, id="any names, deploy"),
-])
+@pytest.mark.parametrize(
+    ("names", "inputs"),
+    [
+        pytest.param(INJECTIONS, {"dry-run": "true"}, id="any names, dry run"),
+        pytest.param(MLFLOW_SAFE, {}, id="MLflow-safe names, deploy"),
+        pytest.param(INJECTIONS, {}, id="any names, deploy"),
+    ],
+)
 def test_action_push_with_injected_names_ref_actor_and_reason(action: ActionHarness, names, inputs) -> None:
     metrics = injected_workspace(action, names)
-    payload = {"inputs": {"force": "false", "reason": "\n".join(INJECTIONS)}, "ref": "refs/heads/main",
-               "head_commit": {"message": "\n".join(INJECTIONS)}, "repository": {"full_name": "octo/gate"}}
+    payload = {
+        "inputs": {"force": "false", "reason": "\n".join(INJECTIONS)},
+        "ref": "refs/heads/main",
+        "head_commit": {"message": "\n".join(INJECTIONS)},
+        "repository": {"full_name": "octo/gate"},
+    }
     run = action.run(inputs, event_name="workflow_dispatch", payload=payload, env=injected_env())
     assert run.rc == 0, run.stdout + run.stderr
     assert run.outputs["decision"] == "deploy" and run.outputs["deployed"] == ("false" if inputs else "true")
@@ -144,7 +167,10 @@ def test_action_push_with_injected_names_ref_actor_and_reason(action: ActionHarn
     assert set(comparison["per_metric"]) == set(metrics)
 
 
-def test_action_pull_request_comment_with_injected_title_and_branch(action: ActionHarness, github_api: GitHubApi) -> None:  # noqa: F811
+def test_action_pull_request_comment_with_injected_title_and_branch(
+    action: ActionHarness,
+    github_api: GitHubApi,  # noqa: F811  (the fixture)
+) -> None:
     metrics = injected_workspace(action)
     payload = pr_payload(9)
     payload["pull_request"].update(title="\n".join(INJECTIONS), body="\n".join(INJECTIONS))
@@ -163,7 +189,9 @@ def test_action_pull_request_comment_with_injected_title_and_branch(action: Acti
 def test_action_failure_with_injected_metric_name(action: ActionHarness) -> None:
     """The error path: a weight names a missing metric whose name is an injection string."""
     weights = {s: 1.0 for s in INJECTIONS}
-    (action.workspace / "params.yaml").write_text(yaml.safe_dump({"deployment": {"weighted_scoring": {"weights": weights}}}))
+    (action.workspace / "params.yaml").write_text(
+        yaml.safe_dump({"deployment": {"weighted_scoring": {"weights": weights}}})
+    )
     run = action.run(env=injected_env())
     assert run.rc == 2, run.stdout + run.stderr
     assert_log_clean(run)
@@ -175,10 +203,12 @@ def test_action_failure_with_injected_metric_name(action: ActionHarness) -> None
 
 
 @pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")
-@pytest.mark.parametrize("names", [pytest.param(MLFLOW_SAFE, id="MLflow-safe names"),
-                                   pytest.param(INJECTIONS, id="any names")])
+@pytest.mark.parametrize(
+    "names", [pytest.param(MLFLOW_SAFE, id="MLflow-safe names"), pytest.param(INJECTIONS, id="any names")]
+)
 def test_model_card_metadata_survives_injected_metric_names_and_tags(
-        names, tmp_path: Path, capsys, monkeypatch, mlflow_server, hub_server, registry_name, experiment_name) -> None:
+    names, tmp_path: Path, capsys, monkeypatch, mlflow_server, hub_server, registry_name, experiment_name
+) -> None:
     from huggingface_hub import HfApi, ModelCard
 
     from tests.gatekit import run_gate
@@ -192,13 +222,32 @@ def test_model_card_metadata_survives_injected_metric_names_and_tags(
     repo = hub_server.new_repo_id("inject")
     metrics = injected_metrics(names)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"deployment": {
-        "weighted_scoring": {"weights": {name: 1.0 for name in metrics}},
-        "huggingface": {"tags": list(INJECTIONS), "language": ["en", "x\n---\ny: z"], "license": "other: [x]"},
-    }}))
-    res = run_gate(tmp_path, capsys, uri=mlflow_server.uri, registry=registry_name, experiment=experiment_name,
-                   metrics=metrics, location={"local_path": str(adapter)}, name="inject", hub=True,
-                   extra=["--hf-model-id", repo, "--config", str(params), "--reason", "\n".join(INJECTIONS)])
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "deployment": {
+                    "weighted_scoring": {"weights": {name: 1.0 for name in metrics}},
+                    "huggingface": {
+                        "tags": list(INJECTIONS),
+                        "language": ["en", "x\n---\ny: z"],
+                        "license": "other: [x]",
+                    },
+                }
+            }
+        )
+    )
+    res = run_gate(
+        tmp_path,
+        capsys,
+        uri=mlflow_server.uri,
+        registry=registry_name,
+        experiment=experiment_name,
+        metrics=metrics,
+        location={"local_path": str(adapter)},
+        name="inject",
+        hub=True,
+        extra=["--hf-model-id", repo, "--config", str(params), "--reason", "\n".join(INJECTIONS)],
+    )
     assert res.code == 0, res.err
     api = HfApi(endpoint=hub_server.url, token=hub_server.token)
     card = ModelCard.load(api.hf_hub_download(repo, "README.md", cache_dir=tmp_path / "cache"))
@@ -216,5 +265,10 @@ def test_model_card_metadata_survives_injected_metric_names_and_tags(
     assert all("\n" not in m for m in commit_messages)
 
 
-def test_injection_counts() -> None:
+def test_injection_table_is_hostile() -> None:
+    """The strings above are what the sinks are checked against: distinct, and each carrying the
+    syntax of at least one sink (workflow commands, Markdown/HTML, YAML, the comment marker)."""
+    assert len(set(INJECTIONS)) == len(INJECTIONS)
+    syntax = re.compile(r"::|%0A|[\n\r<>|`@\[\]#~*:$]|---")
+    assert [s for s in INJECTIONS if not syntax.search(s)] == []
     print(f"\ninjection: {len(INJECTIONS)} strings x {len(SINKS)} sinks ({', '.join(SINKS)})")

@@ -11,7 +11,7 @@ import os
 import pytest
 from mlflow import MlflowClient
 
-from deploygate.cli import main
+from deploygate.shells.cli import main
 from tests.gatekit import local_model, metrics_scaled, run_gate, write_json
 
 pytestmark = pytest.mark.slow
@@ -38,11 +38,21 @@ def test_local_store_summary_and_result_files(tmp_path, capsys, monkeypatch):
     assert first.comparison()["improvement_detail"]["meets_threshold"] is None  # nothing to improve on
     assert info["hub"] is None  # nothing built for the Hub
 
-    worse = run_gate(tmp_path, capsys, uri=uri, registry="local-chat", experiment="local", name="worse",
-                     metrics=metrics_scaled(-0.01))
+    worse = run_gate(
+        tmp_path,
+        capsys,
+        uri=uri,
+        registry="local-chat",
+        experiment="local",
+        name="worse",
+        metrics=metrics_scaled(-0.01),
+    )
     assert worse.code == 0 and worse.info()["decision"] == "skip"
     assert worse.info()["registry"]["previous_version"] is None  # nothing was replaced
-    assert worse.info()["registry"]["url"] is None and worse.comparison()["improvement_detail"]["meets_threshold"] is False
+    assert (
+        worse.info()["registry"]["url"] is None
+        and worse.comparison()["improvement_detail"]["meets_threshold"] is False
+    )
 
     # the tracking URI from .env (no flag, nothing in the environment)
     monkeypatch.chdir(tmp_path)
@@ -50,12 +60,26 @@ def test_local_store_summary_and_result_files(tmp_path, capsys, monkeypatch):
     (tmp_path / ".env").write_text(f"MLFLOW_TRACKING_URI={uri}\n")
     folder = tmp_path / "better"
     metrics = write_json(folder / "metrics.json", metrics_scaled(0.01))
-    location = write_json(folder / "location.json", {"local_path": str(local_model(folder / "model", "better"))})
+    location = write_json(
+        folder / "location.json", {"local_path": str(local_model(folder / "model", "better"))}
+    )
     capsys.readouterr()
     try:
-        code = main(["--evaluation-results", str(metrics), "--model-artifact-path", str(location), "--output-dir",
-                     str(folder / "out"), "--registry-name", "local-chat", "--experiment-name", "local",
-                     "--skip-hf-push"])
+        code = main(
+            [
+                "--evaluation-results",
+                str(metrics),
+                "--model-artifact-path",
+                str(location),
+                "--output-dir",
+                str(folder / "out"),
+                "--registry-name",
+                "local-chat",
+                "--experiment-name",
+                "local",
+                "--skip-hf-push",
+            ]
+        )
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     out = capsys.readouterr().out

@@ -20,8 +20,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("transformers")
 
-from deploygate.errors import AdapterError, MergeError  # noqa: E402
-from deploygate.merge import (  # noqa: E402
+from deploygate.adapters.lora_merge import (  # noqa: E402
     MergeReport,
     copy_adapter_only,
     inspect_adapter,
@@ -30,6 +29,7 @@ from deploygate.merge import (  # noqa: E402
     merge_problems,
     merge_with_peft,
 )
+from deploygate.core.errors import AdapterError, MergeError  # noqa: E402
 from tests import merge_matrix as mm  # noqa: E402
 from tests.modelfactory import make_lora_adapter, make_tiny_gpt2, make_tiny_llama  # noqa: E402
 
@@ -288,7 +288,7 @@ def test_unmergeable_adapters_fall_back_to_peft_with_a_warning(
     with pytest.raises(AdapterError, match="cannot be exact"):
         merge_lora_streaming(base, adapter, tmp_path / "refused")
 
-    with caplog.at_level(logging.WARNING, logger="deploygate.merge"):
+    with caplog.at_level(logging.WARNING, logger="deploygate.adapters.lora_merge"):
         report = merge(base, adapter, tmp_path / "fallback", fallback="peft")
     assert report.method == "peft"
     assert any(reason in w for w in report.warnings)
@@ -345,7 +345,7 @@ def test_merge_streams_when_it_can(models: dict[str, Path], tmp_path: Path) -> N
 def test_peft_and_deploygate_resolve_patterns_alike() -> None:
     from peft.utils.other import get_pattern_key
 
-    from deploygate.merge import _pattern_key
+    from deploygate.adapters.lora_merge import _pattern_key
 
     patterns = {"q_proj": 1, r"layers\.0\.mlp\..*": 2, "down_proj": 3, "^model.layers.1.self_attn.v_proj": 4}
     modules = [
@@ -517,7 +517,7 @@ def test_adapter_weights_the_config_does_not_target_are_refused(
 def test_a_base_missing_a_tensor_its_class_needs_is_an_error(models: dict[str, Path], tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    from deploygate.errors import ModelSourceError
+    from deploygate.core.errors import ModelSourceError
 
     base = tmp_path / "base"
     shutil.copytree(models["llama-tied"], base)
@@ -537,7 +537,7 @@ def test_a_base_of_an_architecture_transformers_lacks_is_refused(
     config = json.loads((base / "config.json").read_text())
     (base / "config.json").write_text(json.dumps({**config, "architectures": ["MyLlamaForCausalLM"]}))
     adapter = make_lora_adapter(models["llama-fp32"], tmp_path / "adapter", target_modules=("q_proj",))
-    from deploygate.errors import ModelSourceError
+    from deploygate.core.errors import ModelSourceError
 
     with pytest.raises(ModelSourceError, match="'MyLlamaForCausalLM', which transformers does not provide"):
         merge(base, adapter, tmp_path / "out")
@@ -549,7 +549,7 @@ def test_a_base_of_an_architecture_transformers_lacks_is_refused(
 def test_the_written_model_must_hold_the_base_models_tensors(models: dict[str, Path], tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    from deploygate.merge import _check_written, _written_index
+    from deploygate.adapters.lora_merge import _check_written, _written_index
 
     base = models["llama-fp32"]
     adapter = make_lora_adapter(base, tmp_path / "adapter", target_modules=("q_proj",))
@@ -569,7 +569,7 @@ def test_the_written_model_must_hold_the_base_models_tensors(models: dict[str, P
 
 
 def test_logits_must_agree_within_the_dtypes_rounding() -> None:
-    from deploygate.merge import _compare_logits
+    from deploygate.adapters.lora_merge import _compare_logits
 
     base = torch.zeros(1, 8, 16)
     adapter = base + torch.linspace(-1, 1, 16)  # the adapter moves logits by up to 1
@@ -585,7 +585,7 @@ def test_every_lora_config_field_is_judged() -> None:
 
     from peft import LoraConfig
 
-    from deploygate.merge import _FIELD_RULES
+    from deploygate.adapters.lora_merge import _FIELD_RULES
 
     fields = {f.name for f in dataclasses.fields(LoraConfig)}
     assert fields - _FIELD_RULES.keys() == set(), (

@@ -48,21 +48,35 @@ def gate(tmp_path, capsys, mlflow_server, hub_server, registry_name, experiment_
             monkeypatch.setenv("HF_TOKEN", token)
         else:
             monkeypatch.delenv("HF_TOKEN", raising=False)
-        return run_gate(tmp_path, capsys, uri=mlflow_server.uri, registry=registry_name, experiment=experiment_name,
-                        location=location, name=name, hub=True, extra=["--hf-model-id", repo])
+        return run_gate(
+            tmp_path,
+            capsys,
+            uri=mlflow_server.uri,
+            registry=registry_name,
+            experiment=experiment_name,
+            location=location,
+            name=name,
+            hub=True,
+            extra=["--hf-model-id", repo],
+        )
+
     return _run
 
 
 @pytest.mark.parametrize("case", ["no-token", "read-only-token", "other-namespace", "missing-base"])
-def test_preflight_fails_before_the_first_write(case, gate, trained, hub_server, mlflow_server, registry_name,
-                                                experiment_name):
+def test_preflight_fails_before_the_first_write(
+    case, gate, trained, hub_server, mlflow_server, registry_name, experiment_name
+):
     repo = hub_server.new_repo_id("pre") if case != "other-namespace" else "someone-else/model"
     token = {"no-token": None, "read-only-token": hub_server.readonly_token}.get(case, hub_server.token)
     location = trained["missing-base" if case == "missing-base" else "local"]
     res = gate(case, location, repo, token)
-    code, needle = {"no-token": (2, "HF_TOKEN"), "read-only-token": (1, "read-only"),
-                    "other-namespace": (1, "cannot create repos under 'someone-else'"),
-                    "missing-base": (2, "'dg-org/no-such-base' is not a model on")}[case]
+    code, needle = {
+        "no-token": (2, "HF_TOKEN"),
+        "read-only-token": (1, "read-only"),
+        "other-namespace": (1, "cannot create repos under 'someone-else'"),
+        "missing-base": (2, "'dg-org/no-such-base' is not a model on"),
+    }[case]
     assert res.code == code, res.err
     errors = [line for line in res.err.splitlines() if "error" in line]
     assert len(errors) == 1 and needle in errors[0], errors
@@ -73,8 +87,9 @@ def test_preflight_fails_before_the_first_write(case, gate, trained, hub_server,
     assert hub_server.requests_matching("POST", f"/api/models/{repo}/commit") == []  # nothing pushed
 
 
-def test_a_failure_after_registering_names_the_version_and_the_rerun(gate, trained, hub_server, mlflow_server,
-                                                                     registry_name):
+def test_a_failure_after_registering_names_the_version_and_the_rerun(
+    gate, trained, hub_server, mlflow_server, registry_name
+):
     repo = hub_server.new_repo_id("late")
     hub_server.fail_next("POST", r"/api/models/.+/commit/", status=500, times=20)
     failed = gate("late", trained["local"], repo, hub_server.token)
@@ -82,11 +97,19 @@ def test_a_failure_after_registering_names_the_version_and_the_rerun(gate, train
     assert failed.code == 1, failed.err
     info = failed.info()
     assert info["status"] == "failed" and info["registry"]["version"] == "1"
-    assert (info["mlflow_registered"], info["mlflow_model_version"], info["huggingface_deployed"]) == (True, "1", False)
+    assert (info["mlflow_registered"], info["mlflow_model_version"], info["huggingface_deployed"]) == (
+        True,
+        "1",
+        False,
+    )
     assert "reuses v1 instead of registering another version" in info["rerun"] and repo in info["rerun"]
     again = gate("late", trained["local"], repo, hub_server.token)
     assert again.code == 0, again.err
     assert again.info()["registry"]["version"] == "1" and again.info()["rerun"] is None
     assert again.info()["huggingface_deployed"] is True
-    assert [v.version for v in MlflowClient(tracking_uri=mlflow_server.uri).search_model_versions(
-        f"name = '{registry_name}'", max_results=5)] == ["1"]
+    assert [
+        v.version
+        for v in MlflowClient(tracking_uri=mlflow_server.uri).search_model_versions(
+            f"name = '{registry_name}'", max_results=5
+        )
+    ] == ["1"]

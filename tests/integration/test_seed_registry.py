@@ -9,7 +9,7 @@ import warnings
 import pytest
 from mlflow import MlflowClient
 
-from deploygate.cli import main
+from deploygate.shells.cli import main
 from tests.gatekit import run_gate
 from tests.seedworld import SEED_WEIGHTS, eval_with_score, seed_era_version
 
@@ -27,13 +27,24 @@ def gate(tmp_path, capsys, mlflow_server, registry_name, experiment_name, monkey
 
     def _run(name, score, sha, extra=()):
         monkeypatch.setenv("GITHUB_SHA", sha * 40)
-        return run_gate(tmp_path, capsys, uri=mlflow_server.uri, registry=registry_name,
-                        experiment=experiment_name, metrics=eval_with_score(score), name=name, extra=list(extra))
+        return run_gate(
+            tmp_path,
+            capsys,
+            uri=mlflow_server.uri,
+            registry=registry_name,
+            experiment=experiment_name,
+            metrics=eval_with_score(score),
+            name=name,
+            extra=list(extra),
+        )
+
     return _run
 
 
 def training_run(client, metrics=None):
-    run = client.create_run(client.create_experiment(f"train-{id(metrics)}-{__import__('uuid').uuid4().hex[:6]}"))
+    run = client.create_run(
+        client.create_experiment(f"train-{id(metrics)}-{__import__('uuid').uuid4().hex[:6]}")
+    )
     for key, value in (metrics or {"train_loss": 1.2, "eval_loss": 1.3}).items():
         client.log_metric(run.info.run_id, key, value)
     client.set_terminated(run.info.run_id)
@@ -43,7 +54,9 @@ def training_run(client, metrics=None):
 def stages(client, name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return {v.version: v.current_stage for v in client.search_model_versions(f"name='{name}'", max_results=20)}
+        return {
+            v.version: v.current_stage for v in client.search_model_versions(f"name='{name}'", max_results=20)
+        }
 
 
 def test_a_worse_candidate_never_replaces_the_seed_production_model(gate, client, registry_name, capsys):
@@ -53,20 +66,38 @@ def test_a_worse_candidate_never_replaces_the_seed_production_model(gate, client
     info = worse.info()
     assert (info["decision"], info["rule"], info["deployed"]) == ("skip", "not-better", False)
     assert info["baseline_score"] == pytest.approx(0.49)
-    assert "Production stage and no 'champion' alias" in info["reason"] and "seed's deployment script" in info["reason"]
+    assert (
+        "Production stage and no 'champion' alias" in info["reason"]
+        and "E-commerce-Chatbot deployment script" in info["reason"]
+    )
     assert worse.comparison()["historical_best_score"] == pytest.approx(0.49)
     assert stages(client, registry_name) == {"1": "Production"}
     assert not client.get_registered_model(registry_name).aliases
 
     better = gate("better", 0.52, "2")
     assert better.code == 0, better.err
-    assert better.info()["registry"]["version"] == "2" and better.info()["registry"]["previous_version"] == "1"
+    assert (
+        better.info()["registry"]["version"] == "2" and better.info()["registry"]["previous_version"] == "1"
+    )
     assert better.info()["registry"]["promotion"] == "both"  # the first deploy moves the stage too
     assert client.get_model_version_by_alias(registry_name, "champion").version == "2"
     assert stages(client, registry_name) == {"1": "Archived", "2": "Production"}
     # the adopted model is in the promotion history: a rollback goes back to it
-    assert main(["rollback", "--registry-name", registry_name, "--mlflow-tracking-uri", client.tracking_uri,
-                 "--skip-hf-push", "--output-dir", str(better.output_dir.parent / "rb")]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "rollback",
+                "--registry-name",
+                registry_name,
+                "--mlflow-tracking-uri",
+                client.tracking_uri,
+                "--skip-hf-push",
+                "--output-dir",
+                str(better.output_dir.parent / "rb"),
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     assert client.get_model_version_by_alias(registry_name, "champion").version == "1"
 
 
@@ -74,27 +105,40 @@ def test_a_worse_candidate_never_replaces_the_seed_production_model(gate, client
 def test_the_production_score_lookup_order(case, gate, client, registry_name):
     """deploygate's tag, else the run's weighted_score, else recomputed from its metrics, else the seed's tag."""
     bleu = eval_with_score(0.40)
-    run_metrics = {"deploygate-tag": {"weighted_score": 0.45}, "run-metric": {"weighted_score": 0.45, **bleu},
-                   "recomputed": bleu, "seed-tag": {"train_loss": 1.0}}[case]
+    run_metrics = {
+        "deploygate-tag": {"weighted_score": 0.45},
+        "run-metric": {"weighted_score": 0.45, **bleu},
+        "recomputed": bleu,
+        "seed-tag": {"train_loss": 1.0},
+    }[case]
     version = seed_era_version(client, registry_name, training_run(client, run_metrics), 0.30)
     if case == "deploygate-tag":
         client.set_model_version_tag(registry_name, version, "deploygate.weighted_score", "0.47")
-    expected, said = {"deploygate-tag": (0.47, "deploygate.weighted_score tag"),
-                      "run-metric": (0.45, "weighted_score metric"),
-                      "recomputed": (sum(bleu[k] * w for k, w in SEED_WEIGHTS.items()), "recomputed from its run"),
-                      "seed-tag": (0.30, "seed's deployment script")}[case]
+    expected, said = {
+        "deploygate-tag": (0.47, "deploygate.weighted_score tag"),
+        "run-metric": (0.45, "weighted_score metric"),
+        "recomputed": (sum(bleu[k] * w for k, w in SEED_WEIGHTS.items()), "recomputed from its run"),
+        "seed-tag": (0.30, "E-commerce-Chatbot deployment script"),
+    }[case]
     res = gate(case, 0.20, "3")
     assert res.code == 0, res.err
     assert res.info()["baseline_score"] == pytest.approx(expected)
     assert said in res.info()["reason"] and res.info()["decision"] == "skip"
 
 
-def test_an_unscored_production_model_is_refused_then_adopted(gate, client, registry_name, capsys, experiment_name):
-    seed_era_version(client, registry_name, training_run(client), 0.0, tags={"deployment_timestamp": "2025-06-01"})
+def test_an_unscored_production_model_is_refused_then_adopted(
+    gate, client, registry_name, capsys, experiment_name
+):
+    seed_era_version(
+        client, registry_name, training_run(client), 0.0, tags={"deployment_timestamp": "2025-06-01"}
+    )
     refused = gate("refused", 0.29, "4")
     assert refused.code == 2
     line = [x for x in refused.err.splitlines() if "error" in x]
-    assert len(line) == 1 and f"deploygate adopt --registry-name {registry_name} --version 1 --score S" in line[0]
+    assert (
+        len(line) == 1
+        and f"deploygate adopt --registry-name {registry_name} --version 1 --score S" in line[0]
+    )
     assert "--baseline best-ever" in line[0] and client.get_experiment_by_name(experiment_name) is None
 
     argv = ["adopt", "--registry-name", registry_name, "--mlflow-tracking-uri", client.tracking_uri]

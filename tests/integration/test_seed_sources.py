@@ -17,20 +17,26 @@ from tests.gatekit import run_gate, write_json
 from tests.hub_server import iter_repo_files
 from tests.seedworld import SEED_EVAL, log_mlflow2_training_run, log_seed_training_run, registered_files
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning"),
-              # mlflow.transformers' signature inference, on the training side (third-party, harmless)
-              pytest.mark.filterwarnings("ignore:.*type hint is inferred:UserWarning")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning"),
+    # mlflow.transformers' signature inference, on the training side (third-party, harmless)
+    pytest.mark.filterwarnings("ignore:.*type hint is inferred:UserWarning"),
+]
 
 
 @pytest.fixture(scope="module")
 def mlflow3_run(mlflow_server, tmp_path_factory):
-    return log_seed_training_run(mlflow_server.uri, f"train-{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("mlflow3"))
+    return log_seed_training_run(
+        mlflow_server.uri, f"train-{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("mlflow3")
+    )
 
 
 @pytest.fixture(scope="module")
 def mlflow2_run(mlflow_server, tmp_path_factory):
-    return log_mlflow2_training_run(mlflow_server.uri, f"train2-{uuid.uuid4().hex[:8]}",
-                                    tmp_path_factory.mktemp("mlflow2"))
+    return log_mlflow2_training_run(
+        mlflow_server.uri, f"train2-{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("mlflow2")
+    )
 
 
 @pytest.fixture
@@ -48,14 +54,32 @@ def test_the_seed_training_code_leaves_the_run_folder_empty(mlflow3_run, client)
     assert {"MLmodel", "peft"} <= names
 
 
-def test_mlflow3_logged_model_is_registered_and_shipped(mlflow3_run, client, tmp_path, capsys, mlflow_server,
-                                                        hub_server, registry_name, experiment_name, monkeypatch):
+def test_mlflow3_logged_model_is_registered_and_shipped(
+    mlflow3_run,
+    client,
+    tmp_path,
+    capsys,
+    mlflow_server,
+    hub_server,
+    registry_name,
+    experiment_name,
+    monkeypatch,
+):
     monkeypatch.setenv("HF_TOKEN", hub_server.token)
     monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
     monkeypatch.setenv("GITHUB_SHA", "3" * 40)
     repo = hub_server.new_repo_id("seed3")
-    res = run_gate(tmp_path, capsys, uri=mlflow_server.uri, registry=registry_name, experiment=experiment_name,
-                   metrics=SEED_EVAL, location=mlflow3_run.location, hub=True, extra=["--hf-model-id", repo])
+    res = run_gate(
+        tmp_path,
+        capsys,
+        uri=mlflow_server.uri,
+        registry=registry_name,
+        experiment=experiment_name,
+        metrics=SEED_EVAL,
+        location=mlflow3_run.location,
+        hub=True,
+        extra=["--hf-model-id", repo],
+    )
     assert res.code == 0, res.err
     mv = client.get_model_version(registry_name, "1")
     assert mv.source == f"models:/{mlflow3_run.model_id}"
@@ -64,7 +88,9 @@ def test_mlflow3_logged_model_is_registered_and_shipped(mlflow3_run, client, tmp
     assert registry_name in client.get_logged_model(mlflow3_run.model_id).tags["mlflow.modelVersions"]
     # what the registry now holds is the model, not an empty folder
     peft = registered_files(mlflow_server.uri, registry_name, "1", tmp_path / "held") / "peft"
-    assert (peft / "adapter_config.json").is_file() and (peft / "adapter_model.safetensors").stat().st_size > 0
+    assert (peft / "adapter_config.json").is_file() and (
+        peft / "adapter_model.safetensors"
+    ).stat().st_size > 0
     assert "LoggedModel " + mlflow3_run.model_id in (res.output_dir / "deployment_logs.txt").read_text()
     # the Hub got the merged model with the fine-tune's tokenizer, fetched from the LoggedModel
     files = dict(iter_repo_files(hub_server, repo))
@@ -72,10 +98,18 @@ def test_mlflow3_logged_model_is_registered_and_shipped(mlflow3_run, client, tmp
     assert any(f.endswith(".safetensors") for f in files) and "adapter_config.json" not in files
 
 
-def test_mlflow2_layout_is_registered_from_the_run(mlflow2_run, client, tmp_path, capsys, mlflow_server,
-                                                    registry_name, experiment_name):
-    res = run_gate(tmp_path, capsys, uri=mlflow_server.uri, registry=registry_name, experiment=experiment_name,
-                   metrics=SEED_EVAL, location=mlflow2_run.location)
+def test_mlflow2_layout_is_registered_from_the_run(
+    mlflow2_run, client, tmp_path, capsys, mlflow_server, registry_name, experiment_name
+):
+    res = run_gate(
+        tmp_path,
+        capsys,
+        uri=mlflow_server.uri,
+        registry=registry_name,
+        experiment=experiment_name,
+        metrics=SEED_EVAL,
+        location=mlflow2_run.location,
+    )
     assert res.code == 0, res.err
     mv = client.get_model_version(registry_name, "1")
     assert mv.run_id == mlflow2_run.run_id and mv.source.endswith(f"{mlflow2_run.run_id}/artifacts/model")
@@ -83,23 +117,42 @@ def test_mlflow2_layout_is_registered_from_the_run(mlflow2_run, client, tmp_path
     assert json.loads((held / "peft" / "adapter_config.json").read_text())["r"] == 4
 
 
-def test_an_explicit_logged_model_uri(mlflow3_run, client, tmp_path, capsys, mlflow_server, registry_name,
-                                      experiment_name):
-    res = run_gate(tmp_path, capsys, uri=mlflow_server.uri, registry=registry_name, experiment=experiment_name,
-                   metrics=SEED_EVAL, location={}, extra=["--model-uri", f"models:/{mlflow3_run.model_id}"])
+def test_an_explicit_logged_model_uri(
+    mlflow3_run, client, tmp_path, capsys, mlflow_server, registry_name, experiment_name
+):
+    res = run_gate(
+        tmp_path,
+        capsys,
+        uri=mlflow_server.uri,
+        registry=registry_name,
+        experiment=experiment_name,
+        metrics=SEED_EVAL,
+        location={},
+        extra=["--model-uri", f"models:/{mlflow3_run.model_id}"],
+    )
     assert res.code == 0, res.err
     mv = client.get_model_version(registry_name, "1")
     assert mv.source == f"models:/{mlflow3_run.model_id}" and mv.run_id == mlflow3_run.run_id
 
 
 @pytest.mark.parametrize("case", ["no-model", "wrong-path", "empty-uri", "empty-local"])
-def test_an_empty_source_is_refused_before_any_write(case, mlflow_server, tmp_path, capsys, client,
-                                                     registry_name, experiment_name):
+def test_an_empty_source_is_refused_before_any_write(
+    case, mlflow_server, tmp_path, capsys, client, registry_name, experiment_name
+):
     extra: list[str] = []
     if case == "no-model":  # the seed's run with log_model failing silently (it catches and prints)
-        run = log_seed_training_run(mlflow_server.uri, f"t-{uuid.uuid4().hex[:8]}", tmp_path / "w", with_model=False)
-        location, expect = run.location, ["holds no model under 'model'", "[model_info.json, tokenizer/]",
-                                          "LoggedModels: none", run.run_id]
+        run = log_seed_training_run(
+            mlflow_server.uri, f"t-{uuid.uuid4().hex[:8]}", tmp_path / "w", with_model=False
+        )
+        location, expect = (
+            run.location,
+            [
+                "holds no model under 'model'",
+                "[model_info.json, tokenizer/]",
+                "LoggedModels: none",
+                run.run_id,
+            ],
+        )
     elif case == "wrong-path":
         run = client.create_run(client.create_experiment(f"t-{uuid.uuid4().hex[:8]}"))
         write_json(tmp_path / "art" / "peft" / "adapter_config.json", {"r": 4})
@@ -115,9 +168,20 @@ def test_an_empty_source_is_refused_before_any_write(case, mlflow_server, tmp_pa
     else:
         (tmp_path / "folder").mkdir()
         (tmp_path / "folder" / "README.md").write_text("nothing here")
-        location, expect = {"local_path": str(tmp_path / "folder")}, ["local_path", "holds no model", "[README.md]"]
-    res = run_gate(tmp_path, capsys, uri=mlflow_server.uri, registry=registry_name, experiment=experiment_name,
-                   metrics=SEED_EVAL, location=location, extra=extra)
+        location, expect = (
+            {"local_path": str(tmp_path / "folder")},
+            ["local_path", "holds no model", "[README.md]"],
+        )
+    res = run_gate(
+        tmp_path,
+        capsys,
+        uri=mlflow_server.uri,
+        registry=registry_name,
+        experiment=experiment_name,
+        metrics=SEED_EVAL,
+        location=location,
+        extra=extra,
+    )
     assert res.code == 2, res.err
     error = [line for line in res.err.splitlines() if "error" in line]
     assert len(error) == 1 and all(e in error[0] for e in expect), error

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from deploygate.cli import main
+from deploygate.shells.cli import main
 from tests.gatekit import SEED_METRICS, run_gate, write_json
 from tests.hub_server import HubServer, iter_repo_files
 from tests.seedworld import SEED_EVAL, eval_with_score, log_seed_training_run
@@ -90,15 +90,26 @@ def summary_lines(project: Path) -> list[str]:
     if shutil.which("jq"):
         out = project / "summary.md"
         out.write_text("")
-        res = subprocess.run(["bash", "-c", SUMMARY_STEP], cwd=project, env={**os.environ, "GITHUB_STEP_SUMMARY": str(out)},
-                             capture_output=True, text=True, timeout=60)
+        res = subprocess.run(
+            ["bash", "-c", SUMMARY_STEP],
+            cwd=project,
+            env={**os.environ, "GITHUB_STEP_SUMMARY": str(out)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert res.returncode == 0, res.stderr
         return out.read_text().splitlines()[1:]
     info = json.loads((project / "results" / "deployment" / "deployment_info.json").read_text())
     shown = {True: "true", False: "false", None: "null"}
-    return [f"- **{label}:** {shown.get(info.get(key), info.get(key))}" for label, key in
-            (("Deployment Decision", "should_deploy"), ("MLflow Registered", "mlflow_registered"),
-             ("Hugging Face Deployed", "huggingface_deployed"))]
+    return [
+        f"- **{label}:** {shown.get(info.get(key), info.get(key))}"
+        for label, key in (
+            ("Deployment Decision", "should_deploy"),
+            ("MLflow Registered", "mlflow_registered"),
+            ("Hugging Face Deployed", "huggingface_deployed"),
+        )
+    ]
 
 
 @pytest.fixture
@@ -116,18 +127,31 @@ def test_the_seed_command_line_and_summary_step(tmp_path, mlflow_server, seed_hu
     (project / "results" / "evaluations").mkdir(parents=True)
     (project / "params.yaml").write_text(SEED_PARAMS.replace("REGISTRY", registry_name))
     (project / "results" / "evaluations" / "metrics.json").write_text(json.dumps(SEED_EVAL, indent=2))
-    training = log_seed_training_run(mlflow_server.uri, f"ecommerce-{uuid.uuid4().hex[:8]}", tmp_path / "train")
+    training = log_seed_training_run(
+        mlflow_server.uri, f"ecommerce-{uuid.uuid4().hex[:8]}", tmp_path / "train"
+    )
     (project / "results" / "fine_tuned_model_location.json").write_text(json.dumps(training.location))
     cmd = yaml.safe_load(SEED_STAGE)["deployment"]["cmd"]
-    argv = shlex.split(cmd.replace("python scripts/deployment_script.py", str(Path(sys.executable).parent / "deploygate")))
+    argv = shlex.split(
+        cmd.replace("python scripts/deployment_script.py", str(Path(sys.executable).parent / "deploygate"))
+    )
     experiment = f"ecommerce-chatbot-evaluation-{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.uri, "HF_TOKEN": seed_hub.token,
-           "HF_ENDPOINT": seed_hub.url, "GITHUB_SHA": "7" * 40, "MLFLOW_EXPERIMENT_NAME": experiment}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": mlflow_server.uri,
+        "HF_TOKEN": seed_hub.token,
+        "HF_ENDPOINT": seed_hub.url,
+        "GITHUB_SHA": "7" * 40,
+        "MLFLOW_EXPERIMENT_NAME": experiment,
+    }
 
     first = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
-    assert summary_lines(project) == ["- **Deployment Decision:** true", "- **MLflow Registered:** true",
-                                      "- **Hugging Face Deployed:** true"]
+    assert summary_lines(project) == [
+        "- **Deployment Decision:** true",
+        "- **MLflow Registered:** true",
+        "- **Hugging Face Deployed:** true",
+    ]
     info = json.loads((project / "results" / "deployment" / "deployment_info.json").read_text())
     assert info["mlflow_model_version"] == "1" and info["min_improvement_threshold"] == 0.001
     assert info["force_deploy"] is False and info["deployment_run_id"] == info["mlflow"]["run_id"]
@@ -143,14 +167,19 @@ def test_the_seed_command_line_and_summary_step(tmp_path, mlflow_server, seed_hu
     env["GITHUB_SHA"] = "8" * 40
     second = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr
-    assert summary_lines(project) == ["- **Deployment Decision:** false", "- **MLflow Registered:** false",
-                                      "- **Hugging Face Deployed:** false"]
+    assert summary_lines(project) == [
+        "- **Deployment Decision:** false",
+        "- **MLflow Registered:** false",
+        "- **Hugging Face Deployed:** false",
+    ]
     comparison = json.loads((project / "results" / "deployment" / "model_comparison.json").read_text())
     assert comparison["is_best"] is False and comparison["improvement"] < 0
     assert comparison["historical_best_score"] == info["weighted_score"]
 
 
-def test_experiment_name_flag_beats_env_beats_params(tmp_path, capsys, mlflow_server, registry_name, monkeypatch):
+def test_experiment_name_flag_beats_env_beats_params(
+    tmp_path, capsys, mlflow_server, registry_name, monkeypatch
+):
     params = tmp_path / "params.yaml"
     params.write_text("mlflow:\n  experiment_name: from-params\n")
     metrics = write_json(tmp_path / "metrics.json", SEED_METRICS)
@@ -158,9 +187,25 @@ def test_experiment_name_flag_beats_env_beats_params(tmp_path, capsys, mlflow_se
 
     def experiment(*extra: str) -> str:
         out = tmp_path / uuid.uuid4().hex[:6]
-        assert main(["--evaluation-results", str(metrics), "--config", str(params), "--output-dir", str(out),
-                     "--mlflow-tracking-uri", mlflow_server.uri, "--registry-name", registry_name, "--dry-run",
-                     *extra]) == 0, capsys.readouterr().err
+        assert (
+            main(
+                [
+                    "--evaluation-results",
+                    str(metrics),
+                    "--config",
+                    str(params),
+                    "--output-dir",
+                    str(out),
+                    "--mlflow-tracking-uri",
+                    mlflow_server.uri,
+                    "--registry-name",
+                    registry_name,
+                    "--dry-run",
+                    *extra,
+                ]
+            )
+            == 0
+        ), capsys.readouterr().err
         return str(json.loads((out / "deployment_info.json").read_text())["mlflow"]["experiment"])
 
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", env_name)
@@ -170,13 +215,21 @@ def test_experiment_name_flag_beats_env_beats_params(tmp_path, capsys, mlflow_se
     assert experiment() == "from-params"
 
 
-def test_a_run_on_another_server_is_refused_saying_where_it_is(tmp_path, capsys, mlflow_server, registry_name,
-                                                                experiment_name):
+def test_a_run_on_another_server_is_refused_saying_where_it_is(
+    tmp_path, capsys, mlflow_server, registry_name, experiment_name
+):
     client = MlflowClient(tracking_uri=mlflow_server.uri)
     run = client.create_run(client.create_experiment(f"elsewhere-{uuid.uuid4().hex[:6]}"))
     local_store = f"sqlite:///{tmp_path / 'gate.db'}"
-    res = run_gate(tmp_path, capsys, uri=local_store, registry=registry_name, experiment=experiment_name,
-                   metrics=SEED_METRICS, location={"mlflow_run_id": run.info.run_id, "tracking_uri": mlflow_server.uri})
+    res = run_gate(
+        tmp_path,
+        capsys,
+        uri=local_store,
+        registry=registry_name,
+        experiment=experiment_name,
+        metrics=SEED_METRICS,
+        location={"mlflow_run_id": run.info.run_id, "tracking_uri": mlflow_server.uri},
+    )
     assert res.code == 2
     errors = [line for line in res.err.splitlines() if "error" in line]
     assert len(errors) == 1 and f"is on {mlflow_server.uri} (the location file's tracking_uri)" in errors[0]

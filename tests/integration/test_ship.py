@@ -29,8 +29,13 @@ def seed_run(tmp_path, mlflow_server):
     client.log_artifacts(run.info.run_id, str(adapter), "model/peft")
     client.log_artifacts(run.info.run_id, str(tmp_path / "tok"), "tokenizer")
     client.set_terminated(run.info.run_id)
-    return {"mlflow_run_id": run.info.run_id, "tracking_uri": mlflow_server.uri, "dvc_stage": "fine_tuning",
-            "model_name": "tiny-llama", "fine_tuned": True}
+    return {
+        "mlflow_run_id": run.info.run_id,
+        "tracking_uri": mlflow_server.uri,
+        "dvc_stage": "fine_tuning",
+        "model_name": "tiny-llama",
+        "fine_tuned": True,
+    }
 
 
 @pytest.fixture
@@ -41,9 +46,19 @@ def gate(tmp_path, capsys, mlflow_server, hub_server, registry_name, experiment_
 
     def _run(name, sha, metrics=None, extra=()):
         monkeypatch.setenv("GITHUB_SHA", sha * 40)
-        return run_gate(tmp_path, capsys, uri=mlflow_server.uri, registry=registry_name, experiment=experiment_name,
-                        metrics=metrics, location=seed_run, name=name, hub=True,
-                        extra=["--hf-model-id", repo, *extra])
+        return run_gate(
+            tmp_path,
+            capsys,
+            uri=mlflow_server.uri,
+            registry=registry_name,
+            experiment=experiment_name,
+            metrics=metrics,
+            location=seed_run,
+            name=name,
+            hub=True,
+            extra=["--hf-model-id", repo, *extra],
+        )
+
     _run.repo = repo
     return _run
 
@@ -58,8 +73,11 @@ def test_deploy_pushes_merged_model_card_and_tag(gate, hub_server, mlflow_server
     weights = [f for f in files if f.endswith(".safetensors")]
     assert weights and not any("lora" in f for f in files)
     # the export is exactly what was pushed
-    exported = {p.relative_to(tmp_path / "export").as_posix(): p.read_bytes()
-                for p in (tmp_path / "export").rglob("*") if p.is_file()}
+    exported = {
+        p.relative_to(tmp_path / "export").as_posix(): p.read_bytes()
+        for p in (tmp_path / "export").rglob("*")
+        if p.is_file()
+    }
     assert exported == {k: v for k, v in files.items() if k != ".gitattributes"}
     # the card's metadata, read back with huggingface_hub
     api = HfApi(endpoint=hub_server.url, token=hub_server.token)
@@ -67,7 +85,9 @@ def test_deploy_pushes_merged_model_card_and_tag(gate, hub_server, mlflow_server
     assert card.data.library_name and "deploygate" in card.data.tags
     results = {r.metric_name: r.metric_value for r in card.data.eval_results}
     assert set(results) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L precision", "Weighted score"}
-    assert results["BLEU-4"] == pytest.approx(0.141) and results["Weighted score"] == pytest.approx(info["weighted_score"])
+    assert results["BLEU-4"] == pytest.approx(0.141) and results["Weighted score"] == pytest.approx(
+        info["weighted_score"]
+    )
     assert "rank r = 4, alpha = 8" in card.text  # read from the adapter config, not hard-coded
     assert "apply_chat_template" in card.text  # the tokenizer has a chat template
     assert api.list_repo_refs(gate.repo).tags[0].name == "v1"
@@ -78,12 +98,15 @@ def test_deploy_pushes_merged_model_card_and_tag(gate, hub_server, mlflow_server
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "export")
-    out = model.generate(**{"input_ids": __import__("torch").tensor([[1, 5, 6]])}, max_new_tokens=3, do_sample=False)
+    out = model.generate(
+        **{"input_ids": __import__("torch").tensor([[1, 5, 6]])}, max_new_tokens=3, do_sample=False
+    )
     assert out.shape[1] == 6
 
 
-def test_hub_failure_keeps_the_champion_and_rerun_completes(gate, hub_server, mlflow_server, registry_name,
-                                                            experiment_name):
+def test_hub_failure_keeps_the_champion_and_rerun_completes(
+    gate, hub_server, mlflow_server, registry_name, experiment_name
+):
     assert gate("first", "1").code == 0
     client = MlflowClient(tracking_uri=mlflow_server.uri)
     commits_before = len(hub_server.commits(gate.repo))

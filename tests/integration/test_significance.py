@@ -28,12 +28,18 @@ def _degrade(ref: str, p: float, seed: int) -> str:
 REFS = _refs()
 CHAMPION = [_degrade(x, 0.5, i) for i, x in enumerate(REFS)]
 CONSISTENT = [_degrade(x, 0.48, i) for i, x in enumerate(REFS)]  # a little better everywhere: +0.018
-NOISY = [x if i < 15 else _degrade(x, 0.58, i) for i, x in enumerate(REFS)]  # 15 perfect, the rest worse: +0.029
+NOISY = [
+    x if i < 15 else _degrade(x, 0.58, i) for i, x in enumerate(REFS)
+]  # 15 perfect, the rest worse: +0.029
 
 
 def jsonl(tmp_path, name, preds, refs=REFS):
     path = tmp_path / f"{name}.jsonl"
-    path.write_text("".join(json.dumps({"prediction": p, "reference": r}) + "\n" for p, r in zip(preds, refs, strict=True)))
+    path.write_text(
+        "".join(
+            json.dumps({"prediction": p, "reference": r}) + "\n" for p, r in zip(preds, refs, strict=True)
+        )
+    )
     return path
 
 
@@ -41,8 +47,16 @@ def jsonl(tmp_path, name, preds, refs=REFS):
 def gate(tmp_path, capsys, mlflow_server, registry_name, experiment_name, monkeypatch):
     def _run(name, sha, preds_path, extra=()):
         monkeypatch.setenv("GITHUB_SHA", sha * 40)
-        return run_gate(tmp_path, capsys, uri=mlflow_server.uri, registry=registry_name, experiment=experiment_name,
-                        name=name, extra=["--predictions", str(preds_path), *extra])
+        return run_gate(
+            tmp_path,
+            capsys,
+            uri=mlflow_server.uri,
+            registry=registry_name,
+            experiment=experiment_name,
+            name=name,
+            extra=["--predictions", str(preds_path), *extra],
+        )
+
     return _run
 
 
@@ -76,14 +90,22 @@ def test_other_references_refuse_to_compare(gate, tmp_path):
     assert res.code == 2 and "evaluation references" in res.err
 
 
-def test_point_rule_without_champion_statistics(gate, tmp_path, capsys, mlflow_server, registry_name,
-                                                experiment_name, monkeypatch):
+def test_point_rule_without_champion_statistics(
+    gate, tmp_path, capsys, mlflow_server, registry_name, experiment_name, monkeypatch
+):
     monkeypatch.setenv("GITHUB_SHA", "0" * 40)
-    from deploygate.evaluation import compute_stats, metrics_from_stats
+    from deploygate.core.evaluation import compute_stats, metrics_from_stats
 
     base = metrics_from_stats(compute_stats(zip(CHAMPION, REFS, strict=True)))
-    first = run_gate(tmp_path, capsys, uri=mlflow_server.uri, registry=registry_name, experiment=experiment_name,
-                     name="json", metrics=base)
+    first = run_gate(
+        tmp_path,
+        capsys,
+        uri=mlflow_server.uri,
+        registry=registry_name,
+        experiment=experiment_name,
+        name="json",
+        metrics=base,
+    )
     assert first.code == 0
     res = gate("preds", "5", jsonl(tmp_path, "consistent", CONSISTENT))
     assert res.code == 0 and res.info()["rule"] == "improved"

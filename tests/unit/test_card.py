@@ -16,18 +16,19 @@ import yaml
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
-from deploygate.card import (
+from deploygate.adapters.hf_card import default_template_path, render_card
+from deploygate.core.errors import ConfigError
+from deploygate.core.render.card import (
     AdapterFacts,
     CardBaseline,
     CardDecision,
     CardInputs,
-    default_template_path,
-    render_card,
 )
-from deploygate.errors import ConfigError
 
 GOLDEN = Path(__file__).parent / "golden" / "model_card.md"
-CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}{% if system %}{% endif %}"
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}{% if system %}{% endif %}"
+)
 
 INPUTS = CardInputs(
     repo_id="acme/qa-model",
@@ -40,8 +41,9 @@ INPUTS = CardInputs(
     decision=CardDecision("deploy", "beats the champion (version 3) by 0.0123, threshold 0.01"),
     adapter=AdapterFacts(r=16, lora_alpha=32, target_modules=("q_proj", "k_proj", "v_proj", "o_proj")),
     created_at="2026-01-02T03:04:05Z",
-    baseline=CardBaseline("3", 0.4, {"bleu1": 0.49, "bleu2": 0.41, "bleu3": 0.3, "bleu4": 0.2,
-                                     "rougeL_precision": 0.58}),
+    baseline=CardBaseline(
+        "3", 0.4, {"bleu1": 0.49, "bleu2": 0.41, "bleu3": 0.3, "bleu4": 0.2, "rougeL_precision": 0.58}
+    ),
     chat_template=CHAT_TEMPLATE,
     mlflow_run_url="https://dagshub.com/acme/qa.mlflow/#/experiments/1/runs/abc123",
     mlflow_model_url="https://dagshub.com/acme/qa.mlflow/#/models/qa-model/versions/4",
@@ -75,14 +77,22 @@ def test_card_matches_golden_file() -> None:
 def test_metadata_reads_back_through_huggingface_hub() -> None:
     data = metadata(render_card(INPUTS))
     assert data.base_model == "Qwen/Qwen2.5-0.5B-Instruct"
-    assert (data.library_name, data.pipeline_tag, data.license) == ("transformers", "text-generation", "apache-2.0")
+    assert (data.library_name, data.pipeline_tag, data.license) == (
+        "transformers",
+        "text-generation",
+        "apache-2.0",
+    )
     assert data.language == ["en"]
     assert data.tags == ["question-answering", "deploygate", "lora"]
     assert data.model_name == "qa-model"
     results = {r.metric_name: (r.metric_type, r.metric_value) for r in data.eval_results or []}
     assert results == {
-        "BLEU-1": ("bleu", 0.5), "BLEU-2": ("bleu", 0.4), "BLEU-3": ("bleu", 0.3), "BLEU-4": ("bleu", 0.2),
-        "ROUGE-L precision": ("rouge", 0.6), "Weighted score": ("deploygate_weighted_score", 0.4123),
+        "BLEU-1": ("bleu", 0.5),
+        "BLEU-2": ("bleu", 0.4),
+        "BLEU-3": ("bleu", 0.3),
+        "BLEU-4": ("bleu", 0.2),
+        "ROUGE-L precision": ("rouge", 0.6),
+        "Weighted score": ("deploygate_weighted_score", 0.4123),
     }
     assert {r.task_type for r in data.eval_results or []} == {"text-generation"}
     assert {r.source_url for r in data.eval_results or []} == {INPUTS.mlflow_run_url}
@@ -102,8 +112,10 @@ def test_body_states_real_values_comparison_decision_and_training() -> None:
 @pytest.mark.parametrize(
     ("adapter", "expected"),
     [
-        (AdapterFacts(r=64, lora_alpha=16, target_modules=("q_proj",), use_rslora=True),
-         "alpha = 16, scaling = alpha / sqrt(r) (rsLoRA) = 2"),
+        (
+            AdapterFacts(r=64, lora_alpha=16, target_modules=("q_proj",), use_rslora=True),
+            "alpha = 16, scaling = alpha / sqrt(r) (rsLoRA) = 2",
+        ),
         (AdapterFacts(r=8, lora_alpha=8, target_modules=()), "alpha = 8, scaling = alpha / r = 1"),
     ],
 )
@@ -112,7 +124,9 @@ def test_training_details_come_from_the_adapter(adapter: AdapterFacts, expected:
 
 
 def test_first_model_and_forced_deploy() -> None:
-    text = body(render_card(replace(INPUTS, baseline=None, decision=CardDecision("forced", "forced by input", True))))
+    text = body(
+        render_card(replace(INPUTS, baseline=None, decision=CardDecision("forced", "forced by input", True)))
+    )
     assert "first model deployed for `qa-model`" in text
     assert "Champion" not in text
     assert "This deployment was forced" in text
@@ -121,16 +135,25 @@ def test_first_model_and_forced_deploy() -> None:
 @pytest.mark.parametrize(
     ("chat_template", "merged", "present", "absent"),
     [
-        (None, True, ['tokenizer(prompt, return_tensors="pt")', "AutoModelForCausalLM"],
-         ["apply_chat_template", "Peft"]),
-        ("{{ messages }}", True, ["tokenizer.apply_chat_template(", '"role": "user"'],
-         ['"role": "system"', "tokenizer(prompt"]),
+        (
+            None,
+            True,
+            ['tokenizer(prompt, return_tensors="pt")', "AutoModelForCausalLM"],
+            ["apply_chat_template", "Peft"],
+        ),
+        (
+            "{{ messages }}",
+            True,
+            ["tokenizer.apply_chat_template(", '"role": "user"'],
+            ['"role": "system"', "tokenizer(prompt"],
+        ),
         ("{% if m['role'] == 'system' %}{% endif %}", True, ['"role": "system"', "apply_chat_template"], []),
         (None, False, ["AutoPeftModelForCausalLM"], ["AutoModelForCausalLM.from_pretrained"]),
     ],
 )
-def test_usage_code_matches_the_tokenizer(chat_template: str | None, merged: bool, present: list[str],
-                                          absent: list[str]) -> None:
+def test_usage_code_matches_the_tokenizer(
+    chat_template: str | None, merged: bool, present: list[str], absent: list[str]
+) -> None:
     adapter = replace(INPUTS.adapter, merged=merged)
     text = render_card(replace(INPUTS, chat_template=chat_template, adapter=adapter))
     usage = text.split("```python\n", 1)[1].split("```", 1)[0]
@@ -227,8 +250,15 @@ def test_base_model_is_linked_only_when_it_is_a_hub_id() -> None:
 
 def test_a_local_store_names_the_run_and_the_mlflow_ui_command() -> None:
     command = "mlflow ui --backend-store-uri sqlite:////tmp/demo/mlflow.db"
-    text = render_card(replace(INPUTS, mlflow_run_url=None, mlflow_model_url=None, mlflow_run_id="0123abcd",
-                               mlflow_ui_command=command))
+    text = render_card(
+        replace(
+            INPUTS,
+            mlflow_run_url=None,
+            mlflow_model_url=None,
+            mlflow_run_id="0123abcd",
+            mlflow_ui_command=command,
+        )
+    )
     tracking = body(text).split("## Tracking", 1)[1].split("##", 1)[0]
     assert f"- MLflow run: run `0123abcd` in a local MLflow store (browse it with `{command}`)" in tracking
     assert "- Registered model: `qa-model` version 4 in the same store" in tracking
@@ -239,7 +269,9 @@ def test_a_local_store_names_the_run_and_the_mlflow_ui_command() -> None:
 def test_an_exported_folder_is_loaded_from_its_path() -> None:
     usage = render_card(replace(INPUTS, model_path="/tmp/export/3-better")).split("```python\n", 1)[1]
     assert 'model_id = "/tmp/export/3-better"' in usage and "acme/qa-model" not in usage.split("```")[0]
-    odd = render_card(replace(INPUTS, model_path="/tmp/```evil")).split("```python\n", 1)[1].split("```", 1)[0]
+    odd = (
+        render_card(replace(INPUTS, model_path="/tmp/```evil")).split("```python\n", 1)[1].split("```", 1)[0]
+    )
     assert 'model_id = "path/to/this/folder"' in odd
 
 
@@ -257,11 +289,12 @@ ESCAPES = [
 
 
 @pytest.mark.parametrize("expression", ESCAPES)
-def test_a_card_template_cannot_reach_the_environment_or_run_commands(expression: str, tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_card_template_cannot_reach_the_environment_or_run_commands(
+    expression: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """{{ lipsum.__globals__['os'].environ['HF_TOKEN'] }} read the token into the card: every template
     now renders in jinja2's sandbox, and check_template refuses it before anything is written."""
-    from deploygate.card import check_template
+    from deploygate.adapters.hf_card import check_template
 
     token = "hf_sandbox_sentinel_" + os.urandom(8).hex()
     monkeypatch.setenv("HF_TOKEN", token)
@@ -276,8 +309,10 @@ def test_a_card_template_cannot_reach_the_environment_or_run_commands(expression
 @pytest.mark.parametrize("expression", ["'x' * 5000000", "[1] * 5000000", "9 ** 99999"])
 def test_a_card_template_cannot_build_huge_values(expression: str, tmp_path: Path) -> None:
     template = tmp_path / "card.j2"
-    template.write_text("---\n{{ card_data }}\n---\n\n{{ (" + expression + ") | length if false else 1 }}\n"
-                        "{% set big = " + expression + " %}\n")
+    template.write_text(
+        "---\n{{ card_data }}\n---\n\n{{ (" + expression + ") | length if false else 1 }}\n"
+        "{% set big = " + expression + " %}\n"
+    )
     with pytest.raises(ConfigError, match="not allowed in a template"):
         render_card(INPUTS, template)
 
@@ -286,8 +321,8 @@ def test_packaged_templates_render_in_the_same_sandbox() -> None:
     """One environment builder: the card and the step summary both come from it."""
     from jinja2.sandbox import SandboxedEnvironment
 
-    from deploygate import report
-    from deploygate.templating import environment
+    from deploygate.core.render import report
+    from deploygate.core.render.templating import environment
 
     assert isinstance(environment(), SandboxedEnvironment)
     assert isinstance(report._ENV, SandboxedEnvironment)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from deploygate.cli import build_parser, load_env_file, main
-from deploygate.config import SETTINGS
-from deploygate.errors import ConfigError
+from deploygate.core.errors import ConfigError
+from deploygate.core.settings import SETTINGS
+from deploygate.shells.cli import build_parser, load_env_file, main
 
 
 def parsers() -> dict[str, argparse.ArgumentParser]:
@@ -36,7 +36,10 @@ def test_every_flag_of_every_command_has_help():
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
                 continue
-            assert action.help and action.help.strip() and action.help != argparse.SUPPRESS, (name, action.option_strings)
+            assert action.help and action.help.strip() and action.help != argparse.SUPPRESS, (
+                name,
+                action.option_strings,
+            )
 
 
 def test_no_parser_accepts_abbreviations(capsys):
@@ -49,20 +52,29 @@ def test_no_parser_accepts_abbreviations(capsys):
 
 def test_env_file_sets_only_what_the_environment_lacks(tmp_path: Path):
     env_file = tmp_path / ".env"
-    env_file.write_text("# local settings\nexport MLFLOW_TRACKING_URI=http://from-file:5000\nHF_TOKEN='hf_x y'\n"
-                        "EMPTY=\nALREADY=file\n")
+    env_file.write_text(
+        "# local settings\nexport MLFLOW_TRACKING_URI=http://from-file:5000\nHF_TOKEN='hf_x y'\n"
+        "EMPTY=\nALREADY=file\n"
+    )
     env = {"ALREADY": "environment"}
     assert load_env_file(env_file, env) == ("MLFLOW_TRACKING_URI", "HF_TOKEN", "EMPTY")
-    assert env == {"ALREADY": "environment", "MLFLOW_TRACKING_URI": "http://from-file:5000", "HF_TOKEN": "hf_x y",
-                   "EMPTY": ""}
+    assert env == {
+        "ALREADY": "environment",
+        "MLFLOW_TRACKING_URI": "http://from-file:5000",
+        "HF_TOKEN": "hf_x y",
+        "EMPTY": "",
+    }
     assert load_env_file(tmp_path / "missing", env) == ()
 
 
-@pytest.mark.parametrize(("text", "line", "name"), [
-    ('A=1\nHF_TOKEN = "hf_secret_unterminated\nB=2\n', 2, "HF_TOKEN"),
-    ("A=1\n\nnot a line at all\n", 3, None),
-    ("'unclosed=1\n", 1, None),
-])
+@pytest.mark.parametrize(
+    ("text", "line", "name"),
+    [
+        ('A=1\nHF_TOKEN = "hf_secret_unterminated\nB=2\n', 2, "HF_TOKEN"),
+        ("A=1\n\nnot a line at all\n", 3, None),
+        ("'unclosed=1\n", 1, None),
+    ],
+)
 def test_a_broken_env_file_is_exit_2_naming_the_line(tmp_path, monkeypatch, capsys, text, line, name):
     (tmp_path / ".env").write_text(text)
     env: dict[str, str] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploygate.decision import Baseline, Policy, decide
+from deploygate.core.decision import Baseline, Policy, decide
 
 
 def champ(score: float) -> Baseline:
@@ -16,24 +16,83 @@ CASES = [
     ("first model deploys", 0.2, None, Policy(), "deploy", "first-model", True),
     ("first model, zero score, still deploys", 0.0, None, Policy(), "deploy", "first-model", True),
     ("clear improvement", 0.30, champ(0.25), Policy(), "deploy", "improved", True),
-    ("improvement exactly at threshold", 0.251, champ(0.250), Policy(min_improvement=0.001), "deploy", "improved", True),
-    ("improvement just below threshold", 0.2509, champ(0.250), Policy(min_improvement=0.001), "skip", "below-threshold", False),
+    (
+        "improvement exactly at threshold",
+        0.251,
+        champ(0.250),
+        Policy(min_improvement=0.001),
+        "deploy",
+        "improved",
+        True,
+    ),
+    (
+        "improvement just below threshold",
+        0.2509,
+        champ(0.250),
+        Policy(min_improvement=0.001),
+        "skip",
+        "below-threshold",
+        False,
+    ),
     ("tie never deploys", 0.25, champ(0.25), Policy(), "skip", "not-better", False),
-    ("tie with zero threshold never deploys", 0.25, champ(0.25), Policy(min_improvement=0.0), "skip", "not-better", False),
-    ("any gain with zero threshold", 0.2500001, champ(0.25), Policy(min_improvement=0.0), "deploy", "improved", True),
+    (
+        "tie with zero threshold never deploys",
+        0.25,
+        champ(0.25),
+        Policy(min_improvement=0.0),
+        "skip",
+        "not-better",
+        False,
+    ),
+    (
+        "any gain with zero threshold",
+        0.2500001,
+        champ(0.25),
+        Policy(min_improvement=0.0),
+        "deploy",
+        "improved",
+        True,
+    ),
     ("worse is skipped", 0.20, champ(0.25), Policy(), "skip", "not-better", False),
     ("forced worse deploys as forced", 0.20, champ(0.25), Policy(force=True), "forced", "forced", True),
     ("forced better is recorded as forced", 0.30, champ(0.25), Policy(force=True), "forced", "forced", True),
     ("forced first model", 0.1, None, Policy(force=True), "forced", "forced", True),
-    ("PR: verdict deploy, not carried out", 0.30, champ(0.25), Policy(may_deploy=False), "deploy", "improved", False),
-    ("PR: forced, not carried out", 0.20, champ(0.25), Policy(force=True, may_deploy=False), "forced", "forced", False),
+    (
+        "PR: verdict deploy, not carried out",
+        0.30,
+        champ(0.25),
+        Policy(may_deploy=False),
+        "deploy",
+        "improved",
+        False,
+    ),
+    (
+        "PR: forced, not carried out",
+        0.20,
+        champ(0.25),
+        Policy(force=True, may_deploy=False),
+        "forced",
+        "forced",
+        False,
+    ),
     ("PR: skip stays skip", 0.20, champ(0.25), Policy(may_deploy=False), "skip", "not-better", False),
-    ("large threshold blocks", 0.30, champ(0.25), Policy(min_improvement=0.1), "skip", "below-threshold", False),
+    (
+        "large threshold blocks",
+        0.30,
+        champ(0.25),
+        Policy(min_improvement=0.1),
+        "skip",
+        "below-threshold",
+        False,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("score", "baseline", "policy", "verdict", "rule", "deploy"),
-                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("score", "baseline", "policy", "verdict", "rule", "deploy"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
 def test_decision_table(score, baseline, policy, verdict, rule, deploy):
     d = decide(score, baseline, policy)
     assert (d.verdict, d.rule, d.deploy) == (verdict, rule, deploy)
@@ -71,38 +130,76 @@ def test_zero_baseline_has_no_percent():
 
 # --- guardrails and significance ---------------------------------------------------------------
 
-from deploygate.decision import Guardrail, Significance, check_guardrails  # noqa: E402
+from deploygate.core.decision import Guardrail, Significance, check_guardrails  # noqa: E402
 
 
 def sig(observed, lower, significant, p=0.01):
-    return Significance(observed=observed, lower_bound=lower, interval=(lower, observed * 2), p_value=p,
-                        confidence=0.95, resamples=1000, significant=significant)
+    return Significance(
+        observed=observed,
+        lower_bound=lower,
+        interval=(lower, observed * 2),
+        p_value=p,
+        confidence=0.95,
+        resamples=1000,
+        significant=significant,
+    )
 
 
 GUARD_CASES = [
     # id, metrics, baseline metrics, guardrails, expected passed flags
     ("floor met", {"bleu4": 0.2}, None, (Guardrail("bleu4", min=0.1),), [True]),
     ("floor breached", {"bleu4": 0.05}, None, (Guardrail("bleu4", min=0.1),), [False]),
-    ("drop within", {"rougeL_precision": 0.445}, {"rougeL_precision": 0.45},
-     (Guardrail("rougeL_precision", max_drop=0.01),), [True]),
-    ("drop exceeds", {"rougeL_precision": 0.43}, {"rougeL_precision": 0.45},
-     (Guardrail("rougeL_precision", max_drop=0.01),), [False]),
-    ("drop exactly at limit", {"rougeL_precision": 0.44}, {"rougeL_precision": 0.45},
-     (Guardrail("rougeL_precision", max_drop=0.01),), [True]),
-    ("drop needs a baseline", {"rougeL_precision": 0.1}, None, (Guardrail("rougeL_precision", max_drop=0.01),), []),
-    ("both limits", {"bleu4": 0.05}, {"bleu4": 0.2}, (Guardrail("bleu4", min=0.1, max_drop=0.05),), [False, False]),
+    (
+        "drop within",
+        {"rougeL_precision": 0.445},
+        {"rougeL_precision": 0.45},
+        (Guardrail("rougeL_precision", max_drop=0.01),),
+        [True],
+    ),
+    (
+        "drop exceeds",
+        {"rougeL_precision": 0.43},
+        {"rougeL_precision": 0.45},
+        (Guardrail("rougeL_precision", max_drop=0.01),),
+        [False],
+    ),
+    (
+        "drop exactly at limit",
+        {"rougeL_precision": 0.44},
+        {"rougeL_precision": 0.45},
+        (Guardrail("rougeL_precision", max_drop=0.01),),
+        [True],
+    ),
+    (
+        "drop needs a baseline",
+        {"rougeL_precision": 0.1},
+        None,
+        (Guardrail("rougeL_precision", max_drop=0.01),),
+        [],
+    ),
+    (
+        "both limits",
+        {"bleu4": 0.05},
+        {"bleu4": 0.2},
+        (Guardrail("bleu4", min=0.1, max_drop=0.05),),
+        [False, False],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("metrics", "base", "rails", "passed"), [c[1:] for c in GUARD_CASES],
-                         ids=[c[0] for c in GUARD_CASES])
+@pytest.mark.parametrize(
+    ("metrics", "base", "rails", "passed"), [c[1:] for c in GUARD_CASES], ids=[c[0] for c in GUARD_CASES]
+)
 def test_guardrail_checks(metrics, base, rails, passed):
     assert [c.passed for c in check_guardrails(metrics, base, rails)] == passed
 
 
 def test_guardrail_blocks_an_improvement_and_names_itself():
-    checks = check_guardrails({"rougeL_precision": 0.40}, {"rougeL_precision": 0.45},
-                              (Guardrail("rougeL_precision", max_drop=0.01),))
+    checks = check_guardrails(
+        {"rougeL_precision": 0.40},
+        {"rougeL_precision": 0.45},
+        (Guardrail("rougeL_precision", max_drop=0.01),),
+    )
     d = decide(0.30, champ(0.25), Policy(), guardrails=checks)
     assert (d.verdict, d.rule) == ("skip", "guardrail") and "rougeL_precision" in d.reason
 
@@ -126,8 +223,9 @@ SIG_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("score", "evidence", "verdict", "rule"), [c[1:] for c in SIG_CASES],
-                         ids=[c[0] for c in SIG_CASES])
+@pytest.mark.parametrize(
+    ("score", "evidence", "verdict", "rule"), [c[1:] for c in SIG_CASES], ids=[c[0] for c in SIG_CASES]
+)
 def test_significance_rule(score, evidence, verdict, rule):
     d = decide(score, champ(0.25), Policy(), significance=evidence)
     assert (d.verdict, d.rule) == (verdict, rule)

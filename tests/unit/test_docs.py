@@ -1,14 +1,14 @@
 """docs/reference.md documents every setting exactly as the settings table says (regenerate with
-`python -m deploygate.docs --write docs/reference.md`), the CLI takes every one of them, and the
+`python -m deploygate.shells.docs --write docs/reference.md`), the CLI takes every one of them, and the
 README's quick start and links point at things that exist."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from deploygate.cli import build_parser
-from deploygate.config import SETTINGS
-from deploygate.docs import render_blocks
+from deploygate.core.settings import SETTINGS
+from deploygate.shells.cli import build_parser
+from deploygate.shells.docs import render_blocks
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -19,7 +19,7 @@ def test_reference_generated_blocks_are_current():
     text = REFERENCE.read_text()
     for block in ("settings", "action-inputs", "action-outputs"):
         assert f"<!-- {block}:start -->" in text, block
-    assert render_blocks(text) == text, "run: python -m deploygate.docs --write docs/reference.md"
+    assert render_blocks(text) == text, "run: python -m deploygate.shells.docs --write docs/reference.md"
 
 
 def test_cli_has_a_flag_for_every_setting():
@@ -41,4 +41,6 @@ def test_readme_links_point_at_files_that_exist():
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
             if "://" in target:
                 continue
-            assert (doc.parent / target).exists(), f"{doc.relative_to(ROOT)} links to {target}, which does not exist"
+            assert (doc.parent / target).exists(), (
+                f"{doc.relative_to(ROOT)} links to {target}, which does not exist"
+            )

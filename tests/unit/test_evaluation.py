@@ -1,6 +1,6 @@
 """Metrics from predictions and the paired bootstrap, checked against nltk, rouge_score and plain values.
 
-nltk and rouge_score are the references here only; deploygate.evaluation imports neither.
+nltk and rouge_score are the references here only; deploygate.core.evaluation imports neither.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from nltk.stem.porter import PorterStemmer
 from nltk.translate.bleu_score import corpus_bleu
 from rouge_score import rouge_scorer
 
-from deploygate.errors import ConfigError, IncomparableError, MetricsError
-from deploygate.evaluation import (
+from deploygate.core.errors import ConfigError, IncomparableError, MetricsError
+from deploygate.core.evaluation import (
     DEFAULT_BLEU_WEIGHTS,
     METRIC_NAMES,
     ExampleStats,
@@ -38,7 +38,7 @@ from deploygate.evaluation import (
     stats_from_json,
     stats_to_json,
 )
-from deploygate.metrics import DEFAULT_WEIGHTS
+from deploygate.core.metrics import DEFAULT_WEIGHTS
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 TOLERANCE = 1e-12
@@ -68,9 +68,11 @@ def assert_close(ours: dict[str, float], reference: dict[str, float]) -> None:
         assert ours[name] == pytest.approx(reference[name], abs=TOLERANCE, rel=TOLERANCE), name
 
 
-_VOCABULARY_TEXT = ("the a model running runs ran happily generalization cat dogs on mat sat quickly is was "
-              "hopeful hopefulness Tokenization! don't café naïve x y 1990s e-mail (parens) ĞÜŞ 東京 "
-              "studies studying agreed feed skies dying relational")
+_VOCABULARY_TEXT = (
+    "the a model running runs ran happily generalization cat dogs on mat sat quickly is was "
+    "hopeful hopefulness Tokenization! don't café naïve x y 1990s e-mail (parens) ĞÜŞ 東京 "
+    "studies studying agreed feed skies dying relational"
+)
 VOCABULARY = _VOCABULARY_TEXT.split()
 
 
@@ -85,16 +87,18 @@ def random_pairs(seed: int, n: int, max_len: int = 15) -> list[tuple[str, str]]:
 
 # --- the Porter stemmer and tokenisation ------------------------------------------------------------
 
-_ENGLISH_TEXT = ("caresses ponies ties caress cats feed agreed plastered bled motoring sing conflated troubled "
-           "sized hopping tanned falling hissing fizzed failing filing happy sky relational conditional "
-           "rational valenci hesitanci digitizer conformabli radicalli differentli vileli analogousli "
-           "vietnamization predication operator feudalism decisiveness hopefulness callousness formaliti "
-           "sensitiviti sensibiliti triplicate formative formalize electriciti electrical hopeful goodness "
-           "revival allowance inference airliner gyroscopic adjustable defensible irritant replacement "
-           "adjustment dependent adoption homologou communism activate angulariti homologous effective "
-           "bowdlerize probate rate cease controll roll generously generalization dying lying tying news "
-           "innings outings cannings howe proceed exceed succeed skies spied died apologies fulli "
-           "archaeology analogies beautifully")
+_ENGLISH_TEXT = (
+    "caresses ponies ties caress cats feed agreed plastered bled motoring sing conflated troubled "
+    "sized hopping tanned falling hissing fizzed failing filing happy sky relational conditional "
+    "rational valenci hesitanci digitizer conformabli radicalli differentli vileli analogousli "
+    "vietnamization predication operator feudalism decisiveness hopefulness callousness formaliti "
+    "sensitiviti sensibiliti triplicate formative formalize electriciti electrical hopeful goodness "
+    "revival allowance inference airliner gyroscopic adjustable defensible irritant replacement "
+    "adjustment dependent adoption homologou communism activate angulariti homologous effective "
+    "bowdlerize probate rate cease controll roll generously generalization dying lying tying news "
+    "innings outings cannings howe proceed exceed succeed skies spied died apologies fulli "
+    "archaeology analogies beautifully"
+)
 ENGLISH = _ENGLISH_TEXT.split()
 
 
@@ -109,8 +113,19 @@ def test_porter_stem_is_nltks_on_any_word(word: str) -> None:
     assert porter_stem(word) == PorterStemmer().stem(word)
 
 
-@pytest.mark.parametrize("text", ["", "   ", "Hello, World!", "e-mail don't 1990s", "café naïve 東京",
-                                  "The runners were running quickly.", "İstanbul KELVIN", "a\tb\nc"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "Hello, World!",
+        "e-mail don't 1990s",
+        "café naïve 東京",
+        "The runners were running quickly.",
+        "İstanbul KELVIN",
+        "a\tb\nc",
+    ],
+)
 def test_rouge_tokens_are_rouge_scores(text: str) -> None:
     assert rouge_tokens(text) == SCORER._tokenizer.tokenize(text)
 
@@ -121,7 +136,9 @@ def test_lcs_length_is_the_dynamic_programme(a: list[str], b: list[str]) -> None
     table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
     for i in range(1, len(a) + 1):
         for j in range(1, len(b) + 1):
-            table[i][j] = table[i - 1][j - 1] + 1 if a[i - 1] == b[j - 1] else max(table[i - 1][j], table[i][j - 1])
+            table[i][j] = (
+                table[i - 1][j - 1] + 1 if a[i - 1] == b[j - 1] else max(table[i - 1][j], table[i][j - 1])
+            )
     assert lcs_length(a, b) == table[-1][-1]
 
 
@@ -162,9 +179,16 @@ def test_per_example_rouge_precision_is_rouge_scores() -> None:
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.lists(st.sampled_from(["a", "b", "c", "Runs", "running", "d."]), max_size=8),
-                          st.lists(st.sampled_from(["a", "b", "c", "run", "Running", "d"]), max_size=8)),
-                min_size=1, max_size=8))
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(["a", "b", "c", "Runs", "running", "d."]), max_size=8),
+            st.lists(st.sampled_from(["a", "b", "c", "run", "Running", "d"]), max_size=8),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_metrics_match_nltk_on_random_small_corpora(corpus: list[tuple[list[str], list[str]]]) -> None:
     pairs = [(" ".join(p), " ".join(r)) for p, r in corpus]
     assert_close(metrics_from_stats(compute_stats(pairs)), seed_metrics(pairs))
@@ -182,7 +206,9 @@ def test_bleu_weights_are_a_parameter_and_bleu3_defaults_to_the_seeds_033() -> N
     stats = compute_stats(pairs)
     third = metrics_from_stats(stats, bleu_weights={"bleu3": (1 / 3, 1 / 3, 1 / 3)})["bleu3"]
     assert third == pytest.approx(nltk_bleu(pairs, (1 / 3, 1 / 3, 1 / 3)), abs=TOLERANCE)
-    assert metrics_from_stats(stats)["bleu3"] == pytest.approx(nltk_bleu(pairs, (0.33, 0.33, 0.33)), abs=TOLERANCE)
+    assert metrics_from_stats(stats)["bleu3"] == pytest.approx(
+        nltk_bleu(pairs, (0.33, 0.33, 0.33)), abs=TOLERANCE
+    )
     assert third != metrics_from_stats(stats)["bleu3"]
     with pytest.raises(ConfigError, match="bleu5"):
         metrics_from_stats(stats, bleu_weights={"bleu5": (0.2,) * 5})
@@ -214,18 +240,21 @@ def _bad(field: str, value: object) -> str:
     return json.dumps(data)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("{", "not valid JSON"),
-    ("[]", "not deploygate example statistics"),
-    (json.dumps({"format": "other"}), "not deploygate example statistics"),
-    (_bad("version", 99), "version 99"),
-    (_bad("examples", 2), "says 2 examples but holds 1"),
-    (_bad("lcs_lengths", ["1"]), "lcs_lengths must be a list of integers"),
-    (_bad("lcs_lengths", [1, 2]), "lcs_lengths has 2 values for 1 examples"),
-    (_bad("matches", [[3], [0], [0], [0]]), "example 0 is inconsistent"),
-    (_bad("references_sha256", "abc"), "not a SHA-256"),
-    (_bad("bleu_tokenisation", "sacrebleu 13a"), "tokenised differently"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "not valid JSON"),
+        ("[]", "not deploygate example statistics"),
+        (json.dumps({"format": "other"}), "not deploygate example statistics"),
+        (_bad("version", 99), "version 99"),
+        (_bad("examples", 2), "says 2 examples but holds 1"),
+        (_bad("lcs_lengths", ["1"]), "lcs_lengths must be a list of integers"),
+        (_bad("lcs_lengths", [1, 2]), "lcs_lengths has 2 values for 1 examples"),
+        (_bad("matches", [[3], [0], [0], [0]]), "example 0 is inconsistent"),
+        (_bad("references_sha256", "abc"), "not a SHA-256"),
+        (_bad("bleu_tokenisation", "sacrebleu 13a"), "tokenised differently"),
+    ],
+)
 def test_bad_stats_json_is_a_metrics_error(text: str, message: str) -> None:
     with pytest.raises(MetricsError, match=message) as info:
         stats_from_json(text, source="stats.json")
@@ -253,14 +282,22 @@ def test_a_large_noisy_improvement_is_not_significant_but_a_small_consistent_one
     champion = [keep(r, 5) for r in refs]
     # perfect on three examples, garbage on two, the same elsewhere: a big gain on average, by luck
     noisy = [r if i < 3 else keep(r, 0) if i < 5 else keep(r, 5) for i, r in enumerate(refs)]
-    big = paired_bootstrap(compute_stats(zip(noisy, refs, strict=True)),
-                           compute_stats(zip(champion, refs, strict=True)), DEFAULT_WEIGHTS, threshold=0.001)
+    big = paired_bootstrap(
+        compute_stats(zip(noisy, refs, strict=True)),
+        compute_stats(zip(champion, refs, strict=True)),
+        DEFAULT_WEIGHTS,
+        threshold=0.001,
+    )
 
     refs2 = references(300, 2)
     champion2 = [keep(r, 5) for r in refs2]
     steady = [keep(r, 6) if i % 2 == 0 else keep(r, 5) for i, r in enumerate(refs2)]  # one more token, often
-    small = paired_bootstrap(compute_stats(zip(steady, refs2, strict=True)),
-                             compute_stats(zip(champion2, refs2, strict=True)), DEFAULT_WEIGHTS, threshold=0.001)
+    small = paired_bootstrap(
+        compute_stats(zip(steady, refs2, strict=True)),
+        compute_stats(zip(champion2, refs2, strict=True)),
+        DEFAULT_WEIGHTS,
+        threshold=0.001,
+    )
 
     assert big.observed_difference > small.observed_difference > 0.001
     assert not big.significant and big.lower_bound <= 0.001 and big.p_value > 0.05
@@ -276,8 +313,12 @@ def test_the_observed_difference_is_the_weighted_metric_difference() -> None:
     cand, champ = compute_stats((keep(r, 7), r) for r in refs), compute_stats((keep(r, 4), r) for r in refs)
     result = paired_bootstrap(cand, champ, DEFAULT_WEIGHTS, threshold=0.0, resamples=200)
     a, b = metrics_from_stats(cand), metrics_from_stats(champ)
-    assert result.candidate_score == pytest.approx(sum(DEFAULT_WEIGHTS[m] * a[m] for m in METRIC_NAMES), abs=1e-15)
-    assert result.observed_difference == pytest.approx(result.candidate_score - result.champion_score, abs=1e-15)
+    assert result.candidate_score == pytest.approx(
+        sum(DEFAULT_WEIGHTS[m] * a[m] for m in METRIC_NAMES), abs=1e-15
+    )
+    assert result.observed_difference == pytest.approx(
+        result.candidate_score - result.champion_score, abs=1e-15
+    )
     assert result.metric_differences["bleu4"] == pytest.approx(a["bleu4"] - b["bleu4"], abs=1e-15)
 
 
@@ -318,15 +359,20 @@ def test_different_references_are_incomparable() -> None:
     with pytest.raises(IncomparableError, match="different references"):
         paired_bootstrap(cand, other_refs, DEFAULT_WEIGHTS, threshold=0.0)
     with pytest.raises(IncomparableError, match="20 examples, the champion on 19"):
-        paired_bootstrap(cand, compute_stats((keep(r, 5), r) for r in refs[:-1]), DEFAULT_WEIGHTS, threshold=0.0)
+        paired_bootstrap(
+            cand, compute_stats((keep(r, 5), r) for r in refs[:-1]), DEFAULT_WEIGHTS, threshold=0.0
+        )
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"resamples": 10}, "too few"),
-    ({"confidence": 1.0}, "confidence"),
-    ({"weights": {"bleu9": 1.0}}, "bleu9"),
-    ({"weights": {"bleu1": math.nan}}, "finite"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"resamples": 10}, "too few"),
+        ({"confidence": 1.0}, "confidence"),
+        ({"weights": {"bleu9": 1.0}}, "bleu9"),
+        ({"weights": {"bleu1": math.nan}}, "finite"),
+    ],
+)
 def test_bad_bootstrap_settings_are_config_errors(kwargs: dict[str, object], message: str) -> None:
     stats = compute_stats([("a b c", "a b c d")] * 5)
     arguments: dict[str, object] = {"weights": DEFAULT_WEIGHTS, "threshold": 0.0, **kwargs}
@@ -338,7 +384,9 @@ def test_bad_bootstrap_settings_are_config_errors(kwargs: dict[str, object], mes
 
 
 def test_jsonl_predictions_with_aliases() -> None:
-    text = '{"Generated": "the cat", "expected": "the cat sat", "id": 1}\n\n{"generated": "", "expected": "x"}\n'
+    text = (
+        '{"Generated": "the cat", "expected": "the cat sat", "id": 1}\n\n{"generated": "", "expected": "x"}\n'
+    )
     parsed = parse_predictions(text, fmt="jsonl", source="preds.jsonl")
     assert parsed.pairs == (("the cat", "the cat sat"), ("", "x"))
     assert (parsed.prediction_field, parsed.reference_field) == ("Generated", "expected")
@@ -360,9 +408,18 @@ BAD_PREDICTIONS = [
     ("jsonl", '["a", "b"]', "preds:1:", "expected a JSON object, got list"),
     ("jsonl", '{"text": "a", "reference": "b"}', "preds:1:", "no prediction field among"),
     ("jsonl", '{"prediction": "a", "ref": "b"}', "preds:1:", "no reference field"),
-    ("jsonl", '{"prediction": "a", "reference": "b"}\n\n{"prediction": "a"}', "preds:3:",
-     "missing the 'reference' field"),
-    ("jsonl", '{"prediction": 42, "reference": "b"}', "preds:1:", "'prediction' must be a string, got int 42"),
+    (
+        "jsonl",
+        '{"prediction": "a", "reference": "b"}\n\n{"prediction": "a"}',
+        "preds:3:",
+        "missing the 'reference' field",
+    ),
+    (
+        "jsonl",
+        '{"prediction": 42, "reference": "b"}',
+        "preds:1:",
+        "'prediction' must be a string, got int 42",
+    ),
     ("jsonl", '{"prediction": "a", "reference": ["b", "c"]}', "preds:1:", "must be a string, got list"),
     ("jsonl", '{"prediction": null, "reference": "b"}', "preds:1:", "got NoneType None"),
     ("csv", "", "preds:", "is empty"),
@@ -377,7 +434,8 @@ BAD_PREDICTIONS = [
 
 @pytest.mark.parametrize(("fmt", "text", "where", "message"), BAD_PREDICTIONS)
 def test_every_malformed_predictions_file_is_a_one_line_metrics_error(
-        fmt: str, text: str, where: str, message: str) -> None:
+    fmt: str, text: str, where: str, message: str
+) -> None:
     with pytest.raises(MetricsError, match=message) as info:
         read_predictions(text, fmt=fmt, source="preds")  # type: ignore[arg-type]
     text_of_error = str(info.value)
@@ -398,12 +456,20 @@ def test_stats_validate_themselves() -> None:
         compute_stats([])
     good = compute_stats([("a b", "a b")])
     with pytest.raises(MetricsError, match="inconsistent"):
-        ExampleStats(((3,), (0,), (0,), (0,)), good.hypothesis_lengths, good.reference_lengths,
-                     good.lcs_lengths, good.prediction_tokens, good.references_sha256)
+        ExampleStats(
+            ((3,), (0,), (0,), (0,)),
+            good.hypothesis_lengths,
+            good.reference_lengths,
+            good.lcs_lengths,
+            good.prediction_tokens,
+            good.references_sha256,
+        )
 
 
 def test_importing_evaluation_imports_neither_numpy_nor_the_references() -> None:
-    code = ("import sys, deploygate.evaluation\n"
-            "print([m for m in ('numpy', 'nltk', 'rouge_score', 'sacrebleu') if m in sys.modules])\n")
+    code = (
+        "import sys, deploygate.core.evaluation\n"
+        "print([m for m in ('numpy', 'nltk', 'rouge_score', 'sacrebleu') if m in sys.modules])\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -18,23 +18,51 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deploygate.config import SETTINGS, build_config, parse_guardrails, parse_weights_text
-from deploygate.errors import InputError
-from deploygate.evaluation import parse_predictions
-from deploygate.inputs import load_model_source, load_params, read_json
-from deploygate.metrics import DEFAULT_WEIGHTS, Weights, parse_metrics, resolve_weights
+from deploygate.adapters.files import load_model_source, load_params, read_json
+from deploygate.core.errors import InputError
+from deploygate.core.evaluation import parse_predictions
+from deploygate.core.metrics import DEFAULT_WEIGHTS, Weights, parse_metrics, resolve_weights
+from deploygate.core.settings import SETTINGS, build_config, parse_guardrails, parse_weights_text
 
 EXAMPLES = 150
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 FUZZ_TESTS = 11  # the @given tests below; FUZZ_EXAMPLES = FUZZ_TESTS * EXAMPLES
 FUZZ_EXAMPLES = FUZZ_TESTS * EXAMPLES
 
-METRIC_NAMES = st.sampled_from(["bleu1", "bleu2", "bleu3", "bleu4", "rougeL_precision", "BLEU-1", "bleu_4",
-                                "rouge_l_precision", "rougeL_p", "x", "", " ", "bleu1 ", "weighted_score"])
-SCALARS = (st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats(allow_nan=True, allow_infinity=True)
-           | st.text(max_size=12))
-JSON_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(METRIC_NAMES | st.text(max_size=6), inner, max_size=6), max_leaves=20)
+METRIC_NAMES = st.sampled_from(
+    [
+        "bleu1",
+        "bleu2",
+        "bleu3",
+        "bleu4",
+        "rougeL_precision",
+        "BLEU-1",
+        "bleu_4",
+        "rouge_l_precision",
+        "rougeL_p",
+        "x",
+        "",
+        " ",
+        "bleu1 ",
+        "weighted_score",
+    ]
+)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**30), 10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+)
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(METRIC_NAMES | st.text(max_size=6), inner, max_size=6)
+    ),
+    max_leaves=20,
+)
 METRIC_OBJECTS = st.dictionaries(METRIC_NAMES | st.text(max_size=8), SCALARS | JSON_VALUES, max_size=10)
 
 
@@ -55,8 +83,11 @@ def test_parse_metrics(data: Any, scale: float) -> None:
 
 
 @FUZZ
-@given(raw=st.none() | st.dictionaries(METRIC_NAMES | st.text(max_size=6) | st.integers(), SCALARS, max_size=6)
-       | JSON_VALUES)
+@given(
+    raw=st.none()
+    | st.dictionaries(METRIC_NAMES | st.text(max_size=6) | st.integers(), SCALARS, max_size=6)
+    | JSON_VALUES
+)
 def test_resolve_weights(raw: Any) -> None:
     weights = _is_ok_or_input_error(resolve_weights, raw)
     if weights is not None:
@@ -65,8 +96,12 @@ def test_resolve_weights(raw: Any) -> None:
 
 
 @FUZZ
-@given(text=st.text(max_size=60) | st.lists(st.tuples(METRIC_NAMES, st.sampled_from("=:"), st.text(max_size=6)))
-       .map(lambda parts: ",".join(f"{a}{b}{c}" for a, b, c in parts)))
+@given(
+    text=st.text(max_size=60)
+    | st.lists(st.tuples(METRIC_NAMES, st.sampled_from("=:"), st.text(max_size=6))).map(
+        lambda parts: ",".join(f"{a}{b}{c}" for a, b, c in parts)
+    )
+)
 def test_weights_text(text: str) -> None:
     raw = _is_ok_or_input_error(parse_weights_text, text, "--weights")
     if raw is not None:
@@ -74,15 +109,20 @@ def test_weights_text(text: str) -> None:
 
 
 @FUZZ
-@given(raw=st.text(max_size=60) | JSON_VALUES
-       | st.lists(st.tuples(METRIC_NAMES, st.sampled_from(["min", "max_drop", "max", ""]), SCALARS))
-       .map(lambda parts: ",".join(f"{m}.{k}={v}" for m, k, v in parts)))
+@given(
+    raw=st.text(max_size=60)
+    | JSON_VALUES
+    | st.lists(st.tuples(METRIC_NAMES, st.sampled_from(["min", "max_drop", "max", ""]), SCALARS)).map(
+        lambda parts: ",".join(f"{m}.{k}={v}" for m, k, v in parts)
+    )
+)
 def test_parse_guardrails(raw: Any) -> None:
     _is_ok_or_input_error(parse_guardrails, raw, "--guardrails")
 
 
-FLAG_VALUES = st.dictionaries(st.sampled_from([s.name for s in SETTINGS]), st.text(max_size=20) | st.booleans(),
-                              max_size=6)
+FLAG_VALUES = st.dictionaries(
+    st.sampled_from([s.name for s in SETTINGS]), st.text(max_size=20) | st.booleans(), max_size=6
+)
 
 
 @FUZZ
@@ -91,18 +131,49 @@ def test_build_config_from_flags(given_: dict[str, Any], env_uri: str | None) ->
     _is_ok_or_input_error(build_config, given_, {}, env_tracking_uri=env_uri)
 
 
-PARAMS = st.fixed_dictionaries({}, optional={
-    "deployment": st.dictionaries(
-        st.sampled_from(["min_improvement_threshold", "weighted_scoring", "metrics_scale", "guardrails",
-                         "model_registry_name", "experiment_name", "champion_alias", "baseline", "promotion",
-                         "huggingface", "significance", "allow_incomparable", "predictions", "model_uri"]),
-        JSON_VALUES | st.fixed_dictionaries({"weights": JSON_VALUES}) | st.fixed_dictionaries(
-            {}, optional={"push_to_hub": SCALARS, "model_id": SCALARS, "language": JSON_VALUES, "tags": JSON_VALUES,
-                          "private": SCALARS, "template": SCALARS})
-        | st.fixed_dictionaries({}, optional={"confidence": SCALARS, "resamples": SCALARS}),
-        max_size=6) | JSON_VALUES,
-    "mlflow": st.dictionaries(st.sampled_from(["tracking_uri", "experiment_name"]), SCALARS, max_size=2) | JSON_VALUES,
-})
+PARAMS = st.fixed_dictionaries(
+    {},
+    optional={
+        "deployment": st.dictionaries(
+            st.sampled_from(
+                [
+                    "min_improvement_threshold",
+                    "weighted_scoring",
+                    "metrics_scale",
+                    "guardrails",
+                    "model_registry_name",
+                    "experiment_name",
+                    "champion_alias",
+                    "baseline",
+                    "promotion",
+                    "huggingface",
+                    "significance",
+                    "allow_incomparable",
+                    "predictions",
+                    "model_uri",
+                ]
+            ),
+            JSON_VALUES
+            | st.fixed_dictionaries({"weights": JSON_VALUES})
+            | st.fixed_dictionaries(
+                {},
+                optional={
+                    "push_to_hub": SCALARS,
+                    "model_id": SCALARS,
+                    "language": JSON_VALUES,
+                    "tags": JSON_VALUES,
+                    "private": SCALARS,
+                    "template": SCALARS,
+                },
+            )
+            | st.fixed_dictionaries({}, optional={"confidence": SCALARS, "resamples": SCALARS}),
+            max_size=6,
+        )
+        | JSON_VALUES,
+        "mlflow": st.dictionaries(st.sampled_from(["tracking_uri", "experiment_name"]), SCALARS, max_size=2)
+        | JSON_VALUES,
+    },
+)
 
 
 @FUZZ
@@ -118,10 +189,21 @@ def test_build_config_from_params(params: dict[str, Any]) -> None:
 
 
 @FUZZ
-@given(raw=st.binary(max_size=200) | st.text(max_size=200).map(str.encode)
-       | PARAMS.map(lambda p: yaml.safe_dump(p).encode())
-       | st.sampled_from([b"deployment: " + b"[" * 5000, b"a: &a [*a]\n", b"deployment: !!python/object:os.system {}\n",
-                          b"\xef\xbb\xbfdeployment: {}\n", b"deployment:\n\tx: 1\n", b"%YAML 9.9\n---\n"]))
+@given(
+    raw=st.binary(max_size=200)
+    | st.text(max_size=200).map(str.encode)
+    | PARAMS.map(lambda p: yaml.safe_dump(p).encode())
+    | st.sampled_from(
+        [
+            b"deployment: " + b"[" * 5000,
+            b"a: &a [*a]\n",
+            b"deployment: !!python/object:os.system {}\n",
+            b"\xef\xbb\xbfdeployment: {}\n",
+            b"deployment:\n\tx: 1\n",
+            b"%YAML 9.9\n---\n",
+        ]
+    )
+)
 def test_load_params(tmp_path_factory: pytest.TempPathFactory, raw: bytes) -> None:
     path = tmp_path_factory.mktemp("params") / "params.yaml"
     path.write_bytes(raw)
@@ -131,8 +213,11 @@ def test_load_params(tmp_path_factory: pytest.TempPathFactory, raw: bytes) -> No
 
 
 @FUZZ
-@given(raw=st.binary(max_size=200) | JSON_VALUES.map(lambda v: json.dumps(v).encode())
-       | st.sampled_from([b"[" * 100_000, b'{"a":' * 50_000, b"\xef\xbb\xbf{}", b"NaN", b"-Infinity", b"1e999"]))
+@given(
+    raw=st.binary(max_size=200)
+    | JSON_VALUES.map(lambda v: json.dumps(v).encode())
+    | st.sampled_from([b"[" * 100_000, b'{"a":' * 50_000, b"\xef\xbb\xbf{}", b"NaN", b"-Infinity", b"1e999"])
+)
 def test_read_json(tmp_path_factory: pytest.TempPathFactory, raw: bytes) -> None:
     path = tmp_path_factory.mktemp("json") / "metrics.json"
     path.write_bytes(raw)
@@ -142,17 +227,33 @@ def test_read_json(tmp_path_factory: pytest.TempPathFactory, raw: bytes) -> None
 
 
 @FUZZ
-@given(record=st.dictionaries(st.sampled_from(["mlflow_run_id", "model_uri", "local_path", "artifact_path",
-                                               "tracking_uri", "model_name"]), SCALARS | JSON_VALUES, max_size=4)
-       | JSON_VALUES, model_uri=st.none() | st.text(max_size=12))
-def test_load_model_source(tmp_path_factory: pytest.TempPathFactory, record: Any, model_uri: str | None) -> None:
+@given(
+    record=st.dictionaries(
+        st.sampled_from(
+            ["mlflow_run_id", "model_uri", "local_path", "artifact_path", "tracking_uri", "model_name"]
+        ),
+        SCALARS | JSON_VALUES,
+        max_size=4,
+    )
+    | JSON_VALUES,
+    model_uri=st.none() | st.text(max_size=12),
+)
+def test_load_model_source(
+    tmp_path_factory: pytest.TempPathFactory, record: Any, model_uri: str | None
+) -> None:
     path = tmp_path_factory.mktemp("loc") / "location.json"
     path.write_text(json.dumps(record))
-    _is_ok_or_input_error(load_model_source, path, explicit=True, model_uri=model_uri or None, artifact_path="model")
+    _is_ok_or_input_error(
+        load_model_source, path, explicit=True, model_uri=model_uri or None, artifact_path="model"
+    )
 
 
-LINES = st.lists(JSON_VALUES.map(json.dumps) | st.text(max_size=30)
-                 | st.fixed_dictionaries({"prediction": SCALARS, "reference": SCALARS}).map(json.dumps), max_size=6)
+LINES = st.lists(
+    JSON_VALUES.map(json.dumps)
+    | st.text(max_size=30)
+    | st.fixed_dictionaries({"prediction": SCALARS, "reference": SCALARS}).map(json.dumps),
+    max_size=6,
+)
 
 
 @FUZZ

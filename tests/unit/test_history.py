@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploygate.history import champion_stack, previous_champion
+from deploygate.core.history import champion_stack, previous_champion
 
 
 def p(v, **kw):
@@ -19,11 +19,18 @@ CASES = [
     ("re-promotion of the same version is one entry", [p("1"), p("2"), p("2")], "2", "1"),
     ("new deploy after rollback", [p("1"), p("2"), p("1", rollback_from="2"), p("4")], "4", "1"),
     ("current not in history (promoted by hand)", [p("1"), p("2")], "7", "2"),
-    ("rollback to --to version deep in the stack", [p("1"), p("2"), p("3"), p("1", rollback_from="3")], "1", None),
+    (
+        "rollback to --to version deep in the stack",
+        [p("1"), p("2"), p("3"), p("1", rollback_from="3")],
+        "1",
+        None,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("entries", "current", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("entries", "current", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_previous_champion(entries, current, expected):
     assert previous_champion(entries, current) == expected
 

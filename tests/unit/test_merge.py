@@ -1,4 +1,4 @@
-"""deploygate.merge without torch: adapter_config.json validation, pattern resolution, what each config field
+"""deploygate.adapters.lora_merge without torch: adapter_config.json validation, pattern resolution, what each config field
 sends to the fallback or refuses, problem listing from the file headers.
 
 Safetensors files here are written by hand (header + bytes), so these tests import no ML library; the
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from deploygate.errors import AdapterError, ModelSourceError
-from deploygate.merge import AdapterInfo, inspect_adapter, merge_problems, merge_refusal
+from deploygate.adapters.lora_merge import AdapterInfo, inspect_adapter, merge_problems, merge_refusal
+from deploygate.core.errors import AdapterError, ModelSourceError
 
 PREFIX = "base_model.model."
 
@@ -366,7 +366,7 @@ def test_conv1d_orientation_is_left_to_peft(tmp_path: Path) -> None:
 
 def test_importing_merge_does_not_import_torch() -> None:
     code = (
-        "import sys, deploygate.merge\n"
+        "import sys, deploygate.adapters.lora_merge\n"
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'safetensors') if m in sys.modules]\n"
         "print(heavy)\n"
     )

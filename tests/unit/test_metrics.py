@@ -6,13 +6,20 @@ import math
 
 import pytest
 
-from deploygate.errors import ConfigError, MetricsError
-from deploygate.metrics import DEFAULT_WEIGHTS, parse_metrics, resolve_weights, weighted_score
+from deploygate.core.errors import ConfigError, MetricsError
+from deploygate.core.metrics import DEFAULT_WEIGHTS, parse_metrics, resolve_weights, weighted_score
 
 SEED = {
-    "bleu1": 0.41, "bleu2": 0.28, "bleu3": 0.19, "bleu4": 0.14,
-    "rouge1_precision": 0.5, "rougeL_precision": 0.45, "rougeL_recall": 0.4, "rougeL_fmeasure": 0.42,
-    "weighted_score": 0.99, "contribution_bleu1": 0.041,
+    "bleu1": 0.41,
+    "bleu2": 0.28,
+    "bleu3": 0.19,
+    "bleu4": 0.14,
+    "rouge1_precision": 0.5,
+    "rougeL_precision": 0.45,
+    "rougeL_recall": 0.4,
+    "rougeL_fmeasure": 0.42,
+    "weighted_score": 0.99,
+    "contribution_bleu1": 0.041,
 }
 W = resolve_weights(None)
 
@@ -26,14 +33,19 @@ def test_seed_file_scores_with_default_weights():
     assert set(m.values) == set(DEFAULT_WEIGHTS)  # weighted_score, contribution_*, rouge1_* ignored
 
 
-@pytest.mark.parametrize("spellings", [
-    {"bleu_1": .4, "bleu_2": .3, "bleu_3": .2, "bleu_4": .1, "rouge_l_precision": .5},
-    {"BLEU-1": .4, "BLEU-2": .3, "BLEU-3": .2, "BLEU-4": .1, "rougeL_p": .5},
-    {"bleu-1": .4, "Bleu 2": .3, "bleu3": .2, "bleu_4_score": .1, "ROUGE-L-Precision": .5},
-])
+@pytest.mark.parametrize(
+    "spellings",
+    [
+        {"bleu_1": 0.4, "bleu_2": 0.3, "bleu_3": 0.2, "bleu_4": 0.1, "rouge_l_precision": 0.5},
+        {"BLEU-1": 0.4, "BLEU-2": 0.3, "BLEU-3": 0.2, "BLEU-4": 0.1, "rougeL_p": 0.5},
+        {"bleu-1": 0.4, "Bleu 2": 0.3, "bleu3": 0.2, "bleu_4_score": 0.1, "ROUGE-L-Precision": 0.5},
+    ],
+)
 def test_common_spellings_and_which_key_was_used(spellings):
     m = parse_metrics(spellings, W)
-    assert m.values == pytest.approx({"bleu1": .4, "bleu2": .3, "bleu3": .2, "bleu4": .1, "rougeL_precision": .5})
+    assert m.values == pytest.approx(
+        {"bleu1": 0.4, "bleu2": 0.3, "bleu3": 0.2, "bleu4": 0.1, "rougeL_precision": 0.5}
+    )
     assert set(m.keys_used.values()) == set(spellings)
     assert m.notes  # says which key stood for which metric
 
@@ -109,12 +121,18 @@ def _suggested_weights(message: str) -> str:
     return message.split("--weights '", 1)[1].split("'", 1)[0]
 
 
-@pytest.mark.parametrize(("drop", "expected"), [
-    (("bleu3", "bleu4"), "bleu1=0.1,bleu2=0.15,rougeL_precision=0.1"),
-    (("bleu1", "bleu2", "bleu3", "bleu4", "rougeL_precision"), "rouge1_precision="),  # none weighted: the numeric keys
-])
+@pytest.mark.parametrize(
+    ("drop", "expected"),
+    [
+        (("bleu3", "bleu4"), "bleu1=0.1,bleu2=0.15,rougeL_precision=0.1"),
+        (
+            ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL_precision"),
+            "rouge1_precision=",
+        ),  # none weighted: the numeric keys
+    ],
+)
 def test_every_missing_metric_in_one_message_with_a_weights_line_that_works(drop, expected):
-    from deploygate.config import parse_weights_text
+    from deploygate.core.settings import parse_weights_text
 
     data = {k: v for k, v in SEED.items() if k not in drop}
     with pytest.raises(MetricsError) as err:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from deploygate.promotion import Holder, Me, after_move, before_move
+from deploygate.core.promotion import Holder, Me, after_move, before_move
 
 ME = Me(version="5", score=0.30, forced=False, baseline_version="3")
 

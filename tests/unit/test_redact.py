@@ -6,18 +6,27 @@ import logging
 
 import pytest
 
-from deploygate.errors import DeployGateError, RegistryError, shown
-from deploygate.redact import REDACTED, RedactingFormatter, redact, remember, secrets_in
+from deploygate.core.errors import DeployGateError, RegistryError, shown
+from deploygate.core.redact import REDACTED, RedactingFormatter, redact, remember, secrets_in
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("API request to https://user:pw123@host/api/2.0 failed", "API request to https://***@host/api/2.0 failed"),
-    ("http://gate:p@ss@127.0.0.1:5000/x", "http://***@127.0.0.1:5000/x"),  # a raw @ in the password
-    ("'postgresql+psycopg2://u:s3cret@db:5432/mlflow'", "'postgresql+psycopg2://***@db:5432/mlflow'"),
-    ("HTTPSConnectionPool(host='h'): Max retries exceeded with url: /api?x=a@b", None),  # no user info: unchanged
-    ("see https://host/path@v2 and mailto:a@b", None),
-    ("two: http://a:b@h1/ and https://c:d@h2", "two: http://***@h1/ and https://***@h2"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "API request to https://user:pw123@host/api/2.0 failed",
+            "API request to https://***@host/api/2.0 failed",
+        ),
+        ("http://gate:p@ss@127.0.0.1:5000/x", "http://***@127.0.0.1:5000/x"),  # a raw @ in the password
+        ("'postgresql+psycopg2://u:s3cret@db:5432/mlflow'", "'postgresql+psycopg2://***@db:5432/mlflow'"),
+        (
+            "HTTPSConnectionPool(host='h'): Max retries exceeded with url: /api?x=a@b",
+            None,
+        ),  # no user info: unchanged
+        ("see https://host/path@v2 and mailto:a@b", None),
+        ("two: http://a:b@h1/ and https://c:d@h2", "two: http://***@h1/ and https://***@h2"),
+    ],
+)
 def test_url_credentials_are_removed(text: str, expected: str | None) -> None:
     assert redact(text) == (text if expected is None else expected)
 
@@ -31,15 +40,27 @@ def test_remembered_secrets_are_removed_in_every_form() -> None:
 
 
 def test_secrets_of_an_environment() -> None:
-    env = {"HF_TOKEN": "hf_x1", "OTHER": "visible", "MLFLOW_TRACKING_URI": "https://me:pa%40ss@h", "EMPTY": " "}
-    assert set(secrets_in(env, ["HF_TOKEN", "EMPTY", "MISSING"], ["MLFLOW_TRACKING_URI"])) == {"hf_x1", "pa@ss"}
+    env = {
+        "HF_TOKEN": "hf_x1",
+        "OTHER": "visible",
+        "MLFLOW_TRACKING_URI": "https://me:pa%40ss@h",
+        "EMPTY": " ",
+    }
+    assert set(secrets_in(env, ["HF_TOKEN", "EMPTY", "MISSING"], ["MLFLOW_TRACKING_URI"])) == {
+        "hf_x1",
+        "pa@ss",
+    }
 
 
 def test_every_deploygate_error_and_log_record_is_redacted() -> None:
     remember("registry-password-9f3")
-    exc = RegistryError("MLflow: failed at http://u:registry-password-9f3@h/x", hint="retry registry-password-9f3")
+    exc = RegistryError(
+        "MLflow: failed at http://u:registry-password-9f3@h/x", hint="retry registry-password-9f3"
+    )
     assert "registry-password-9f3" not in str(exc) and "u:" not in exc.message
-    record = logging.LogRecord("deploygate", logging.ERROR, __file__, 1, "failed: %s", ("registry-password-9f3",), None)
+    record = logging.LogRecord(
+        "deploygate", logging.ERROR, __file__, 1, "failed: %s", ("registry-password-9f3",), None
+    )
     assert "registry-password-9f3" not in RedactingFormatter("%(message)s").format(record)
 
 

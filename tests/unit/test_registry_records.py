@@ -7,10 +7,7 @@ import json
 
 import pytest
 
-from deploygate.errors import ConfigError, RegistryError
-from deploygate.registry import (
-    HISTORY_KEEP,
-    TAG_HISTORY,
+from deploygate.adapters.mlflow_registry import (
     Limits,
     check_fits,
     clip,
@@ -19,16 +16,27 @@ from deploygate.registry import (
     is_insert_conflict,
     version_filter,
 )
-from deploygate.result import REASON_MAX, RunContext
+from deploygate.core.errors import ConfigError, RegistryError
+from deploygate.core.model import REASON_MAX, RunContext
+from deploygate.core.records import HISTORY_KEEP, TAG_HISTORY
 
 # The first line of each server's answer to two runs creating the same alias at once (real texts,
 # from MLflow's BAD_REQUEST around sqlalchemy's IntegrityError), and errors that are no conflict.
 CONFLICTS = [
-    ("sqlite", "BAD_REQUEST: (sqlite3.IntegrityError) UNIQUE constraint failed: registered_model_aliases.name"),
-    ("postgresql", 'BAD_REQUEST: (psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint '
-                   '"registered_model_alias_pk"'),
-    ("mysql", "BAD_REQUEST: (pymysql.err.IntegrityError) (1062, \"Duplicate entry 'm-champion' for key "
-              "'registered_model_aliases.PRIMARY'\")"),
+    (
+        "sqlite",
+        "BAD_REQUEST: (sqlite3.IntegrityError) UNIQUE constraint failed: registered_model_aliases.name",
+    ),
+    (
+        "postgresql",
+        "BAD_REQUEST: (psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint "
+        '"registered_model_alias_pk"',
+    ),
+    (
+        "mysql",
+        "BAD_REQUEST: (pymysql.err.IntegrityError) (1062, \"Duplicate entry 'm-champion' for key "
+        "'registered_model_aliases.PRIMARY'\")",
+    ),
     ("sqlite busy", "BAD_REQUEST: (sqlite3.OperationalError) database is locked"),
 ]
 NOT_CONFLICTS = [
@@ -58,7 +66,9 @@ def test_limits_come_from_the_installed_mlflow_capped_by_the_sql_columns() -> No
     from mlflow.utils import validation
 
     limits = Limits.of_installed_mlflow()
-    assert limits.model_tag == 5000 < validation.MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH  # validation allows more than the column
+    assert (
+        limits.model_tag == 5000 < validation.MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH
+    )  # validation allows more than the column
     assert limits.run_tag == min(validation.MAX_TAG_VAL_LENGTH, 5000)
     assert limits.param == validation.MAX_PARAM_VAL_LENGTH
     assert limits.key == validation.MAX_ENTITY_KEY_LENGTH
@@ -75,7 +85,16 @@ def test_values_over_the_limit_are_refused_or_cut_on_purpose() -> None:
     assert clip("short", 5000) == "short"
 
 
-NAMES = ["plain", "it's", 'say "hi"', "ünïcødé 模型", "two  spaces ", "100%_x", "both ' and \"", "back\\slash\\"]
+NAMES = [
+    "plain",
+    "it's",
+    'say "hi"',
+    "ünïcødé 模型",
+    "two  spaces ",
+    "100%_x",
+    "both ' and \"",
+    "back\\slash\\",
+]
 
 
 @pytest.mark.parametrize("name", NAMES)

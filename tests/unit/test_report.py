@@ -6,26 +6,52 @@ from dataclasses import replace
 
 import pytest
 
-from deploygate import report
-from deploygate.config import build_config
-from deploygate.decision import Baseline, Guardrail, Policy, check_guardrails, decide
-from deploygate.metrics import parse_metrics, weighted_score
-from deploygate.result import GateResult, HistoryPoint, HubPush, RunContext
+from deploygate.core.decision import Baseline, Guardrail, Policy, check_guardrails, decide
+from deploygate.core.metrics import parse_metrics, weighted_score
+from deploygate.core.model import GateResult, HistoryPoint, HubPush, RunContext
+from deploygate.core.render import report
+from deploygate.core.settings import build_config
 
 VALUES = {"bleu1": 0.5, "bleu2": 0.4, "bleu3": 0.3, "bleu4": 0.2, "rougeL_precision": 0.6}
 
 
-def make(status: str = "deployed", *, baseline_score: float | None = 0.30, event: str = "push", force: bool = False,
-         history: tuple[HistoryPoint, ...] = (), **extra: object) -> GateResult:
+def make(
+    status: str = "deployed",
+    *,
+    baseline_score: float | None = 0.30,
+    event: str = "push",
+    force: bool = False,
+    history: tuple[HistoryPoint, ...] = (),
+    **extra: object,
+) -> GateResult:
     cfg = build_config({"force-deploy": force} if force else {})
     metrics = parse_metrics(VALUES, cfg.weights)
     score = weighted_score(metrics, cfg.weights)
-    baseline = None if baseline_score is None else Baseline(baseline_score, "champion", "3", metrics=dict(VALUES))
-    ctx = RunContext(event_name=event, git_sha="abcdef1234", pr_number=7 if event == "pull_request" else None,
-                     ci_run_url="https://github.example/o/r/actions/runs/1")
-    decision = decide(score.score, baseline, Policy(cfg.min_improvement_threshold, force, may_deploy=event == "push"))
-    return GateResult(status=status, config=cfg, context=ctx, metrics=metrics, candidate=score,  # type: ignore[arg-type]
-                      baseline=baseline, decision=decision, started_at="", finished_at="", history=history, **extra)  # type: ignore[arg-type]
+    baseline = (
+        None if baseline_score is None else Baseline(baseline_score, "champion", "3", metrics=dict(VALUES))
+    )
+    ctx = RunContext(
+        event_name=event,
+        git_sha="abcdef1234",
+        pr_number=7 if event == "pull_request" else None,
+        ci_run_url="https://github.example/o/r/actions/runs/1",
+    )
+    decision = decide(
+        score.score, baseline, Policy(cfg.min_improvement_threshold, force, may_deploy=event == "push")
+    )
+    return GateResult(
+        status=status,
+        config=cfg,
+        context=ctx,
+        metrics=metrics,
+        candidate=score,  # type: ignore[arg-type]
+        baseline=baseline,
+        decision=decision,
+        started_at="",
+        finished_at="",
+        history=history,
+        **extra,
+    )  # type: ignore[arg-type]
 
 
 def verdict_line(text: str) -> str:
@@ -42,7 +68,9 @@ def verdict_line(text: str) -> str:
         ("skipped", 0.5, "pull_request", False, "⏸️ Would not deploy (verdict only)"),
     ],
 )
-def test_the_verdict_comes_first_with_its_reason(status: str, baseline: float | None, event: str, force: bool, expected: str) -> None:
+def test_the_verdict_comes_first_with_its_reason(
+    status: str, baseline: float | None, event: str, force: bool, expected: str
+) -> None:
     result = make(status, baseline_score=baseline, event=event, force=force)
     text = report.render_summary(result)
     line = verdict_line(text)
@@ -60,19 +88,33 @@ def test_table_has_weight_contribution_and_delta_per_metric() -> None:
 
 def test_links_and_next_steps() -> None:
     hub = HubPush("o/m", "0123456789", "https://huggingface.co/o/m/commit/0123456789", tag="v4")
-    text = report.render_summary(make(registered_version="4", mlflow_run_id="r1", mlflow_run_url="http://ml:5000/#/r/1",
-                                      model_version_url="http://ml:5000/#/m/4", hub=hub))
+    text = report.render_summary(
+        make(
+            registered_version="4",
+            mlflow_run_id="r1",
+            mlflow_run_url="http://ml:5000/#/r/1",
+            model_version_url="http://ml:5000/#/m/4",
+            hub=hub,
+        )
+    )
     assert "[r1](http://ml:5000/#/r/1)" in text
     assert "[deploygate-model v4](http://ml:5000/#/m/4)" in text
     assert "[o/m&#64;0123456 (v4)](https://huggingface.co/o/m/commit/0123456789)" in text
-    assert "To roll back to v" in text and "mode: rollback" in text and "deploygate rollback --registry-name" in text
+    assert (
+        "To roll back to v" in text
+        and "mode: rollback" in text
+        and "deploygate rollback --registry-name" in text
+    )
     skipped = report.render_summary(make("skipped", baseline_score=0.9))
     assert "force: true" in skipped and "at least **0.9010**" in skipped
 
 
 def test_user_text_is_escaped() -> None:
-    result = make(warnings=("a|b <script>alert(1)</script> @everyone [x](javascript:y) `code`",),
-                  mlflow_run_id="r", mlflow_run_url="javascript:alert(1)")
+    result = make(
+        warnings=("a|b <script>alert(1)</script> @everyone [x](javascript:y) `code`",),
+        mlflow_run_id="r",
+        mlflow_run_url="javascript:alert(1)",
+    )
     text = report.render_summary(result)
     assert "<script>" not in text and "&lt;script&gt;" in text
     assert "@everyone" not in text and "a\\|b" in text
@@ -108,7 +150,9 @@ def test_comment_starts_with_the_marker_and_stays_small() -> None:
 
 def test_failure_report() -> None:
     ctx = RunContext(event_name="pull_request", is_fork=True, pr_number=1)
-    text = report.render_failure("server | down", context=ctx, hint="check MLFLOW_TRACKING_URI", warning_only=True)
+    text = report.render_failure(
+        "server | down", context=ctx, hint="check MLFLOW_TRACKING_URI", warning_only=True
+    )
     assert verdict_line(text) == "**⚠️ Could not decide** — server \\| down"
     assert "fork" in text and "check MLFLOW\\_TRACKING\\_URI" in text
 
@@ -116,7 +160,7 @@ def test_failure_report() -> None:
 def test_next_steps_name_what_blocked_it() -> None:
     from dataclasses import replace
 
-    from deploygate.decision import Guardrail, Policy, check_guardrails, decide
+    from deploygate.core.decision import Guardrail, Policy, check_guardrails, decide
 
     checks = check_guardrails({"bleu4": 0.05}, None, (Guardrail("bleu4", min=0.1),))
     base = make("skipped")

@@ -57,9 +57,30 @@ def test_the_container_test_skips_cleanly_in_a_copy_without_the_workspace(tmp_pa
     assert not (copy.parent / "shared").exists()
     env = {k: v for k, v in os.environ.items() if k not in ("CONTAINER_SMOKE", "PYTHONPATH")}
     env["PATH"] = str(Path(sys.executable).parent)  # the venv only: no docker, no podman
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "container", "-p", "no:cacheprovider",
-                           "tests/container"], cwd=copy, env=env, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-m",
+            "container",
+            "-p",
+            "no:cacheprovider",
+            "tests/container",
+        ],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = done.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"\d+ skipped in [\d.]+s", summary), summary  # every container test skipped, none ran or failed
-    assert "container test skipped: no container engine (docker with a running daemon, or podman)" in done.stdout
+    assert re.fullmatch(r"\d+ skipped in [\d.]+s", summary), (
+        summary
+    )  # every container test skipped, none ran or failed
+    assert (
+        "container test skipped: no container engine (docker with a running daemon, or podman)" in done.stdout
+    )

@@ -1,0 +1,689 @@
+"""The Hugging Face Hub adapter: push a built model folder as one commit, tag it, find and restore tags.
+
+The only module that imports `huggingface_hub`, and only inside functions, so `import deploygate.adapters.hf_hub`
+stays cheap. Every SDK / transport error leaves this module as a `deploygate.core.errors.HubError` with a
+one-line message and a fix; transient failures (connection errors, 408/429/5xx) are retried with a
+bounded exponential backoff, 401/403/404 never are. It must not read the environment (the shells pass
+token and endpoint), decide anything about deployment, or build the folder it pushes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from deploygate.core.errors import ConfigError, HubError, first_line
+from deploygate.core.hub_names import validate_repo_id, validate_tag
+from deploygate.core.model import (
+    HubPush as HubCommit,  # a commit on the Hub: url = {endpoint}/{repo}/commit/{sha}
+)
+from deploygate.core.provenance import RECORD_FILE, VersionIdentity, file_sha256, mismatch, parse_record
+from deploygate.core.redact import remember
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitInfo, HfApi
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+MAIN = "main"
+_MAX_DELAY = 30.0
+# never uploaded: VCS metadata and the download cache `snapshot_download(local_dir=...)` leaves behind
+_SKIPPED_DIRS = (".git", ".cache/huggingface")
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# main moved between reading its head and committing (412): re-read and commit again, this many times
+_PARENT_RACES = 5
+_timeout_installed: float | None = None
+
+T = TypeVar("T")
+
+
+class HubHTTPError(HubError):
+    """A HubError that came from an HTTP answer; `status` lets callers tell 404 / 409 apart."""
+
+    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class HubPublisher:
+    """Pushes folders to Hub model repos and reads back what is there.
+
+    `retries` is how many times a transient failure is retried (so `retries + 1` attempts at most);
+    the n-th retry waits `backoff * 2**(n-1)` seconds (capped at 30 s). `sleep` is injectable for tests.
+    Note that `huggingface_hub` itself also retries some uploads (preupload, LFS PUT) internally.
+    `timeout` bounds every request (connect 10 s at most): `huggingface_hub` sets none, so a server
+    that accepts a connection and never answers would hang the gate for ever.
+    """
+
+    def __init__(
+        self,
+        token: str | None,
+        endpoint: str | None = None,
+        *,
+        retries: int = 3,
+        backoff: float = 1.0,
+        progress_bars: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+        timeout: float = 120.0,
+    ) -> None:
+        if retries < 0 or backoff < 0:
+            raise ConfigError(f"Hub retries/backoff must be >= 0, got retries={retries}, backoff={backoff}.")
+        self.token = token or None
+        remember(self.token)
+        self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self._sleep = sleep
+        self._progress_bars = progress_bars
+        self._api_instance: HfApi | None = None
+        self.timeout = timeout
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def whoami(self) -> str:
+        """The user name the token belongs to."""
+        return str(self._whoami()["name"])
+
+    def check_repo_access(self, repo_id: str) -> str:
+        """One line on whether `repo_id` exists and this token can write to it; HubError when it cannot."""
+        validate_repo_id(repo_id)
+        info = self._whoami()
+        user = str(info["name"])
+        namespaces = {user, *(str(o.get("name")) for o in info.get("orgs") or [])}
+        role = str(((info.get("auth") or {}).get("accessToken") or {}).get("role") or "unknown")
+        api = self._api()
+        try:
+            self._call("check write access to", repo_id, lambda: api.auth_check(repo_id, write=True))
+        except HubError as exc:
+            if _status(exc) != 404:
+                raise
+        else:
+            return f"Hub repo {repo_id} exists and {user} can write to it"
+        namespace = repo_id.split("/")[0]
+        if role == "read":
+            raise HubError(
+                f"Hub repo {repo_id} does not exist and the token of {user} is read-only.",
+                hint=f"Fix: create a token with the 'write' role at {self._tokens_url()} and set HF_TOKEN.",
+            )
+        if namespace not in namespaces:
+            raise HubError(
+                f"Hub repo {repo_id} does not exist (or is not visible) and {user} cannot create repos "
+                f"under '{namespace}'.",
+                hint=f"Fix: use one of your namespaces ({', '.join(sorted(namespaces))}) or create the "
+                f"repo on the Hub first.",
+            )
+        return f"Hub repo {repo_id} does not exist yet; it will be created on the first push (as {user})"
+
+    def head(self, repo_id: str) -> str | None:
+        """The commit sha of `main`, or None when the repo does not exist."""
+        refs = self._refs(repo_id)
+        if refs is None:
+            return None
+        return next((b.target_commit for b in refs.branches if b.name == MAIN), None)
+
+    def find_tag(self, repo_id: str, tag: str) -> HubCommit | None:
+        """The commit `tag` points to, or None when the repo or the tag does not exist."""
+        validate_tag(tag)
+        refs = self._refs(repo_id)
+        if refs is None:
+            return None
+        sha = next((t.target_commit for t in refs.tags if t.name == tag), None)
+        return self._commit(repo_id, sha, tag) if sha else None
+
+    def record_at(self, repo_id: str, revision: str) -> str | None:
+        """The text of deploygate.json at `revision` (what that commit was built for); None when
+        the commit has none (pushed by an earlier release, or by something else)."""
+        api = self._api()
+        with tempfile.TemporaryDirectory(prefix="deploygate-record-") as tmp:
+            try:
+                path = self._call(
+                    f"read {RECORD_FILE} at {revision[:12]} of",
+                    repo_id,
+                    lambda: api.hf_hub_download(
+                        repo_id, RECORD_FILE, revision=revision, cache_dir=Path(tmp) / "cache"
+                    ),
+                )
+            except HubError as exc:
+                if _status(exc) == 404:
+                    return None
+                raise
+            return Path(path).read_text(encoding="utf-8", errors="replace")
+
+    def tag_for(
+        self, repo_id: str, tag: str, expected: VersionIdentity, *, recorded_commit: str | None
+    ) -> HubCommit | None:
+        """The commit of `tag` when it was made for the `expected` version; None when there is no
+        such tag. HubError (naming both versions and the fix) when it was made for another one, or
+        when nothing says whose it is: a tag without deploygate.json (an earlier release's push) is
+        this version's only when MLflow recorded its commit on the version (`recorded_commit`)."""
+        existing = self.find_tag(repo_id, tag)
+        if existing is None:
+            return None
+        found = parse_record(self.record_at(repo_id, existing.sha))
+        fix = (
+            f"Fix: if {repo_id} belonged to a registered model that was renamed or deleted and recreated "
+            f"(its versions restart at 1), push to a new repo (hf-model-id), or delete its stale v<N> tags at "
+            f"{self.endpoint}/{repo_id}/tree/main (the commits stay in the history) and re-run the same command."
+        )
+        if found is None:
+            if recorded_commit and (
+                recorded_commit == existing.sha or self._same_tree(repo_id, recorded_commit, existing.sha)
+            ):
+                return existing  # an earlier release's push, recorded on this very version
+            raise HubError(
+                f"Hub tag {tag} in {repo_id} (commit {existing.sha[:12]}) has no {RECORD_FILE} and "
+                f"{expected.describe()} records no Hub commit for it: it may hold another model.",
+                hint=fix,
+            )
+        differences = mismatch(expected, found)
+        if differences:
+            raise HubError(
+                f"Hub tag {tag} in {repo_id} was made for {found.describe()}, but this is "
+                f"{expected.describe()} ({', '.join(differences)} differ); a tag is never trusted by its "
+                "name.",
+                hint=fix,
+            )
+        return existing
+
+    def snapshot(self, repo_id: str, local_dir: Path, *, revision: str | None = None) -> Path:
+        """Download a repo's files (e.g. the base model) into `local_dir`."""
+        validate_repo_id(repo_id, allow_canonical=True)
+        api = self._api()
+        self._call(
+            "download",
+            repo_id,
+            lambda: api.snapshot_download(
+                repo_id, revision=revision, local_dir=local_dir, cache_dir=local_dir.parent / ".hf-cache"
+            ),
+        )
+        return local_dir
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def push(
+        self, repo_id: str, folder: Path, *, commit_message: str, private: bool, tag: str | None = None
+    ) -> HubCommit:
+        """Make `main` hold exactly the files of `folder` in ONE commit, then tag that commit.
+
+        Creates the repo if needed (with `private`; an existing repo keeps its visibility). Files on
+        the Hub that are not in `folder` are deleted in the same commit (`.gitattributes` stays).
+        Unchanged files are not uploaded again. If `tag` already names a commit with exactly these
+        files, nothing is pushed and that commit is returned (a re-run after a partial failure); if it
+        names different files, HubError: a version tag is never moved.
+        """
+        validate_repo_id(repo_id)
+        if tag is not None:
+            validate_tag(tag)
+        files = _local_files(folder)
+        if not commit_message.strip():
+            raise ConfigError("The Hub commit message is empty.", hint="Pass a commit message.")
+        api = self._api(write=True)
+
+        if tag is not None and (existing := self.find_tag(repo_id, tag)) is not None:
+            if self._same_files(repo_id, existing.sha, folder, files):
+                log.info("Hub: %s@%s already holds these files; not pushing again", repo_id, tag)
+                return existing
+            raise HubError(
+                f"Hub tag {tag} already exists in {repo_id} on commit {existing.sha[:12]} with different "
+                f"files; a version tag is never moved.",
+                hint=f"Fix: deploy under a new version, or delete the tag ({self.endpoint}/{repo_id}/tree/"
+                f"{tag}) if that push was a mistake.",
+            )
+
+        self._call(
+            "create the Hub repo", repo_id, lambda: api.create_repo(repo_id, private=private, exist_ok=True)
+        )
+        sha = self._call(
+            "push to", repo_id, lambda: self._commit_folder(repo_id, folder, files, commit_message)
+        )
+        if tag is not None:
+            self._tag(repo_id, tag, sha)
+        return self._commit(repo_id, sha, tag)
+
+    def restore_tag(self, repo_id: str, tag: str, *, commit_message: str) -> HubCommit:
+        """Make `main` hold exactly the files of `tag` again, in a NEW commit (history is kept)."""
+        validate_repo_id(repo_id)
+        validate_tag(tag)
+        target = self.find_tag(repo_id, tag)
+        if target is None:
+            raise HubError(
+                f"Hub tag {tag} not found in {repo_id}; cannot restore it.",
+                hint=f"Fix: pick one of the tags listed at {self.endpoint}/{repo_id}/tree/main.",
+            )
+        api = self._api(write=True)
+        with tempfile.TemporaryDirectory(prefix="deploygate-restore-") as tmp:
+            snapshot = Path(tmp) / "snapshot"
+            self._call(
+                f"download tag {tag} of",
+                repo_id,
+                lambda: api.snapshot_download(
+                    repo_id, revision=target.sha, local_dir=snapshot, cache_dir=Path(tmp) / "cache"
+                ),
+            )
+            files = _local_files(snapshot)
+            sha = self._call(
+                "restore", repo_id, lambda: self._commit_folder(repo_id, snapshot, files, commit_message)
+            )
+        return self._commit(repo_id, sha, tag)
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _api(self, *, write: bool = False) -> HfApi:
+        _install_timeout(self.timeout)
+        if write and not self.token:
+            raise HubError(
+                "No Hugging Face token: pushing to the Hub needs one.",
+                hint=f"Fix: create a write token at {self._tokens_url()} and set HF_TOKEN.",
+            )
+        if self._api_instance is None:
+            from huggingface_hub import HfApi
+
+            # token=False: anonymous reads instead of silently using a token stored on this machine
+            self._api_instance = HfApi(endpoint=self.endpoint, token=self.token or False)
+        return self._api_instance
+
+    def _whoami(self) -> dict[str, Any]:
+        if not self.token:
+            raise HubError(
+                "No Hugging Face token.",
+                hint=f"Fix: create a write token at {self._tokens_url()} and set HF_TOKEN.",
+            )
+        api = self._api()
+        return dict(
+            self._call("check the Hub token at", self.endpoint, lambda: api.whoami(), repo_scoped=False)
+        )
+
+    def _refs(self, repo_id: str) -> Any | None:
+        validate_repo_id(repo_id)
+        api = self._api()
+        try:
+            return self._call("list the refs of", repo_id, lambda: api.list_repo_refs(repo_id))
+        except HubError as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+
+    def _commit(self, repo_id: str, sha: str, tag: str | None) -> HubCommit:
+        return HubCommit(repo_id=repo_id, sha=sha, url=f"{self.endpoint}/{repo_id}/commit/{sha}", tag=tag)
+
+    def _commit_folder(self, repo_id: str, folder: Path, files: list[str], message: str) -> str:
+        """One commit: add every local file, delete every remote file the folder does not have.
+        Returns the sha of `main` holding the folder: no new commit when it already does (a retry
+        whose first answer was lost, a re-run after the tag step failed)."""
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+        from huggingface_hub.errors import HfHubHTTPError
+
+        api = self._api(write=True)
+        for race in range(_PARENT_RACES + 1):
+            head = self.head(repo_id)
+            if head and self._same_files(repo_id, head, folder, files):
+                log.info("Hub: main of %s already holds these files (%s); no new commit", repo_id, head[:12])
+                return head
+            remote = set(api.list_repo_files(repo_id, revision=head)) if head else set()
+            stale = sorted(remote - set(files) - {".gitattributes"})
+            operations: list[Any] = [CommitOperationDelete(path_in_repo=p) for p in stale]
+            operations += [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p in files]
+            # parent_commit: if main moved since we listed it, the Hub refuses instead of mixing two pushes;
+            # then the stale list is recomputed against the new head and the commit tried again
+            try:
+                info: CommitInfo = api.create_commit(
+                    repo_id, operations=operations, commit_message=message, parent_commit=head
+                )
+            except HfHubHTTPError as exc:
+                if (
+                    exc.response is None
+                    or exc.response.status_code not in (409, 412)
+                    or race == _PARENT_RACES
+                ):
+                    raise
+                log.warning(
+                    "Hub: main of %s moved during the push (%s); committing again on the new head",
+                    repo_id,
+                    exc.response.status_code,
+                )
+                continue
+            return str(info.oid)
+        raise AssertionError("unreachable")
+
+    def sync_main(self, repo_id: str, tag: str, *, commit_message: str) -> HubCommit | None:
+        """Make `main` hold exactly the files of `tag` (a new commit only when it does not already).
+        Returns the commit on main, or None when the tag does not exist."""
+        validate_repo_id(repo_id)
+        validate_tag(tag)
+        target = self.find_tag(repo_id, tag)
+        if target is None:
+            return None
+        head = self.head(repo_id)
+        if head is not None and (
+            head == target.sha or self._tree(repo_id, head) == self._tree(repo_id, target.sha)
+        ):
+            return self._commit(repo_id, head, tag)
+        log.info("Hub: main of %s does not hold %s; restoring its files", repo_id, tag)
+        return self.restore_tag(repo_id, tag, commit_message=commit_message)
+
+    def adopt_push(
+        self, repo_id: str, tag: str, title_prefix: str, expected: VersionIdentity, *, depth: int = 20
+    ) -> HubCommit | None:
+        """Tag an untagged push of the `expected` version with `tag`: the newest of main's last
+        `depth` commits whose title starts with `title_prefix` and whose deploygate.json names this
+        version (a run that died, or whose tag call failed, after its commit; main may have been put
+        back to the champion since). None when there is none; main is left as it is."""
+        validate_tag(tag)
+        head = self.head(repo_id)
+        if head is None:
+            return None
+        api = self._api()
+        commits = self._call(
+            "list the commits of", repo_id, lambda: api.list_repo_commits(repo_id, revision=head)
+        )
+        for commit in commits[:depth]:
+            if not commit.title.startswith(title_prefix):
+                continue
+            found = parse_record(self.record_at(repo_id, commit.commit_id))
+            if found is None or mismatch(expected, found):
+                continue
+            log.info(
+                "Hub: %s of %s is an untagged push of this version; tagging it %s",
+                commit.commit_id[:12],
+                repo_id,
+                tag,
+            )
+            self._tag(repo_id, tag, commit.commit_id)
+            return self._commit(repo_id, commit.commit_id, tag)
+        return None
+
+    def _same_tree(self, repo_id: str, a: str, b: str) -> bool:
+        """Whether two commits hold the same files; False when `a` is not a commit of this repo."""
+        try:
+            return self._tree(repo_id, a) == self._tree(repo_id, b)
+        except HubError as exc:
+            if _status(exc) == 404:
+                return False
+            raise
+
+    def _tree(self, repo_id: str, revision: str) -> dict[str, str]:
+        from huggingface_hub.hf_api import RepoFile
+
+        api = self._api()
+        tree = self._call(
+            "list the files of",
+            repo_id,
+            lambda: list(api.list_repo_tree(repo_id, revision=revision, recursive=True)),
+        )
+        return {
+            f.path: (f.lfs.sha256 if f.lfs is not None else f.blob_id)
+            for f in tree
+            if isinstance(f, RepoFile)
+        }
+
+    def _tag(self, repo_id: str, tag: str, sha: str) -> None:
+        api = self._api(write=True)
+        try:
+            self._call(
+                f"create tag {tag} in", repo_id, lambda: api.create_tag(repo_id, tag=tag, revision=sha)
+            )
+        except HubError as exc:
+            if _status(exc) != 409:
+                raise
+            existing = self.find_tag(repo_id, tag)  # 409: idempotent if it already names this commit
+            if existing is None or existing.sha != sha:
+                where = f"commit {existing.sha[:12]}" if existing else "another ref"
+                raise HubError(
+                    f"Hub tag {tag} in {repo_id} already points to {where}, not to the new commit "
+                    f"{sha[:12]}.",
+                    hint="Fix: deploy under a new version, or delete the stale tag on the Hub and re-run.",
+                ) from exc
+
+    def _same_files(self, repo_id: str, sha: str, folder: Path, files: list[str]) -> bool:
+        from huggingface_hub.hf_api import RepoFile
+
+        api = self._api()
+        tree = self._call(
+            "list the files of",
+            repo_id,
+            lambda: list(api.list_repo_tree(repo_id, revision=sha, recursive=True)),
+        )
+        remote = {f.path: f for f in tree if isinstance(f, RepoFile)}
+        if ".gitattributes" not in files:
+            remote.pop(".gitattributes", None)  # the Hub creates it; pushes never delete it
+        if set(remote) != set(files):
+            return False
+        for path in files:
+            local = folder / path
+            entry = remote[path]
+            if entry.lfs is not None:
+                if local.stat().st_size != entry.lfs.size or file_sha256(local) != entry.lfs.sha256:
+                    return False
+            elif _git_blob_sha1(local) != entry.blob_id:
+                return False
+        return True
+
+    def _quiet(self) -> contextlib.AbstractContextManager[Any]:
+        """Progress bars off for our calls only (they clutter CI logs), unless asked for."""
+        if self._progress_bars:
+            return contextlib.nullcontext()
+        from huggingface_hub.utils.tqdm import disable_progress_bars
+
+        with warnings.catch_warnings():  # it warns when HF_HUB_DISABLE_PROGRESS_BARS=0 wins
+            warnings.simplefilter("ignore")
+            return disable_progress_bars()
+
+    def _tokens_url(self) -> str:
+        return f"{self.endpoint}/settings/tokens"
+
+    def _call(self, action: str, target: str, fn: Callable[[], T], *, repo_scoped: bool = True) -> T:
+        """Run `fn`, retrying transient failures; translate any failure into HubError."""
+        for attempt in range(self.retries + 1):
+            try:
+                with self._quiet():
+                    return fn()
+            except HubError:
+                raise
+            except Exception as exc:
+                status, transient = _classify(exc)
+                if not transient or attempt == self.retries:
+                    raise _translate(
+                        exc, status, action, target, self, attempts=attempt + 1, repo_scoped=repo_scoped
+                    ) from exc
+                delay = min(self.backoff * 2**attempt, _MAX_DELAY)
+                log.warning(
+                    "Hub: could not %s %s (%s); retry %d/%d in %.1fs",
+                    action,
+                    target,
+                    _short(exc, status),
+                    attempt + 1,
+                    self.retries,
+                    delay,
+                )
+                self._sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def _install_timeout(seconds: float) -> None:
+    """Give huggingface_hub's shared HTTP client a timeout (it has none by default). Process-wide:
+    the client is shared by every caller of huggingface_hub in this process."""
+    global _timeout_installed
+    if _timeout_installed == seconds:
+        return
+    import httpx2
+    from huggingface_hub import set_client_factory
+
+    try:
+        from huggingface_hub.utils._http import default_client_factory as base_factory
+    except ImportError:  # pragma: no cover - a later huggingface_hub may move it
+
+        def base_factory() -> httpx2.Client:
+            return httpx2.Client(follow_redirects=True)
+
+    def factory() -> httpx2.Client:
+        client = base_factory()
+        client.timeout = httpx2.Timeout(seconds, connect=min(seconds, 10.0))
+        return client
+
+    set_client_factory(factory)
+    _timeout_installed = seconds
+
+
+# --- error translation ---------------------------------------------------------------------------------
+
+
+def _status(exc: HubError) -> int | None:
+    return exc.status if isinstance(exc, HubHTTPError) else None
+
+
+def _causes(exc: BaseException) -> Iterable[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _classify(exc: BaseException) -> tuple[int | None, bool]:
+    """(HTTP status if any, whether retrying may help)."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    transport: tuple[type[BaseException], ...] = (httpx2.TransportError, ConnectionError, TimeoutError)
+    try:
+        import requests
+
+        transport += (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+    except ImportError:  # pragma: no cover - requests is a dependency, but only a transitive one here
+        pass
+    for cause in _causes(exc):
+        if isinstance(cause, OfflineModeIsEnabled):
+            return None, False
+        if isinstance(cause, HfHubHTTPError) and cause.response is not None:
+            status = int(cause.response.status_code)
+            return status, status in _TRANSIENT_STATUS
+        if isinstance(cause, transport):
+            return None, True
+    return None, False
+
+
+def _short(exc: BaseException, status: int | None) -> str:
+    if status is not None:
+        return f"HTTP {status}"
+    root = list(_causes(exc))[-1]
+    text = first_line(root, default="")
+    return f"{type(root).__name__}: {text}"[:200]
+
+
+def _server_message(exc: BaseException) -> str:
+    for cause in _causes(exc):
+        message = getattr(cause, "server_message", None)
+        if message:
+            return " ".join(str(message).split())[:200]
+    return ""
+
+
+def _translate(  # noqa: C901 - one table: each Hub/transport failure to its deploygate error and fix
+    exc: BaseException,
+    status: int | None,
+    action: str,
+    target: str,
+    hub: HubPublisher,
+    *,
+    attempts: int,
+    repo_scoped: bool,
+) -> HubError:
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    causes = list(_causes(exc))
+    if any(isinstance(c, RepositoryNotFoundError) for c in causes):
+        status = 404  # the Hub says 401 for private repos when anonymous: still "not found" for us
+    what = f"Hub: could not {action} {target}"
+    said = _server_message(exc)
+    said = f" ({said})" if said else ""
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    kinds = {type(c) for c in causes}
+    namespace = target.split("/")[0] if repo_scoped else "your namespace"
+
+    def has(kind: type[BaseException]) -> bool:
+        return any(issubclass(k, kind) for k in kinds)
+
+    if any(isinstance(c, OfflineModeIsEnabled) for c in causes):
+        message, hint = f"{what}: HF_HUB_OFFLINE is set.", "Fix: unset HF_HUB_OFFLINE for runs that deploy."
+    elif status == 401:
+        message = f"{what}: HF_TOKEN is invalid or expired (401){said}."
+        hint = f"Fix: create a write token at {hub._tokens_url()} and set it as HF_TOKEN."
+    elif status == 403:
+        message = f"{what}: the token lacks write access to {target} (403){said}."
+        hint = (
+            f"Fix: use a token with the 'write' role (or fine-grained write access to '{namespace}') from "
+            f"{hub._tokens_url()}."
+        )
+    elif has(RevisionNotFoundError):
+        message = f"{what}: revision or tag not found (404){said}."
+        hint = f"Fix: check the tag / branch name at {hub.endpoint}/{target}/tree/main."
+    elif has(EntryNotFoundError):
+        message = f"{what}: file not found (404){said}."
+        hint = "Fix: check the file name; it may have been deleted on the Hub."
+    elif has(RepositoryNotFoundError) or status == 404:
+        message = f"{what}: repository not found or not visible to this token (404)."
+        hint = f"Fix: check the repo id, and that the token can read private repos under '{namespace}'."
+    elif status in (409, 412):
+        message = f"{what}: the Hub refused because {target} changed meanwhile ({status}){said}."
+        hint = "Fix: make sure only one deployment pushes to this repo at a time, then re-run."
+    elif status == 429:
+        message = f"{what}: rate limited by the Hub (429){tries}."
+        hint = "Fix: wait a few minutes and re-run."
+    elif status is not None and status >= 500:
+        message = f"{what}: the Hub answered {status}{tries}{said}."
+        hint = "Fix: the Hub is having trouble; re-run later (see https://status.huggingface.co)."
+    elif status is not None:
+        message = f"{what}: the Hub refused the request ({status}){said}."
+        hint = "Fix: check the repo id, the files pushed and the README metadata."
+    elif _classify(exc)[1]:
+        message = f"{what}: cannot reach {hub.endpoint}{tries} ({_short(exc, None)})."
+        hint = "Fix: check the network / proxy, and HF_ENDPOINT if you set it."
+    elif isinstance(exc, ValueError) and "metadata" in str(exc).lower():
+        message = f"{what}: the model card metadata was rejected ({' '.join(str(exc).split())[:200]})."
+        hint = "Fix: check the YAML header of README.md (the model card template)."
+    elif isinstance(exc, OSError) and not has(RepositoryNotFoundError):
+        message = f"{what}: {_short(exc, None)}."
+        hint = "Fix: check that the folder to push is readable and complete."
+    else:
+        message = f"{what}: {_short(exc, None)}."
+        hint = "Fix: re-run with -v (or RUNNER_DEBUG=1) to see the full error."
+    return HubHTTPError(message, hint=hint, status=status)
+
+
+# --- local files ---------------------------------------------------------------------------------------
+
+
+def _local_files(folder: Path) -> list[str]:
+    """Relative POSIX paths of the files to push, sorted; raises ConfigError for a missing/empty folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"The folder to push to the Hub does not exist: {str(folder)!r}.")
+    files = []
+    for path in folder.rglob("*"):
+        rel = PurePosixPath(path.relative_to(folder).as_posix())
+        if any(str(rel) == d or str(rel).startswith(d + "/") for d in _SKIPPED_DIRS):
+            continue
+        if path.is_file():
+            files.append(str(rel))
+    if not files:
+        raise ConfigError(f"The folder to push to the Hub is empty: {str(folder)!r}.")
+    return sorted(files)
+
+
+def _git_blob_sha1(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()

@@ -1,0 +1,430 @@
+"""The Hub stage: fetch the candidate, merge its LoRA adapter, add tokenizer and model card, push.
+
+A service over three adapters (registry for the candidate's files, merge, hub), given to the
+pipeline as its `shipper`. It never moves the champion: the pipeline does that after `ship`
+returns. Idempotent per registry version: the Hub commit is tagged `v<version>`, and a re-run that
+finds the tag reuses that commit instead of building and pushing again — but only when the tag's
+`deploygate.json` says it was made for this very version (a tag is never trusted by its name). The
+folder is built from what MLflow recorded for the version (its registration, its gate run, its
+creation time), so building it again gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from deploygate.core.decision import Baseline
+from deploygate.core.errors import AdapterError, ConfigError, ModelSourceError
+from deploygate.core.hub_names import hub_like, validate_hf_model_id
+from deploygate.core.model import Candidate, HubPush, ModelSource, ShipRequest
+from deploygate.core.provenance import RECORD_FILE, VersionFacts, file_sha256, record_text
+from deploygate.core.records import local_ui_command
+from deploygate.core.render.card import (
+    AdapterFacts,
+    CardBaseline,
+    CardDecision,
+    CardInputs,
+)
+from deploygate.core.settings import GateConfig
+from deploygate.core.tokenizer import fine_tune_tokenizer, tokenizer_files
+from deploygate.ports import AdapterSummary, CardRenderer, Hub, Merger, Registry
+
+log = logging.getLogger("deploygate.shipping")
+
+TORCH_CPU = "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+
+
+def find_adapter_dir(root: Path) -> Path:
+    """The folder holding adapter_config.json: the root, `peft/` (the seed's `model/peft`), or the
+    shallowest one below."""
+    for candidate in (root, root / "peft", root / "model" / "peft", root / "adapter"):
+        if (candidate / "adapter_config.json").is_file():
+            return candidate
+    found = sorted(root.rglob("adapter_config.json"), key=lambda p: len(p.parts))
+    if not found:
+        raise ModelSourceError(
+            f"model: no adapter_config.json under {root}; the candidate must be a peft LoRA adapter "
+            "(the E-commerce-Chatbot training logs it under model/peft)"
+        )
+    return found[0].parent
+
+
+def chat_template_of(folder: Path) -> str | None:
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        try:
+            value = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+        except (ValueError, AttributeError):
+            return None
+        return value if isinstance(value, str) else None
+    return None
+
+
+class HubShipper:
+    """Builds the folder the Hub gets and pushes it (or only exports it, without a repo id)."""
+
+    def __init__(
+        self, hub: Hub | None, registry: Registry, merger: Merger, cards: CardRenderer, *, push: bool
+    ) -> None:
+        self.hub = hub
+        self.registry = registry
+        self.merger = merger
+        self.cards = cards
+        self.push = push and hub is not None
+        self._prefetch: tempfile.TemporaryDirectory[str] | None = None
+        self._fetched: dict[ModelSource, Path] = {}
+
+    @classmethod
+    def create(
+        cls, cfg: GateConfig, registry: Registry, hub: Hub, merger: Merger, cards: CardRenderer
+    ) -> HubShipper:
+        """Check the Hub settings (repo id, card template) before any write, then build the stage."""
+        push = bool(cfg.hf_model_id) and not cfg.skip_hf_push
+        if push:
+            validate_hf_model_id(str(cfg.hf_model_id))
+        if cfg.create_model_card and cfg.card_template is not None:
+            cards.check(Path(cfg.card_template))  # before any write, not after the merge
+        return cls(hub, registry, merger, cards, push=push)
+
+    def preflight(self, candidate: Candidate, config: GateConfig) -> None:
+        """Check what shipping will need from the candidate before the pipeline writes anything:
+        its adapter_config.json and the base model it names. Raises InputError (exit 2).
+
+        A remote candidate (run / model URI) is downloaded here, a read, and `ship` reuses it."""
+        source = candidate.source
+        if source is None:
+            return
+        if config.merge and (missing := self.merger.missing_modules()):
+            raise ConfigError(
+                f"merge: merging the LoRA adapter needs {', '.join(missing)}, not installed here; install "
+                f"'deploygate[merge]' (pip install 'deploygate[merge]', with torch's CPU build first: {TORCH_CPU}), "
+                "or set merge: false to push the adapter alone"
+            )
+        if self.push:
+            assert self.hub is not None and config.hf_model_id
+            if not self.hub.token:
+                raise ConfigError(
+                    f"hf-token: pushing to {config.hf_model_id} needs a Hugging Face write token and none is set; set "
+                    "HF_TOKEN (or HUGGINGFACE_HUB_TOKEN, or the action's hf-token input), or pass --skip-hf-push"
+                )
+            log.info("%s", self.hub.check_repo_access(config.hf_model_id))  # HubError when it cannot write
+        fetched = self._fetch(source, self._prefetch_dir())
+        info = self.merger.inspect(find_adapter_dir(fetched))
+        base_name = config.base_model or info.base_model_name_or_path
+        if not base_name:
+            raise AdapterError(
+                f"base-model: {find_adapter_dir(fetched) / 'adapter_config.json'} names no "
+                "base_model_name_or_path; set base-model"
+            )
+        if Path(base_name).is_dir():
+            if not (Path(base_name) / "config.json").is_file():
+                raise AdapterError(
+                    f"base-model: the folder {base_name} has no config.json, so it is not a saved model; "
+                    "set base-model to the folder save_pretrained wrote (or a Hub id)"
+                )
+        elif not hub_like(base_name) or self.hub is None:
+            raise AdapterError(
+                f"base-model: {base_name!r} is neither a local folder nor a Hub model id; set base-model "
+                "(or the adapter's base_model_name_or_path) to one"
+            )
+        elif self.hub.head(base_name) is None:
+            raise AdapterError(
+                f"base-model: {base_name!r} is not a model on {self.hub.endpoint} (or not visible to this token); "
+                "set base-model (or the adapter's base_model_name_or_path) to a local folder or a Hub id you can read"
+            )
+
+    def _prefetch_dir(self) -> Path:
+        if self._prefetch is None:
+            self._prefetch = tempfile.TemporaryDirectory(prefix="deploygate-candidate-")
+        return Path(self._prefetch.name) / "candidate"
+
+    def close(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.cleanup()
+            self._prefetch = None
+
+    def ship(self, request: ShipRequest) -> HubPush | None:
+        try:
+            return self._ship(request)
+        finally:
+            self.close()
+
+    def _ship(self, request: ShipRequest) -> HubPush | None:
+        cfg = request.config
+        tag = f"v{request.version}"
+        facts = self.registry.version_facts(cfg.registry_name, request.version)
+        existing = None
+        if self.push:
+            assert self.hub is not None and cfg.hf_model_id
+            # HubError when the tag was made for another version (a recreated or renamed model)
+            existing = self.hub.tag_for(
+                cfg.hf_model_id, tag, facts.identity, recorded_commit=facts.hub_commit
+            )
+            if existing is not None and cfg.hf_export_dir is None:
+                log.info(
+                    "Hub %s already has %s (%s): not building or pushing again",
+                    cfg.hf_model_id,
+                    tag,
+                    existing.url,
+                )
+                return self._main_holds(cfg, tag, existing)
+            if existing is None and cfg.hf_export_dir is None:
+                # a run that died, or whose tag call failed, after its commit: tag that commit
+                adopted = self.hub.adopt_push(
+                    cfg.hf_model_id, tag, _title_prefix(cfg, request.version), facts.identity
+                )
+                if adopted is not None:
+                    return self._main_holds(cfg, tag, adopted)
+        with tempfile.TemporaryDirectory(prefix="deploygate-ship-") as tmp:
+            stage = self.build(request, Path(tmp), facts)
+            if cfg.hf_export_dir is not None:
+                export = Path(cfg.hf_export_dir)
+                if export.exists():
+                    shutil.rmtree(export)
+                shutil.copytree(stage, export)
+                log.info("exported the Hub folder to %s", export)
+            if not self.push:
+                log.info("no Hub push (%s)", "skip-hf-push" if cfg.skip_hf_push else "no hf-model-id")
+                return None
+            assert self.hub is not None and cfg.hf_model_id
+            score = facts.score if facts.score is not None else request.score
+            message = f"{_title_prefix(cfg, request.version)} weighted score {score:.4f} ({facts.verdict or request.verdict})"
+            size = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
+            log.info(
+                "pushing %d files (%.1f MB) to %s as %s",
+                sum(1 for p in stage.rglob("*") if p.is_file()),
+                size / 1e6,
+                cfg.hf_model_id,
+                tag,
+            )
+            commit = self.hub.push(
+                cfg.hf_model_id, stage, commit_message=message, private=cfg.hf_private, tag=tag
+            )
+        if existing is not None:  # the tag held these very files already: main must hold them too
+            commit = self._main_holds(cfg, tag, commit)
+        log.info("Hub commit %s", commit.url)
+        return commit
+
+    def _main_holds(self, cfg: GateConfig, tag: str, tagged: HubPush) -> HubPush:
+        """A failed run may have put main back to the champion's files: main must hold this version."""
+        assert self.hub is not None and cfg.hf_model_id
+        on_main = self.hub.sync_main(
+            cfg.hf_model_id,
+            tag,
+            commit_message=(f"deploygate: {cfg.registry_name} {tag} again (files of tag {tag}, re-run)"),
+        )
+        return on_main or tagged
+
+    def sync(self, config: GateConfig, version: str, why: str) -> HubPush | None:
+        """Make the Hub's main hold the files pushed for `version` (tag `v<version>`): after a run
+        that pushed but could not promote, or when concurrent runs pushed in another order than
+        the champion alias settled. None when nothing is pushed or the version has no tag; HubError
+        when the tag was made for another version (it is never restored)."""
+        if not self.push:
+            return None
+        assert self.hub is not None and config.hf_model_id
+        tag = f"v{version}"
+        facts = self.registry.version_facts(config.registry_name, version)
+        if (
+            self.hub.tag_for(config.hf_model_id, tag, facts.identity, recorded_commit=facts.hub_commit)
+            is None
+        ):
+            log.warning("Hub %s has no tag %s: main left as it is", config.hf_model_id, tag)
+            return None
+        return self.hub.sync_main(
+            config.hf_model_id,
+            tag,
+            commit_message=(f"deploygate: restore {config.registry_name} {tag} ({why})"),
+        )
+
+    # --- building the folder -------------------------------------------------------------------
+
+    def _fetch(self, source: ModelSource, into: Path) -> Path:
+        if source.local_path is not None:
+            return source.local_path
+        if source not in self._fetched:  # preflight may have downloaded it already
+            self._fetched[source] = self.registry.download(source, into)
+        return self._fetched[source]
+
+    def _base(self, name: str, into: Path) -> Path:
+        path = Path(name)
+        if path.is_dir():
+            return path
+        if not hub_like(name) or self.hub is None:
+            raise AdapterError(
+                f"base-model: {name!r} is neither a local folder nor a Hub model id; set base-model "
+                "(or the adapter's base_model_name_or_path) to one"
+            )
+        log.info("downloading the base model %s", name)
+        return self.hub.snapshot(name, into)
+
+    def build(self, request: ShipRequest, work: Path, facts: VersionFacts) -> Path:
+        """The folder the Hub gets: merged model (or adapter), tokenizer, card, and deploygate.json
+        (what it was built for, and the SHA-256 of every other file)."""
+        cfg = request.config
+        source = request.candidate.source
+        assert source is not None
+        fetched = self._fetch(source, work / "candidate")
+        adapter_dir = find_adapter_dir(fetched)
+        info = self.merger.inspect(adapter_dir)
+        base_name = cfg.base_model or info.base_model_name_or_path
+        if not base_name:
+            raise AdapterError(
+                f"base-model: {adapter_dir / 'adapter_config.json'} names no base_model_name_or_path; set base-model"
+            )
+        base_dir = self._base(base_name, work / "base")
+        stage = work / "stage"
+
+        def progress(done: int, total: int, shard: str) -> None:
+            log.info("merge: %d/%d tensors (%s)", done, total, shard)
+
+        if cfg.merge:
+            report = self.merger.merge(base_dir, adapter_dir, stage, progress)
+        else:
+            report = self.merger.copy_adapter_only(adapter_dir, stage, base_dir)
+        for warning in report.warnings:
+            log.warning("%s", warning)
+        log.info(
+            "%s: %d tensors (%d merged), %d shard(s), %.1f MB",
+            report.method,
+            report.tensors_total,
+            report.tensors_merged,
+            len(report.shards),
+            report.bytes_written / 1e6,
+        )
+        _use_fine_tune_tokenizer(stage, adapter_dir, fetched)
+        if cfg.create_model_card:
+            (stage / "README.md").write_text(
+                self.card(request, info, base_name, base_dir, stage, facts), encoding="utf-8"
+            )
+        digests = {
+            p.relative_to(stage).as_posix(): file_sha256(p) for p in sorted(stage.rglob("*")) if p.is_file()
+        }
+        digests.pop(RECORD_FILE, None)
+        (stage / RECORD_FILE).write_text(record_text(facts.identity, digests), encoding="utf-8")
+        return stage
+
+    def card(
+        self,
+        request: ShipRequest,
+        info: AdapterSummary,
+        base_name: str,
+        base_dir: Path,
+        stage: Path,
+        facts: VersionFacts,
+    ) -> str:
+        """The model card of the version: its values are the ones MLflow recorded for the version
+        (score, metrics, weights, decision, the champion it beat, gate run, creation time), so a
+        re-run renders the same bytes; versions registered before those tags existed fall back to
+        this run's values."""
+        request = _as_recorded(request, facts)
+        cfg = request.config
+        on_hub = hub_like(base_name) and not Path(base_name).is_dir()
+        card_base = base_name if on_hub else _declared_name(base_dir)
+        repo_id = cfg.hf_model_id or _slug(cfg.registry_name)
+        inputs = CardInputs(
+            repo_id=repo_id,
+            base_model=card_base,
+            registry_name=cfg.registry_name,
+            registry_version=request.version,
+            weighted_score=request.score,
+            metrics=dict(request.candidate.metrics.values),
+            weights=dict(cfg.weights.values),
+            decision=CardDecision(request.verdict, request.reason, forced=request.verdict == "forced"),
+            adapter=_adapter_facts(info, merged=cfg.merge),
+            created_at=facts.identity.created or request.created_at,
+            baseline=facts.baseline if facts.baseline_recorded else _card_baseline(request.baseline),
+            chat_template=chat_template_of(stage),
+            mlflow_run_url=facts.gate_run_url or request.mlflow_run_url,
+            mlflow_model_url=facts.version_url or request.model_version_url,
+            license=cfg.hf_license,
+            language=cfg.hf_language,
+            tags=cfg.hf_tags,
+            git_sha=facts.git_sha or request.context.git_sha,
+            # without a repo id the folder is only exported: its usage code loads it from there
+            model_path=str(Path(cfg.hf_export_dir).resolve())
+            if cfg.hf_export_dir and not cfg.hf_model_id
+            else None,
+            base_model_on_hub=on_hub,
+            # the run that registered the version, as recorded on it (a re-run renders the same card)
+            mlflow_run_id=facts.identity.gate_run_id or request.mlflow_run_id,
+            mlflow_ui_command=local_ui_command(cfg.mlflow_tracking_uri),
+        )
+        return self.cards.render(inputs, cfg.card_template)
+
+
+def _adapter_facts(info: AdapterSummary, *, merged: bool) -> AdapterFacts:
+    targets = info.target_modules
+    return AdapterFacts(
+        r=info.r,
+        lora_alpha=info.lora_alpha,
+        target_modules=(targets,) if isinstance(targets, str) else tuple(targets or ()),
+        use_rslora=info.use_rslora,
+        merged=merged,
+    )
+
+
+def _card_baseline(baseline: Baseline | None) -> CardBaseline | None:
+    """The champion this run compared with (for a version registered before the baseline tag)."""
+    return (
+        None if baseline is None else CardBaseline(baseline.version, baseline.score, dict(baseline.metrics))
+    )
+
+
+def _as_recorded(request: ShipRequest, facts: VersionFacts) -> ShipRequest:
+    """The request with what the version recorded at registration in place of this run's values."""
+    candidate = request.candidate
+    if facts.metrics is not None:
+        candidate = replace(candidate, metrics=replace(candidate.metrics, values=dict(facts.metrics)))
+    config = request.config
+    if facts.weights is not None:
+        config = replace(config, weights=replace(config.weights, values=dict(facts.weights)))
+    return replace(
+        request,
+        config=config,
+        candidate=candidate,
+        score=facts.score if facts.score is not None else request.score,
+        verdict=facts.verdict or request.verdict,
+        reason=facts.reason if facts.reason is not None else request.reason,
+    )
+
+
+def _title_prefix(cfg: GateConfig, version: str) -> str:
+    """How every push of a version's files starts its commit title (what adopt_push looks for)."""
+    return f"deploygate: {cfg.registry_name} v{version},"
+
+
+def _declared_name(base_dir: Path) -> str:
+    """A local base model's own name (config.json `_name_or_path`) when Hub-like, else its folder name."""
+    try:
+        declared = json.loads((base_dir / "config.json").read_text()).get("_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        declared = None
+    if isinstance(declared, str) and hub_like(declared):
+        return declared
+    return _slug(base_dir.name)
+
+
+def _slug(name: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
+    return slug[:96]
+
+
+def _use_fine_tune_tokenizer(stage: Path, adapter_dir: Path, fetched: Path) -> None:
+    """The fine-tune's tokenizer wins over the one the merge took (the adapter folder's, else the
+    base model's): when the fine-tune keeps it beside the adapter (the seed's run `tokenizer`
+    folder), its files are laid over the merge's."""
+    tokenizer_dir = fine_tune_tokenizer(adapter_dir, fetched)
+    if tokenizer_dir is None or tokenizer_dir == adapter_dir:
+        return  # none, or the one the merge copied already
+    for name in tokenizer_files(tokenizer_dir):
+        shutil.copy2(tokenizer_dir / name, stage / name)
