@@ -42,6 +42,39 @@ class MlflowServer:
             return False
 
 
+# Kills a process group once the process that started it is gone: an xdist worker that crashes (or is
+# stopped by -x) never runs its session teardown, and its servers would stay up for good.
+_WATCHDOG = """
+import os, signal, sys, time
+parent, group = int(sys.argv[1]), int(sys.argv[2])
+while True:
+    time.sleep(1)
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        sys.exit(0)  # stopped by its teardown
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        break
+try:
+    os.killpg(group, signal.SIGKILL)
+except ProcessLookupError:
+    pass
+"""
+
+
+def stop_with_this_process(group: int) -> None:
+    """Stop process group `group` (a server started with start_new_session=True) when this process dies."""
+    subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(group)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def start_mlflow_server(
     root: Path, port: int | None = None, timeout: float = 120.0, backend_uri: str | None = None
 ) -> MlflowServer:
@@ -68,6 +101,7 @@ def start_mlflow_server(
     env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    stop_with_this_process(process.pid)
     server = MlflowServer(
         uri=f"http://127.0.0.1:{port}",
         root=root,
