@@ -7,7 +7,9 @@ and experiment name each (`registry_name`, `experiment_name`) and never see each
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -118,7 +120,8 @@ def start_mlflow_server(
         if server.alive():
             return server
         time.sleep(0.5)
-    process.kill()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # the server's uvicorn and huey children too
     raise RuntimeError(
         f"mlflow server did not answer within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}"
     )
