@@ -128,13 +128,12 @@ def start_mlflow_server(
 
 
 def stop_mlflow_server(server: MlflowServer) -> None:
-    import signal
 
     try:
         os.killpg(server.process.pid, signal.SIGTERM)
         server.process.wait(timeout=15)
     except (ProcessLookupError, subprocess.TimeoutExpired):
-        with __import__("contextlib").suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(server.process.pid, signal.SIGKILL)
 
 
