@@ -128,7 +128,6 @@ def start_mlflow_server(
 
 
 def stop_mlflow_server(server: MlflowServer) -> None:
-
     try:
         os.killpg(server.process.pid, signal.SIGTERM)
         server.process.wait(timeout=15)
