@@ -59,11 +59,11 @@ def url_password(url: str) -> str | None:
 
 
 def secrets_in(env: Mapping[str, str], names: Iterable[str], url_names: Iterable[str] = ()) -> list[str]:
-    """The secret values of an environment, longest first: the variables `names`, and the
+    """The secret values of an environment, longest first (then alphabetical): the variables `names`, and the
     passwords inside the URLs of `url_names`."""
     values = {env[k] for k in names if env.get(k, "").strip()}
     values |= {p for k in url_names if (p := url_password(env.get(k, "")))}
-    return sorted(values, key=len, reverse=True)
+    return sorted(values, key=lambda v: (-len(v), v))  # longest first; ties in a fixed order
 
 
 def redact(text: str) -> str:
