@@ -31,4 +31,5 @@ step 3 "installing the pinned dependencies (requirements-dev.txt: torch 2.13.0 C
 # Editable, in setuptools' default mode; its "Editable installation" notice is information only.
 step 4 "installing deploygate itself (editable: the code in this folder)" \
   env PYTHONWARNINGS=ignore::UserWarning "$VENV/bin/python" -m pip --disable-pip-version-check install -q --no-deps -e .
-echo "setup: deploygate installed in $VENV ($(du -sh "$VENV" 2>/dev/null | cut -f1)) in $(( $(date +%s) - START )) s"
+packages=$(pip list --format=freeze 2>/dev/null | wc -l)
+echo "setup: deploygate installed in $VENV ($packages packages, $(du -sh "$VENV" 2>/dev/null | cut -f1)) in $(( $(date +%s) - START )) s"
