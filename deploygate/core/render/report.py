@@ -20,6 +20,7 @@ from deploygate import __version__
 from deploygate.core.model import GateResult, HistoryPoint, RunContext
 from deploygate.core.render.markdown import code, link, md
 from deploygate.core.render.templating import environment
+from deploygate.core.signing import VerifyResult
 
 if TYPE_CHECKING:
     from deploygate.core.model import RollbackResult
@@ -335,4 +336,20 @@ def render_rollback(result: RollbackResult, cfg: GateConfig, context: RunContext
         )
     lines.append("")
     lines.append("The next gate run compares candidates with the restored champion.")
+    return "\n".join(lines) + "\n"
+
+
+def render_verify(result: VerifyResult) -> str:
+    """The step summary of `mode: verify`: verified or not, each problem, the verdict carried."""
+    from deploygate.core.render.verdict import verdict_lines
+
+    mark = "✅ Verified" if result.verified else "❌ Not verified"
+    lines = ["### deploygate", "", f"**{mark}**: {code(result.target)}", ""]
+    lines += [f"- {md(problem)}" for problem in result.problems]
+    if result.verified:
+        lines.append(f"- {result.files} files signed; none changed, added or removed.")
+    if result.verdict is not None:
+        trust = "" if result.verified else " (not trustworthy: the files do not match their signature)"
+        lines += ["", f"The verdict it carries{trust}:", ""]
+        lines += [f"- {md(line)}" for line in verdict_lines(result.verdict)]
     return "\n".join(lines) + "\n"
