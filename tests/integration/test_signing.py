@@ -140,9 +140,7 @@ def test_signed_deploy_verify_and_tampering(
 
     # tampering on the Hub itself: a commit that changes one file of main
     api = HfApi(endpoint=hub_server.url, token=hub_server.token)
-    api.upload_file(
-        path_or_fileobj=b'{"tampered": true}\n', path_in_repo="config.json", repo_id=gate.repo
-    )
+    api.upload_file(path_or_fileobj=b'{"tampered": true}\n', path_in_repo="config.json", repo_id=gate.repo)
     code, out = verify(capsys, gate.repo, "--public-key", str(public))
     assert code == 1 and "config.json: changed since it was signed" in out
     assert verify(capsys, f"{gate.repo}@v1", "--public-key", str(public))[0] == 0  # the tag is intact
