@@ -328,3 +328,26 @@ def test_verdict_text_is_data(world: World) -> None:  # noqa: F811
     document = verdict_document(result)
     assert document["format"] == 1 and document["kind"] == "deploygate/verdict"
     assert set(document["metrics"]) == set(GOOD)
+
+
+def test_the_verdict_matches_its_documented_schema(world: World) -> None:  # noqa: F811
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "docs" / "verdict.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    world.registry.seed_champion(NAME, 0.1, WORSE)
+    result = signed_run(world, FakeSigner(world.journal), guardrails="bleu4.min=0.1")
+    pushed = world.hub.files_at(REPO, world.hub.tags[(REPO, f"v{result.registered_version}")])
+    verdict = json.loads(pushed[VERDICT_FILE])
+    jsonschema.validate(verdict, schema, cls=jsonschema.Draft202012Validator)
+    assert verdict["guardrails"][0]["metric"] == "bleu4"
+
+
+def test_the_summary_says_how_to_check_or_how_to_sign(world: World) -> None:  # noqa: F811
+    from deploygate.core.render.report import render_summary
+
+    signed = signed_run(world, FakeSigner(world.journal))
+    assert f"deploygate verify {REPO}@v{signed.registered_version}" in render_summary(signed)
+    unsigned = world.run(world.config(), world.candidate(world.config(), {k: v + 0.05 for k, v in GOOD.items()}))
+    assert unsigned.status == "deployed"
+    assert "Not signed: set <code>signing-key</code>" in render_summary(unsigned)

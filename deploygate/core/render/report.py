@@ -180,7 +180,23 @@ def next_steps(result: GateResult) -> list[str]:
                 "<code>mode: rollback</code>, or "
                 + code(f"deploygate rollback --registry-name {config.registry_name}")
             )
+        if result.hub is not None:
+            steps.append(_signing_step(result))
     return steps
+
+
+def _signing_step(result: GateResult) -> str:
+    """The one line on signing after a push: how to check it, or how to turn it on."""
+    hub = result.hub
+    assert hub is not None
+    if hub.signature_sha256 is None:
+        return (
+            "Not signed: set <code>signing-key</code> from a secret (or <code>signing: sigstore</code> with "
+            "<code>id-token: write</code>) to push <code>model.sig</code> and the verdict with the model "
+            "(docs/signing.md)."
+        )
+    target = f"{hub.repo_id}@{hub.tag}" if hub.tag else hub.repo_id
+    return f"Signed ({md(hub.signing or 'key')}): anyone can check it with " + code(f"deploygate verify {target}")
 
 
 def evidence(result: GateResult) -> list[str]:

@@ -1,0 +1,146 @@
+"""Benchmark: signing a TinyLlama-shaped Hub folder against `sha256sum` of the same files.
+
+Signing is hashing every file (SHA-256 of the whole file, what model-signing's "files" serialization
+signs) plus one ECDSA signature over the manifest; `sha256sum` hashing the same files is the floor.
+The folder is built once (random bytes: TinyLlama-1.1B's bf16 tensor sizes in two shards, ~2.2 GB,
+plus config, tokenizer and card) and cached under the temporary folder, so later runs start at once.
+Each method runs --repeat times, alternating, after one warm-up read of every file (the page
+cache then holds the folder for both); the table shows the fastest run of each (load on a shared
+machine only ever adds time). Also shown, not a goal: model-signing hashing the folder itself.
+
+    .venv/bin/python bench/signing.py             # full size (~2.2 GB; builds it the first time)
+    .venv/bin/python bench/signing.py --small     # ~50 MB, a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.merge import SMALL, TINYLLAMA, llama_shapes  # noqa: E402
+
+TIME_TARGET = 1.5  # signing takes at most 1.5x sha256sum's time
+
+
+def model_bytes(shape: dict[str, int]) -> int:
+    total = 0
+    for dims in llama_shapes(shape).values():
+        n = 1
+        for d in dims:
+            n *= d
+        total += 2 * n  # bf16
+    return total
+
+
+def build(root: Path, shape: dict[str, int]) -> Path:
+    """The Hub folder: two weight shards of random bytes and the small files; kept for the next run."""
+    folder = root / "model"
+    done = root / "complete"
+    if done.is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    total = model_bytes(shape)
+    halves = (total // 2, total - total // 2)
+    for i, size in enumerate(halves, 1):
+        with (folder / f"model-0000{i}-of-00002.safetensors").open("wb") as out:
+            left = size
+            while left:
+                chunk = min(left, 64 << 20)
+                out.write(os.urandom(chunk))
+                left -= chunk
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", **shape}, indent=2))
+    (folder / "tokenizer.json").write_bytes(os.urandom(1_800_000))
+    (folder / "tokenizer_config.json").write_text('{"model_max_length": 2048}\n')
+    (folder / "README.md").write_text("# a TinyLlama-shaped model\n")
+    (folder / "deploygate-verdict.json").write_text('{"kind": "deploygate/verdict"}\n')
+    done.write_text(str(total))
+    return folder
+
+
+def files_of(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "model.sig")
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", action="store_true", help="a ~50 MB model instead of ~2.2 GB")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "deploygate-bench-signing")
+    args = parser.parse_args(argv)
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from deploygate.adapters.model_signer import KeySigner, KeyVerifier, sign_folder
+
+    shape = SMALL if args.small else TINYLLAMA
+    root = args.cache / ("small" if args.small else "tinyllama")
+    t0 = time.perf_counter()
+    folder = build(root, shape)
+    files = files_of(folder)
+    size = sum(p.stat().st_size for p in files)
+    print(f"folder: {folder} ({len(files)} files, {size / 1e9:.2f} GB; ready in {time.perf_counter() - t0:.1f} s)")
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    signer = KeySigner(pem)
+    signature = b""
+
+    def deploygate_sign() -> None:
+        nonlocal signature
+        signature = sign_folder(folder, signer)
+
+    def sha256sum() -> None:
+        subprocess.run(["sha256sum", *map(str, files)], check=True, stdout=subprocess.DEVNULL)
+
+    def model_signing_sign() -> None:
+        import model_signing
+
+        with tempfile.TemporaryDirectory() as tmp:
+            key_path = Path(tmp) / "key.pem"
+            key_path.write_bytes(pem)
+            model_signing.signing.Config().use_elliptic_key_signer(private_key=key_path).sign(
+                folder, Path(tmp) / "model.sig"
+            )
+
+    sha256sum()  # warm-up: the page cache holds the folder for every method alike
+    best: dict[str, float] = {}
+    methods = {"sha256sum": sha256sum, "deploygate sign": deploygate_sign, "model_signing sign": model_signing_sign}
+    for i in range(args.repeat):
+        order = list(methods) if i % 2 == 0 else list(reversed(methods))
+        for name in order:
+            best[name] = min(best.get(name, float("inf")), timed(methods[name]))
+    assert len(KeyVerifier(public).signed_digests(signature)) == len(files)  # the signature is real
+
+    print(f"\nbest of {args.repeat} runs each, {size / 1e9:.2f} GB:")
+    print(f"| method | time | GB/s | vs sha256sum |\n|---|---:|---:|---:|")
+    for name in methods:
+        print(f"| {name} | {best[name]:.2f} s | {size / 1e9 / best[name]:.2f} | {best[name] / best['sha256sum']:.2f}x |")
+    ratio = best["deploygate sign"] / best["sha256sum"]
+    verdict = "met" if ratio <= TIME_TARGET else "NOT met"
+    print(f"\nsigning / sha256sum = {ratio:.2f} (goal <= {TIME_TARGET}: {verdict})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
