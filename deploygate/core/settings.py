@@ -644,9 +644,8 @@ def build_config(
         values["signing"], values["signing_key"], names, configured=explicit | from_params
     )
     if "experiment-name" not in explicit and env_experiment_name and env_experiment_name.strip():
-        values["experiment_name"] = (
-            env_experiment_name.strip()
-        )  # MLflow's own variable, as the seed honoured it
+        # MLflow's own variable, as the seed honoured it
+        values["experiment_name"] = env_experiment_name.strip()
     given_uri = values["mlflow_tracking_uri"] if "mlflow-tracking-uri" in explicit else None
     params_uri = None if given_uri else values["mlflow_tracking_uri"]
     values["mlflow_tracking_uri"], uri_source = tracking_uri_and_source(

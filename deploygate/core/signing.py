@@ -10,6 +10,7 @@ was changed, added or removed. The cryptography is adapters/model_signer.py's.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -41,14 +42,18 @@ def is_unsigned(relative: str) -> bool:
     return bool(parts) and parts[0] in UNSIGNED_PATHS
 
 
+HASH_THREADS = 4  # files hashed at once: hashlib releases the GIL, so shards hash on every core
+
+
 def folder_digests(folder: Path) -> dict[str, str]:
     """{relative POSIX path: SHA-256 hex} of every file a signature covers, sorted by path."""
-    found = {}
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder).as_posix()
-        if path.is_file() and not is_unsigned(relative):
-            found[relative] = file_sha256(path)
-    return found
+    paths = {
+        path.relative_to(folder).as_posix(): path
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not is_unsigned(path.relative_to(folder).as_posix())
+    }
+    with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
+        return dict(zip(paths, pool.map(file_sha256, paths.values()), strict=True))
 
 
 @dataclass(frozen=True)

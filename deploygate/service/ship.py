@@ -33,7 +33,7 @@ from deploygate.core.render.card import (
 )
 from deploygate.core.render.verdict import verdict_text
 from deploygate.core.settings import GateConfig
-from deploygate.core.signing import SIGNATURE_FILE, VERDICT_FILE
+from deploygate.core.signing import SIGNATURE_FILE, VERDICT_FILE, folder_digests
 from deploygate.core.tokenizer import fine_tune_tokenizer, tokenizer_files
 from deploygate.ports import AdapterSummary, CardRenderer, Hub, Merger, Registry, Signer
 
@@ -229,14 +229,17 @@ class HubShipper:
             commit = self.hub.push(
                 cfg.hf_model_id, stage, commit_message=message, private=cfg.hf_private, tag=tag
             )
-            if self.signer is not None:
-                commit = replace(
-                    commit,
-                    signature_sha256=file_sha256(stage / SIGNATURE_FILE),
-                    signing=self.signer.method,
-                )
+            commit = self._with_signature(commit, stage)
         log.info("Hub commit %s", commit.url)
         return commit
+
+    def _with_signature(self, commit: HubPush, stage: Path) -> HubPush:
+        """The push, with the SHA-256 of the model.sig it holds (recorded on the version)."""
+        if self.signer is None:
+            return commit
+        return replace(
+            commit, signature_sha256=file_sha256(stage / SIGNATURE_FILE), signing=self.signer.method
+        )
 
     def _main_holds(self, cfg: GateConfig, tag: str, tagged: HubPush) -> HubPush:
         """A failed run may have put main back to the champion's files: main must hold this version."""
@@ -332,11 +335,8 @@ class HubShipper:
             )
         if self.signer is not None and request.result is not None:
             (stage / VERDICT_FILE).write_text(verdict_text(request.result), encoding="utf-8")
-        digests = {
-            p.relative_to(stage).as_posix(): file_sha256(p) for p in sorted(stage.rglob("*")) if p.is_file()
-        }
+        digests = folder_digests(stage)  # every file, hashed once, on every core
         digests.pop(RECORD_FILE, None)
-        digests.pop(SIGNATURE_FILE, None)
         (stage / RECORD_FILE).write_text(record_text(facts.identity, digests), encoding="utf-8")
         if self.signer is not None:
             self._sign(stage, digests, f"{cfg.hf_model_id or cfg.registry_name}@v{request.version}")

@@ -348,6 +348,8 @@ def test_the_summary_says_how_to_check_or_how_to_sign(world: World) -> None:  # 
 
     signed = signed_run(world, FakeSigner(world.journal))
     assert f"deploygate verify {REPO}@v{signed.registered_version}" in render_summary(signed)
-    unsigned = world.run(world.config(), world.candidate(world.config(), {k: v + 0.05 for k, v in GOOD.items()}))
+    unsigned = world.run(
+        world.config(), world.candidate(world.config(), {k: v + 0.05 for k, v in GOOD.items()})
+    )
     assert unsigned.status == "deployed"
     assert "Not signed: set <code>signing-key</code>" in render_summary(unsigned)

@@ -172,16 +172,22 @@ def next_steps(result: GateResult) -> list[str]:
         if decision.verdict == "skip":
             steps.append("To deploy it anyway, run the deploy workflow with <code>force: true</code>.")
     elif result.status == "deployed":
-        version = f" (v{md(result.registered_version)})" if result.registered_version else ""
-        steps.append(f"Production now resolves {model}{version}.")
-        if baseline is not None and baseline.version:
-            steps.append(
-                f"To roll back to v{md(baseline.version)} (registry and Hub together): run the action with "
-                "<code>mode: rollback</code>, or "
-                + code(f"deploygate rollback --registry-name {config.registry_name}")
-            )
-        if result.hub is not None:
-            steps.append(_signing_step(result))
+        steps += _deployed_steps(result, model)
+    return steps
+
+
+def _deployed_steps(result: GateResult, model: str) -> list[str]:
+    config, baseline = result.config, result.baseline
+    version = f" (v{md(result.registered_version)})" if result.registered_version else ""
+    steps = [f"Production now resolves {model}{version}."]
+    if baseline is not None and baseline.version:
+        steps.append(
+            f"To roll back to v{md(baseline.version)} (registry and Hub together): run the action with "
+            "<code>mode: rollback</code>, or "
+            + code(f"deploygate rollback --registry-name {config.registry_name}")
+        )
+    if result.hub is not None:
+        steps.append(_signing_step(result))
     return steps
 
 
@@ -196,7 +202,9 @@ def _signing_step(result: GateResult) -> str:
             "(docs/signing.md)."
         )
     target = f"{hub.repo_id}@{hub.tag}" if hub.tag else hub.repo_id
-    return f"Signed ({md(hub.signing or 'key')}): anyone can check it with " + code(f"deploygate verify {target}")
+    return f"Signed ({md(hub.signing or 'key')}): anyone can check it with " + code(
+        f"deploygate verify {target}"
+    )
 
 
 def evidence(result: GateResult) -> list[str]:
