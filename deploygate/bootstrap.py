@@ -291,6 +291,10 @@ def build_shipper(cfg: GateConfig, env: Mapping[str, str], registry: MlflowRegis
 def pem_or_path(value: str, where: str) -> bytes:
     """A key given as its PEM text (a secret) or as the path of a PEM file."""
     if value.lstrip().startswith("-----BEGIN"):
+        from deploygate.core.redact import remember
+
+        if "PRIVATE KEY" in value:
+            remember(value)  # a private key's text: never printed or stored, whichever shell got it
         return value.strip().encode() + b"\n"
     path = Path(value).expanduser()
     try:

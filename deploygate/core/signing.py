@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -88,8 +88,6 @@ class VerifyResult:
     problems: tuple[str, ...] = ()
     files: int = 0  # files the signature covers
     verdict: Mapping[str, Any] | None = None
-    commit: str | None = None  # the Hub commit checked, when known
-    details: Mapping[str, str] = field(default_factory=dict)
 
     def headline(self) -> str:
         if self.verified:

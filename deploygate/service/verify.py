@@ -20,9 +20,7 @@ from deploygate.ports import Hub, SignatureVerifier
 log = logging.getLogger("deploygate.verify")
 
 
-def verify_folder(
-    folder: Path, verifier: SignatureVerifier, *, target: str | None = None, commit: str | None = None
-) -> VerifyResult:
+def verify_folder(folder: Path, verifier: SignatureVerifier, *, target: str | None = None) -> VerifyResult:
     """Check `folder` against its model.sig."""
     shown = target or str(folder)
     verdict_path = folder / VERDICT_FILE
@@ -36,7 +34,6 @@ def verify_folder(
                 f"{SIGNATURE_FILE}: missing, so the files are unsigned (deploy with signing: key or sigstore)",
             ),
             verdict=verdict,
-            commit=commit,
         )
     try:
         signed = verifier.signed_digests(signature.read_bytes())
@@ -46,7 +43,6 @@ def verify_folder(
             verified=False,
             problems=(f"{exc.message} (expected {verifier.describe()})",),
             verdict=verdict,
-            commit=commit,
         )
     found = folder_digests(folder)
     problems = tuple(p.describe() for p in compare(signed, found))
@@ -58,7 +54,6 @@ def verify_folder(
         problems=problems,
         files=len(signed),
         verdict=verdict if VERDICT_FILE in signed else None,
-        commit=commit,
     )
 
 
