@@ -1300,8 +1300,7 @@ def _merge_into(weight: torch.Tensor, module: _LoraModule, reader: _FileReader, 
             )
         if module.fan_in_fan_out:
             delta = delta.T
-        delta.mul_(module.scaling)
-        _add_into(weight, delta)
+        _add_into(weight, delta, module.scaling)
 
 
 @contextlib.contextmanager
@@ -1330,26 +1329,32 @@ def _single_thread() -> Iterator[None]:
 _ADD_CHUNK = 1 << 21
 
 
-def _add_into(weight: torch.Tensor, delta: torch.Tensor) -> None:
-    """`weight += delta` (float32 delta) with the result peft's mixed-dtype in-place add gets.
+def _add_into(weight: torch.Tensor, delta: torch.Tensor, scaling: float) -> None:
+    """`weight += delta * scaling` (float32 delta) with the result peft's `weight.data += delta` gets.
 
-    That add computes float32(W) + delta and rounds once to W's dtype, element by element, through a
-    slow per-element casting loop. Upcasting a block of rows, adding in float32 and copying back does the
-    same arithmetic (exact upcast, one float32 add, one round-to-nearest-even) with vectorised kernels,
-    4-5x faster. Elementwise, so splitting into blocks cannot change a bit.
+    peft scales the float32 delta (one float32 multiply per element), then its mixed-dtype in-place add
+    computes float32(W) + delta and rounds once to W's dtype, element by element, through a slow
+    per-element casting loop. Here, block by block of rows: the block of the delta is scaled into a small
+    buffer (the same multiply), the block of W upcast, added in float32 and copied back (exact upcast, one
+    float32 add, one round-to-nearest-even) with vectorised kernels, 4-5x faster, and the 4-byte delta is
+    read once instead of three times. Elementwise, so blocking cannot change a bit.
     """
     import torch
 
     if weight.dtype not in (torch.bfloat16, torch.float16):
-        weight.add_(delta)  # float32/float64: one dtype (or a wider one), the plain add is already fast
+        # float32/float64: one dtype (or a wider one), the plain add is already fast
+        weight.add_(delta.mul_(scaling))
         return
     rows = max(1, _ADD_CHUNK // max(1, weight.shape[-1]))
     buffer = torch.empty(rows * weight.shape[-1], dtype=torch.float32)
+    scaled = torch.empty(rows * weight.shape[-1], dtype=torch.float32)
     for start in range(0, weight.shape[0], rows):
         block = weight[start : start + rows]
         work = buffer[: block.numel()].view(block.shape)
+        part = scaled[: block.numel()].view(block.shape)
+        torch.mul(delta[start : start + rows], scaling, out=part)
         work.copy_(block)
-        work.add_(delta[start : start + rows])
+        work.add_(part)
         block.copy_(work)
 
 
