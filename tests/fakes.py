@@ -1,5 +1,5 @@
 """Hand-written in-memory adapters behind deploygate.ports: a registry, a Hub, a merger, a card
-renderer and a result writer. No SDK, no server, no mock.patch: each keeps what it was told in plain
+renderer, a result writer, and a signer with its verifier. No SDK, no server, no mock.patch: each keeps what it was told in plain
 dictionaries and appends every write to one shared `journal`, so a test can assert the order of
 writes across systems ("registered before pushed", "alias only after the push").
 
