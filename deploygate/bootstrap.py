@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from deploygate.adapters.hf_hub import HubPublisher
     from deploygate.core.evaluation import ExampleStats
     from deploygate.core.model import RollbackResult
+    from deploygate.core.signing import VerifyResult
+    from deploygate.ports import SignatureVerifier, Signer
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,8 @@ SECRET_ENV = (
     "GITHUB_TOKEN",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
+    "SIGSTORE_ID_TOKEN",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
 )
 
 
@@ -281,7 +285,82 @@ def build_shipper(cfg: GateConfig, env: Mapping[str, str], registry: MlflowRegis
     from deploygate.adapters.lora_merge import LoraMerger
     from deploygate.service.ship import HubShipper
 
-    return HubShipper.create(cfg, registry, hub_client(env), LoraMerger(), HfCards())
+    return HubShipper.create(cfg, registry, hub_client(env), LoraMerger(), HfCards(), build_signer(cfg, env))
+
+
+def pem_or_path(value: str, where: str) -> bytes:
+    """A key given as its PEM text (a secret) or as the path of a PEM file."""
+    if value.lstrip().startswith("-----BEGIN"):
+        from deploygate.core.redact import remember
+
+        if "PRIVATE KEY" in value:
+            remember(value)  # a private key's text: never printed or stored, whichever shell got it
+        return value.strip().encode() + b"\n"
+    path = Path(value).expanduser()
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"{where}: {value!r} is neither PEM text nor a readable file ({exc.strerror or exc}); "
+            "give the path of the PEM file, or its text from a secret"
+        ) from None
+
+
+def build_signer(cfg: GateConfig, env: Mapping[str, str]) -> Signer | None:
+    """The signer `signing` asks for (None when off). Sigstore signs with the workflow's OIDC token,
+    which GitHub Actions offers only to jobs granted `id-token: write`."""
+    if cfg.signing == "off":
+        return None
+    from deploygate.adapters.model_signer import KeySigner, SigstoreSigner
+
+    if cfg.signing == "key":
+        assert cfg.signing_key is not None
+        return KeySigner(pem_or_path(cfg.signing_key, "signing-key"))
+    oidc = bool(env.get("ACTIONS_ID_TOKEN_REQUEST_URL") and env.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN"))
+    return SigstoreSigner(oidc_available=oidc, identity_token=env.get("SIGSTORE_ID_TOKEN") or None)
+
+
+def build_verifier(
+    public_key: str | None, identity: str | None, issuer: str | None, *, names: Mapping[str, str]
+) -> SignatureVerifier:
+    """A public key, or a Sigstore identity and its issuer: exactly one of the two."""
+    from deploygate.adapters.model_signer import KeyVerifier, SigstoreVerifier
+
+    if public_key and (identity or issuer):
+        raise ConfigError(
+            f"{names['public-key']}: given with {names['identity']}; verify against a public key or a Sigstore "
+            "identity, not both"
+        )
+    if public_key:
+        return KeyVerifier(pem_or_path(public_key, names["public-key"]), where=names["public-key"])
+    if identity and issuer:
+        return SigstoreVerifier(identity, issuer)
+    raise ConfigError(
+        f"{names['public-key']}: verify needs the signer's public key, or a Sigstore {names['identity']} and "
+        f"{names['issuer']} (e.g. https://token.actions.githubusercontent.com); give one"
+    )
+
+
+def execute_verify(
+    env: Mapping[str, str],
+    verifier: SignatureVerifier,
+    *,
+    repo_id: str | None,
+    revision: str | None,
+    local: Path | None,
+) -> VerifyResult:
+    """Check a Hub revision (downloaded to a temporary folder) or a local folder."""
+    from deploygate.service.verify import verify_folder, verify_revision
+
+    if local is not None:
+        if not local.is_dir():
+            raise ConfigError(f"--local: {local} is not a folder; give the folder of a downloaded model")
+        return verify_folder(local, verifier)
+    assert repo_id is not None
+    from deploygate.core.hub_names import validate_hf_model_id
+
+    validate_hf_model_id(repo_id)
+    return verify_revision(hub_client(env), repo_id, revision, verifier)
 
 
 def utc_now() -> datetime:

@@ -102,12 +102,36 @@ class Hub(Protocol):
     def adopt_push(
         self, repo_id: str, tag: str, title_prefix: str, expected: VersionIdentity
     ) -> HubPush | None: ...
-    def snapshot(self, repo_id: str, local_dir: Path) -> Path: ...
+    def snapshot(self, repo_id: str, local_dir: Path, *, revision: str | None = None) -> Path: ...
     def push(
         self, repo_id: str, folder: Path, *, commit_message: str, private: bool, tag: str | None = None
     ) -> HubPush: ...
     def restore_tag(self, repo_id: str, tag: str, *, commit_message: str) -> HubPush: ...
     def sync_main(self, repo_id: str, tag: str, *, commit_message: str) -> HubPush | None: ...
+
+
+class Signer(Protocol):
+    """Signs a Hub folder's files (OpenSSF model-signing: a Sigstore bundle over their SHA-256s)."""
+
+    @property
+    def method(self) -> str:
+        """`key` or `sigstore`."""
+
+    def preflight(self) -> None:
+        """ConfigError when signing cannot work (unreadable key, no OIDC token): before the first write."""
+
+    def sign_digests(self, digests: Mapping[str, str], *, model_name: str) -> bytes:
+        """The signature (model.sig's bytes) over {relative POSIX path: SHA-256 hex} of every file."""
+
+
+class SignatureVerifier(Protocol):
+    """Checks a signature's cryptography and identity (a public key, or a Sigstore identity)."""
+
+    def describe(self) -> str:
+        """Who the signature must come from, for messages."""
+
+    def signed_digests(self, signature: bytes) -> dict[str, str]:
+        """{relative path: SHA-256 hex} the signature covers; SignatureInvalid when it does not verify."""
 
 
 class AdapterSummary(Protocol):

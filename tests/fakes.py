@@ -1,5 +1,5 @@
 """Hand-written in-memory adapters behind deploygate.ports: a registry, a Hub, a merger, a card
-renderer and a result writer. No SDK, no server, no mock.patch: each keeps what it was told in plain
+renderer, a result writer, and a signer with its verifier. No SDK, no server, no mock.patch: each keeps what it was told in plain
 dictionaries and appends every write to one shared `journal`, so a test can assert the order of
 writes across systems ("registered before pushed", "alias only after the push").
 
@@ -19,7 +19,7 @@ from typing import Any
 
 from deploygate.core import records
 from deploygate.core.decision import Baseline
-from deploygate.core.errors import HubError, RegistryError
+from deploygate.core.errors import ConfigError, HubError, RegistryError, SignatureInvalid
 from deploygate.core.metrics import Weights
 from deploygate.core.model import Champion, GateResult, HubPush, ModelSource, ResolvedSource
 from deploygate.core.promotion import Holder
@@ -364,8 +364,13 @@ class FakeHub:
     ) -> HubPush | None:
         return None
 
-    def snapshot(self, repo_id: str, local_dir: Path) -> Path:
-        raise AssertionError("the fakes' base models are local folders")
+    def snapshot(self, repo_id: str, local_dir: Path, *, revision: str | None = None) -> Path:
+        """A revision's files written to `local_dir` (verify reads them; base models are local folders)."""
+        sha = self.main[repo_id] if revision is None else self.tags.get((repo_id, revision), revision)
+        for path, content in self.files_at(repo_id, sha).items():
+            (local_dir / path).parent.mkdir(parents=True, exist_ok=True)
+            (local_dir / path).write_bytes(content)
+        return local_dir
 
     def push(
         self, repo_id: str, folder: Path, *, commit_message: str, private: bool, tag: str | None = None
@@ -479,3 +484,46 @@ class TickingClock:
     def __call__(self) -> datetime:
         self.now += timedelta(seconds=1)
         return self.now
+
+
+class FakeSigner:
+    """The Signer port: a "signature" that is the JSON of the digests it was given and the signer's
+    name (no cryptography); `refuse` makes preflight raise as an unusable key / missing token would."""
+
+    method = "key"
+
+    def __init__(
+        self, journal: Journal | None = None, *, name: str = "fake-key", refuse: str | None = None
+    ) -> None:
+        self.journal = journal if journal is not None else Journal()
+        self.name = name
+        self.refuse = refuse
+        self.signed: list[dict[str, str]] = []
+
+    def preflight(self) -> None:
+        if self.refuse:
+            raise ConfigError(self.refuse)
+
+    def sign_digests(self, digests: Mapping[str, str], *, model_name: str) -> bytes:
+        self.journal.append(("signer", "sign", model_name))
+        self.signed.append(dict(digests))
+        return json.dumps({"signer": self.name, "model": model_name, "files": dict(digests)}).encode()
+
+
+class FakeVerifier:
+    """The SignatureVerifier port for FakeSigner's signatures: accepts those of signer `name` only."""
+
+    def __init__(self, name: str = "fake-key") -> None:
+        self.name = name
+
+    def describe(self) -> str:
+        return f"the key {self.name}"
+
+    def signed_digests(self, signature: bytes) -> dict[str, str]:
+        try:
+            data = json.loads(signature)
+        except ValueError:
+            raise SignatureInvalid("model.sig does not verify: not a signature") from None
+        if data.get("signer") != self.name:
+            raise SignatureInvalid(f"model.sig does not verify: signed by {data.get('signer')}")
+        return dict(data["files"])

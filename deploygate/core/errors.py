@@ -113,6 +113,16 @@ class GitHubError(ExternalError):
     """The GitHub REST API failed or refused (PR comments)."""
 
 
+class SigningError(ExternalError):
+    """Signing the Hub folder failed (Sigstore unreachable or refusing, the OIDC token refused)."""
+
+
+class SignatureInvalid(DeployGateError, ValueError):
+    """A signature that does not verify: another key or identity, a changed envelope, not a bundle."""
+
+    exit_code = EXIT_FAILURE
+
+
 class MergeError(DeployGateError, RuntimeError):
     """The LoRA merge failed for a reason that is not the user's input (disk, corrupt file, ...)."""
 

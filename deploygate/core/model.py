@@ -70,6 +70,8 @@ class HubPush:
     sha: str
     url: str
     tag: str | None = None
+    signature_sha256: str | None = None  # the model.sig pushed in this commit, when signed
+    signing: str | None = None  # key | sigstore
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class GateResult:
             "model-version": self.registered_version or "",
             "mlflow-run-url": self.mlflow_run_url or "",
             "hf-commit-url": self.hub.url if self.hub else "",
+            "verified": "",
         }
 
 
@@ -212,6 +215,7 @@ class ShipRequest:
     model_version_url: str | None
     created_at: str
     mlflow_run_id: str | None = None
+    result: GateResult | None = None  # the run as far as it got (decided, registered): the verdict's source
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,8 @@ TAG_GATE_RUN = "deploygate.gate_run_id"
 TAG_GIT_SHA = "deploygate.git_sha"
 TAG_HUB_COMMIT = "deploygate.hf_commit"
 TAG_HUB_URL = "deploygate.hf_commit_url"
+TAG_SIGNATURE_SHA256 = "deploygate.signature_sha256"  # SHA-256 of the model.sig pushed with the version
+TAG_SIGNING = "deploygate.signing"  # how it was signed: key | sigstore
 TAG_SIGNATURE = "deploygate.signature"
 TAG_OVERRIDE = "deploygate.override"  # on a version: "forced" or "rollback" when a human chose it
 TAG_DECISION = "deploygate.decision"
@@ -235,6 +237,13 @@ def version_tags(
 
 def hub_tags(sha: str, url: str) -> dict[str, str]:
     return {TAG_HUB_COMMIT: sha, TAG_HUB_URL: url}
+
+
+def signature_tags(signature_sha256: str | None, method: str | None) -> dict[str, str]:
+    """The version's signature, as pushed with it (nothing when the push was not signed)."""
+    if signature_sha256 is None:
+        return {}
+    return {TAG_SIGNATURE_SHA256: signature_sha256, TAG_SIGNING: method or "unknown"}
 
 
 def rollback_run_tags(

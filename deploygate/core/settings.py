@@ -279,6 +279,23 @@ SETTINGS: tuple[Setting, ...] = (
         "Extra tags in the model card metadata (comma-separated).",
         "deployment.huggingface.tags",
     ),
+    _s(
+        "signing",
+        "choice",
+        "off",
+        "Sign the Hub folder (model.sig, with the verdict deploygate-verdict.json among the signed files): "
+        "'key' with signing-key, 'sigstore' keyless with the workflow's OIDC identity (needs `id-token: write`), "
+        "or 'off'. See docs/signing.md.",
+        "deployment.signing",
+        choices=("off", "key", "sigstore"),
+    ),
+    _s(
+        "signing-key",
+        "str",
+        None,
+        "With signing: key, the EC private key (PEM): a file path, or the PEM text itself from a secret "
+        "(masked). Given alone, it turns signing: key on.",
+    ),
 )
 SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
 
@@ -463,6 +480,8 @@ class GateConfig:
     hf_license: str
     hf_language: tuple[str, ...]
     hf_tags: tuple[str, ...]
+    signing: Literal["off", "key", "sigstore"]
+    signing_key: str | None = field(repr=False)  # a path or the PEM text: never shown, never recorded
     explicit: frozenset[str] = field(default=frozenset())  # settings given by flag / input
     configured: frozenset[str] = field(default=frozenset())  # given by flag / input or params.yaml
     warnings: tuple[str, ...] = ()
@@ -490,6 +509,7 @@ class GateConfig:
             "confidence": f"{self.confidence:g}",
             "bootstrap_resamples": str(self.bootstrap_resamples),
             "allow_incomparable": str(self.allow_incomparable).lower(),
+            "signing": self.signing,
         }
 
 
@@ -620,10 +640,12 @@ def build_config(
         if not value or not str(value).strip():
             raise ConfigError(f"{names.get(name, '--' + name)}: empty; give a name")
     _check_alias(values["champion_alias"], names, explicit)
+    values["signing"] = _signing(
+        values["signing"], values["signing_key"], names, configured=explicit | from_params
+    )
     if "experiment-name" not in explicit and env_experiment_name and env_experiment_name.strip():
-        values["experiment_name"] = (
-            env_experiment_name.strip()
-        )  # MLflow's own variable, as the seed honoured it
+        # MLflow's own variable, as the seed honoured it
+        values["experiment_name"] = env_experiment_name.strip()
     given_uri = values["mlflow_tracking_uri"] if "mlflow-tracking-uri" in explicit else None
     params_uri = None if given_uri else values["mlflow_tracking_uri"]
     values["mlflow_tracking_uri"], uri_source = tracking_uri_and_source(
@@ -664,6 +686,23 @@ def _values(
         else:
             values[setting.attr] = parse_value(setting, setting.default, f"default {setting.name}")
     return values, explicit, from_params
+
+
+def _signing(method: str, key: str | None, names: Mapping[str, str], *, configured: set[str]) -> str:
+    """The signing method: a signing-key given alone means `key`; `key` needs one, `sigstore` none."""
+    if key and method == "off" and "signing" not in configured:
+        return "key"
+    if method == "key" and not key:
+        raise ConfigError(
+            f"{names.get('signing', '--signing')}: key needs signing-key (a PEM file path, or the PEM text "
+            "from a secret); give it, or use signing: sigstore or off"
+        )
+    if method != "key" and key:
+        raise ConfigError(
+            f"{names.get('signing-key', '--signing-key')}: given, but signing is {method}; set signing: key, "
+            "or leave signing-key out"
+        )
+    return method
 
 
 def _check_alias(alias: str, names: Mapping[str, str], explicit: set[str]) -> None:

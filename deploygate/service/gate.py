@@ -570,6 +570,7 @@ def _push(cfg: GateConfig, cand: Candidate, ports: Ports, result: GateResult, ve
         model_version_url=result.model_version_url,
         created_at=ports.clock().isoformat(),
         mlflow_run_id=result.mlflow_run_id,
+        result=result,
     )
     try:
         return ports.shipper.ship(request)
@@ -593,7 +594,14 @@ def _promote_pushed(
     registry, promoting = ports.registry, False
     try:
         if hub is not None:
-            registry.set_version_tags(cfg.registry_name, me.version, records.hub_tags(hub.sha, hub.url))
+            registry.set_version_tags(
+                cfg.registry_name,
+                me.version,
+                {
+                    **records.hub_tags(hub.sha, hub.url),
+                    **records.signature_tags(hub.signature_sha256, hub.signing),
+                },
+            )
             registry.set_tags(_run_id(result), records.hub_tags(hub.sha, hub.url))
         if me.forced:
             registry.set_version_tags(cfg.registry_name, me.version, {records.TAG_OVERRIDE: "forced"})

@@ -31,9 +31,11 @@ from deploygate.core.render.card import (
     CardDecision,
     CardInputs,
 )
+from deploygate.core.render.verdict import verdict_text
 from deploygate.core.settings import GateConfig
+from deploygate.core.signing import SIGNATURE_FILE, VERDICT_FILE, folder_digests
 from deploygate.core.tokenizer import fine_tune_tokenizer, tokenizer_files
-from deploygate.ports import AdapterSummary, CardRenderer, Hub, Merger, Registry
+from deploygate.ports import AdapterSummary, CardRenderer, Hub, Merger, Registry, Signer
 
 log = logging.getLogger("deploygate.shipping")
 
@@ -73,19 +75,33 @@ class HubShipper:
     """Builds the folder the Hub gets and pushes it (or only exports it, without a repo id)."""
 
     def __init__(
-        self, hub: Hub | None, registry: Registry, merger: Merger, cards: CardRenderer, *, push: bool
+        self,
+        hub: Hub | None,
+        registry: Registry,
+        merger: Merger,
+        cards: CardRenderer,
+        *,
+        push: bool,
+        signer: Signer | None = None,
     ) -> None:
         self.hub = hub
         self.registry = registry
         self.merger = merger
         self.cards = cards
+        self.signer = signer
         self.push = push and hub is not None
         self._prefetch: tempfile.TemporaryDirectory[str] | None = None
         self._fetched: dict[ModelSource, Path] = {}
 
     @classmethod
     def create(
-        cls, cfg: GateConfig, registry: Registry, hub: Hub, merger: Merger, cards: CardRenderer
+        cls,
+        cfg: GateConfig,
+        registry: Registry,
+        hub: Hub,
+        merger: Merger,
+        cards: CardRenderer,
+        signer: Signer | None = None,
     ) -> HubShipper:
         """Check the Hub settings (repo id, card template) before any write, then build the stage."""
         push = bool(cfg.hf_model_id) and not cfg.skip_hf_push
@@ -93,7 +109,7 @@ class HubShipper:
             validate_hf_model_id(str(cfg.hf_model_id))
         if cfg.create_model_card and cfg.card_template is not None:
             cards.check(Path(cfg.card_template))  # before any write, not after the merge
-        return cls(hub, registry, merger, cards, push=push)
+        return cls(hub, registry, merger, cards, push=push, signer=signer)
 
     def preflight(self, candidate: Candidate, config: GateConfig) -> None:
         """Check what shipping will need from the candidate before the pipeline writes anything:
@@ -103,6 +119,8 @@ class HubShipper:
         source = candidate.source
         if source is None:
             return
+        if self.signer is not None:
+            self.signer.preflight()  # an unusable key, or no OIDC token: before the first write
         if config.merge and (missing := self.merger.missing_modules()):
             raise ConfigError(
                 f"merge: merging the LoRA adapter needs {', '.join(missing)}, not installed here; install "
@@ -195,6 +213,8 @@ class HubShipper:
             if not self.push:
                 log.info("no Hub push (%s)", "skip-hf-push" if cfg.skip_hf_push else "no hf-model-id")
                 return None
+            if existing is not None:  # the tag holds this version already (a signature is never made twice)
+                return self._main_holds(cfg, tag, existing)
             assert self.hub is not None and cfg.hf_model_id
             score = facts.score if facts.score is not None else request.score
             message = f"{_title_prefix(cfg, request.version)} weighted score {score:.4f} ({facts.verdict or request.verdict})"
@@ -209,10 +229,17 @@ class HubShipper:
             commit = self.hub.push(
                 cfg.hf_model_id, stage, commit_message=message, private=cfg.hf_private, tag=tag
             )
-        if existing is not None:  # the tag held these very files already: main must hold them too
-            commit = self._main_holds(cfg, tag, commit)
+            commit = self._with_signature(commit, stage)
         log.info("Hub commit %s", commit.url)
         return commit
+
+    def _with_signature(self, commit: HubPush, stage: Path) -> HubPush:
+        """The push, with the SHA-256 of the model.sig it holds (recorded on the version)."""
+        if self.signer is None:
+            return commit
+        return replace(
+            commit, signature_sha256=file_sha256(stage / SIGNATURE_FILE), signing=self.signer.method
+        )
 
     def _main_holds(self, cfg: GateConfig, tag: str, tagged: HubPush) -> HubPush:
         """A failed run may have put main back to the champion's files: main must hold this version."""
@@ -306,12 +333,22 @@ class HubShipper:
             (stage / "README.md").write_text(
                 self.card(request, info, base_name, base_dir, stage, facts), encoding="utf-8"
             )
-        digests = {
-            p.relative_to(stage).as_posix(): file_sha256(p) for p in sorted(stage.rglob("*")) if p.is_file()
-        }
+        if self.signer is not None and request.result is not None:
+            (stage / VERDICT_FILE).write_text(verdict_text(request.result), encoding="utf-8")
+        digests = folder_digests(stage)  # every file, hashed once, on every core
         digests.pop(RECORD_FILE, None)
         (stage / RECORD_FILE).write_text(record_text(facts.identity, digests), encoding="utf-8")
+        if self.signer is not None:
+            self._sign(stage, digests, f"{cfg.hf_model_id or cfg.registry_name}@v{request.version}")
         return stage
+
+    def _sign(self, stage: Path, digests: dict[str, str], model_name: str) -> None:
+        """model.sig over every file of the folder, from the digests deploygate.json was made of
+        (each file is hashed once) and deploygate.json's own."""
+        assert self.signer is not None
+        signed = {**digests, RECORD_FILE: file_sha256(stage / RECORD_FILE)}
+        (stage / SIGNATURE_FILE).write_bytes(self.signer.sign_digests(signed, model_name=model_name))
+        log.info("signed %d files (%s): %s", len(signed), self.signer.method, SIGNATURE_FILE)
 
     def card(
         self,

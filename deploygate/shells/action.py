@@ -58,12 +58,30 @@ class ActionInput:
 ACTION_INPUTS: tuple[ActionInput, ...] = (
     ActionInput(
         "mode",
-        "`run` (score, compare, decide, deploy) or `rollback` (move the champion, and the Hub repo, back to the "
-        "previous champion; see `rollback-to`).",
+        "`run` (score, compare, decide, deploy), `rollback` (move the champion, and the Hub repo, back to the "
+        "previous champion; see `rollback-to`) or `verify` (check the signature of `hf-model-id` at `revision` "
+        "against `public-key`, or `identity` + `issuer`; sets the `verified` output).",
     ),
     ActionInput(
         "rollback-to",
         "With `mode: rollback`: the registry version to restore. Default: the champion before the current one.",
+    ),
+    ActionInput(
+        "revision",
+        "With `mode: verify`: the Hub revision to check (a tag such as v3, a branch, a commit). Default: main.",
+    ),
+    ActionInput(
+        "public-key",
+        "With `mode: verify`: the signer's public key (PEM), as a path or as the PEM text (for `signing: key`).",
+    ),
+    ActionInput(
+        "identity",
+        "With `mode: verify`: the Sigstore identity that must have signed (for `signing: sigstore`), e.g. "
+        "https://github.com/ORG/REPO/.github/workflows/deploy.yml@refs/heads/main.",
+    ),
+    ActionInput(
+        "issuer",
+        "With `mode: verify` and `identity`: its OIDC issuer, e.g. https://token.actions.githubusercontent.com.",
     ),
     ActionInput(
         "reason",
@@ -109,6 +127,8 @@ OUTPUTS: Mapping[str, str] = {
     "model-version": "The registered model version when deployed, else empty.",
     "mlflow-run-url": "Link to the MLflow run that records this gate decision.",
     "hf-commit-url": "Link to the Hugging Face Hub commit when the model was pushed, else empty.",
+    "verified": "With `mode: verify`: `true` when the revision holds exactly the signed files, else `false`; "
+    "empty in the other modes.",
 }
 
 # Every environment variable that may hold a secret (a superset of app.SECRET_ENV), masked first.
@@ -116,6 +136,8 @@ SECRET_ENV: tuple[str, ...] = (
     *APP_SECRET_ENV,
     *(f"INPUT_{i.name.upper()}" for i in ACTION_INPUTS if i.secret),
     *(f"INPUT_{i.name.upper().replace('-', '_')}" for i in ACTION_INPUTS if i.secret),
+    "INPUT_SIGNING-KEY",  # a setting (the CLI's --signing-key too) that may hold the PEM text itself
+    "INPUT_SIGNING_KEY",
 )
 # URLs that may carry `user:password@`.
 URL_ENV: tuple[str, ...] = ("MLFLOW_TRACKING_URI", "INPUT_MLFLOW-TRACKING-URI", "INPUT_MLFLOW_TRACKING_URI")
@@ -156,6 +178,7 @@ class ActionInputs:
     mode: str = "run"
     rollback_to: str | None = None
     reason: str | None = None
+    verify: dict[str, str | None] = field(default_factory=dict)  # revision, public-key, identity, issuer
 
 
 def read_inputs(env: Mapping[str, str]) -> ActionInputs:
@@ -179,13 +202,17 @@ def read_inputs(env: Mapping[str, str]) -> ActionInputs:
         mode=_mode(read_input(env, "mode")),
         rollback_to=read_input(env, "rollback-to"),
         reason=read_input(env, "reason"),
+        verify={name: read_input(env, name) for name in VERIFY_INPUTS},
     )
+
+
+VERIFY_INPUTS = ("revision", "public-key", "identity", "issuer")
 
 
 def _mode(raw: str | None) -> str:
     mode = (raw or "run").lower()
-    if mode not in ("run", "rollback"):
-        raise ConfigError(f"input 'mode': {raw!r} is not a mode; use run or rollback")
+    if mode not in ("run", "rollback", "verify"):
+        raise ConfigError(f"input 'mode': {raw!r} is not a mode; use run, rollback or verify")
     return mode
 
 
@@ -371,6 +398,8 @@ class _Shell:
             self.context = context = replace(context, reason=inputs.reason)
         if inputs.mode == "rollback":
             return self.rollback(inputs)
+        if inputs.mode == "verify":
+            return self.verify(inputs)
         given = dict(inputs.given)
         if dispatch_force(context.event_name, event):
             given["force-deploy"] = True
@@ -457,6 +486,36 @@ class _Shell:
         self.runner.append_summary(render_rollback(result, cfg, context))
         self.runner.notice(reason)
         return EXIT_OK
+
+    def verify(self, inputs: ActionInputs) -> int:
+        from deploygate.bootstrap import build_verifier, execute_verify, prepare_config
+        from deploygate.core.render.report import render_verify
+
+        _apply_credentials(self.env, inputs)
+        cfg = prepare_config(inputs.given, self.env, source_names=inputs.source_names)
+        if not cfg.hf_model_id:
+            raise ConfigError(
+                "input 'hf-model-id': mode verify needs the Hub repo to check; give hf-model-id"
+            )
+        given = inputs.verify
+        names = {name: _source_name(name) for name in VERIFY_INPUTS}
+        verifier = build_verifier(given["public-key"], given["identity"], given["issuer"], names=names)
+        with self.runner.group("deploygate: verify"), self.runner.quiet():
+            result = execute_verify(
+                self.env, verifier, repo_id=cfg.hf_model_id, revision=given["revision"], local=None
+            )
+        outputs = _empty_outputs(result.headline())
+        outputs.update(decision="verify", deployed="false", verified="true" if result.verified else "false")
+        if result.verdict is not None:
+            registry = result.verdict.get("registry") or {}
+            outputs["model-version"] = str(registry.get("version") or "")
+        self.runner.set_outputs(outputs)
+        self.runner.append_summary(render_verify(result))
+        if result.verified:
+            self.runner.notice(result.headline())
+            return EXIT_OK
+        self.runner.error(result.headline())
+        return EXIT_FAILURE
 
     def report(self, result: GateResult) -> int:
         from deploygate.core.render.report import render_comment, render_summary

@@ -34,7 +34,7 @@ from deploygate.core.redact import redact, remember, secrets_in
 from deploygate.core.settings import SETTINGS, SETTINGS_BY_NAME, GateConfig, Setting
 
 log = logging.getLogger("deploygate.cli")
-COMMANDS = ("run", "doctor", "demo", "rollback", "adopt")
+COMMANDS = ("run", "doctor", "demo", "rollback", "adopt", "verify")
 
 
 def _add_setting_flag(parser: argparse.ArgumentParser, s: Setting) -> None:
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deploygate",
         description="Decide whether a fine-tuned model replaces the production one in MLflow, and ship it.",
-        epilog="Commands: run (the default), rollback, adopt, doctor, demo. " + EXIT_CODES,
+        epilog="Commands: run (the default), rollback, adopt, verify, doctor, demo. " + EXIT_CODES,
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"deploygate {__version__}")
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verbose(doc_p)
     _add_rollback(sub)
     _add_adopt(sub)
+    _add_verify(sub)
     demo_p = sub.add_parser(
         "demo",
         allow_abbrev=False,
@@ -178,6 +179,34 @@ def _add_adopt(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     ad_p.add_argument("--reason", default=None, help="Why (recorded on the version).")
     _add_verbose(ad_p)
+
+
+def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ve_p = sub.add_parser(
+        "verify",
+        allow_abbrev=False,
+        help="Check that a Hub revision (or a folder) holds exactly the files deploygate signed, and print "
+        "the verdict it carries; exit 0 verified, 1 not.",
+    )
+    ve_p.add_argument("repo", nargs="?", default=None, metavar="REPO[@REVISION]", help="The Hub repo id.")
+    ve_p.add_argument("--revision", default=None, help="A tag, branch or commit (default: main).")
+    ve_p.add_argument("--local", default=None, metavar="DIR", help="Check this folder instead of a Hub repo.")
+    ve_p.add_argument(
+        "--public-key",
+        default=None,
+        metavar="PATH",
+        help="The signer's public key (PEM file) for signing: key.",
+    )
+    ve_p.add_argument(
+        "--identity",
+        default=None,
+        help="For signing: sigstore, the signer's identity, e.g. https://github.com/ORG/REPO/.github/workflows/"
+        "deploy.yml@refs/heads/main.",
+    )
+    ve_p.add_argument(
+        "--issuer", default=None, help="Its OIDC issuer, e.g. https://token.actions.githubusercontent.com."
+    )
+    _add_verbose(ve_p)
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -332,6 +361,33 @@ def cmd_adopt(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+VERIFY_NAMES = {"public-key": "--public-key", "identity": "--identity", "issuer": "--issuer"}
+
+
+def cmd_verify(ns: argparse.Namespace) -> int:
+    from deploygate.bootstrap import build_verifier, execute_verify
+    from deploygate.core.render.verdict import verdict_lines
+
+    repo, revision = ns.repo, ns.revision
+    if repo and "@" in repo:
+        repo, _, at = repo.partition("@")
+        revision = revision or at or None
+    if (repo is None) == (ns.local is None):
+        raise ConfigError("verify: give a Hub repo (REPO[@REVISION]) or --local DIR, one of the two")
+    verifier = build_verifier(ns.public_key, ns.identity, ns.issuer, names=VERIFY_NAMES)
+    local = Path(ns.local) if ns.local else None
+    result = execute_verify(os.environ, verifier, repo_id=repo, revision=revision, local=local)
+    print(inert(result.headline()))
+    for problem in result.problems[1:]:
+        print(inert(f"  also: {problem}"))
+    if result.verdict is not None:
+        trust = "" if result.verified else ", NOT trustworthy: the files do not match their signature"
+        print(f"verdict (deploygate-verdict.json{trust}):")
+        for line in verdict_lines(result.verdict):
+            print(inert(f"  {line}"))
+    return EXIT_OK if result.verified else EXIT_FAILURE
+
+
 def cmd_doctor(ns: argparse.Namespace) -> int:
     from deploygate.shells.doctor import run_doctor
 
@@ -382,6 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "demo": cmd_demo,
             "rollback": cmd_rollback,
             "adopt": cmd_adopt,
+            "verify": cmd_verify,
         }[ns.command]
         codes["exit"] = handler(ns)
     return codes["exit"]

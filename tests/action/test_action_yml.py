@@ -85,6 +85,7 @@ SAMPLE_BY_NAME = {
     "min-improvement-threshold": "0.02",
     "champion-alias": "prod",
     "model-uri": "runs:/abc/model",
+    "signing": "key",  # with signing-key given (sigstore and a key together are refused)
 }
 
 

@@ -226,24 +226,30 @@ def test_the_merge_install_deploys_to_the_hub(
         tmp_path / "loc.json", {"mlflow_run_id": run.info.run_id, "tracking_uri": mlflow_server.uri}
     )
     repo = hub_server.new_repo_id("merge")
-    res = gate_in(merge_venv, tmp_path, mlflow_server.uri)(
+    from tests.integration.test_signing import key_pair
+
+    private, public = key_pair(tmp_path / "keys")  # the install can sign and verify (its pins suffice)
+    hub_env = {"HF_TOKEN": hub_server.token, "HF_ENDPOINT": hub_server.url, "HF_HUB_DISABLE_XET": "1"}
+    gate = gate_in(merge_venv, tmp_path, mlflow_server.uri)
+    res = gate(
         "--evaluation-results",
         str(write_json(tmp_path / "m.json", SEED_METRICS)),
         "--model-artifact-path",
         str(loc),
         "--hf-model-id",
         repo,
+        "--signing-key",
+        str(private),
         *_common(tmp_path, registry_name, experiment_name, "hub"),
-        env={
-            "HF_TOKEN": hub_server.token,
-            "HF_ENDPOINT": hub_server.url,
-            "HF_HUB_DISABLE_XET": "1",
-            "GITHUB_SHA": "9" * 40,
-        },
+        env={**hub_env, "GITHUB_SHA": "9" * 40},
     )
     assert res.returncode == 0, res.stderr
     info = _info(tmp_path, "hub")
     assert info["huggingface_deployed"] is True and info["hub"]["tag"] == "v1"  # type: ignore[index]
     files = dict(iter_repo_files(hub_server, repo))
-    assert {"config.json", "tokenizer.json", "README.md"} <= set(files)
+    assert {"config.json", "tokenizer.json", "README.md", "model.sig", "deploygate-verdict.json"} <= set(
+        files
+    )
     assert any(f.endswith(".safetensors") for f in files) and "adapter_config.json" not in files
+    verified = gate("verify", f"{repo}@v1", "--public-key", str(public), env=hub_env)
+    assert verified.returncode == 0 and "verified:" in verified.stdout, verified.stdout + verified.stderr

@@ -31,3 +31,17 @@ def test_every_input_the_examples_pass_is_declared_by_the_action() -> None:
                     assert set(step.get("with", {})) <= declared, (path.name, set(step["with"]) - declared)
     steps = _load("rollback.yml")["jobs"]["rollback"]["steps"]
     assert any(s.get("with", {}).get("mode") == "rollback" for s in steps)
+
+
+def test_the_deploy_example_signs_verifies_and_may_attest() -> None:
+    job = _load("deploy.yml")["jobs"]["deploy"]
+    assert job["permissions"]["id-token"] == "write"  # keyless signing and the attestation need it
+    gate = next(s for s in job["steps"] if s.get("id") == "gate")
+    assert gate["with"]["signing-key"] == "${{ secrets.DEPLOYGATE_SIGNING_KEY }}"  # from a secret
+    assert "signing" in gate["with"]
+    verify = next(s for s in job["steps"] if s.get("with", {}).get("mode") == "verify")
+    assert verify["with"]["revision"] == "v${{ steps.gate.outputs.model-version }}"
+    attest = next(s for s in job["steps"] if "attest-build-provenance" in str(s.get("uses")))
+    ref = attest["uses"].split("@", 1)[1]
+    assert len(ref) == 40 and all(c in "0123456789abcdef" for c in ref)  # pinned to a full commit
+    assert attest["with"]["subject-path"].startswith(gate["with"]["hf-export-dir"])

@@ -20,6 +20,7 @@ from deploygate import __version__
 from deploygate.core.model import GateResult, HistoryPoint, RunContext
 from deploygate.core.render.markdown import code, link, md
 from deploygate.core.render.templating import environment
+from deploygate.core.signing import VerifyResult
 
 if TYPE_CHECKING:
     from deploygate.core.model import RollbackResult
@@ -171,15 +172,39 @@ def next_steps(result: GateResult) -> list[str]:
         if decision.verdict == "skip":
             steps.append("To deploy it anyway, run the deploy workflow with <code>force: true</code>.")
     elif result.status == "deployed":
-        version = f" (v{md(result.registered_version)})" if result.registered_version else ""
-        steps.append(f"Production now resolves {model}{version}.")
-        if baseline is not None and baseline.version:
-            steps.append(
-                f"To roll back to v{md(baseline.version)} (registry and Hub together): run the action with "
-                "<code>mode: rollback</code>, or "
-                + code(f"deploygate rollback --registry-name {config.registry_name}")
-            )
+        steps += _deployed_steps(result, model)
     return steps
+
+
+def _deployed_steps(result: GateResult, model: str) -> list[str]:
+    config, baseline = result.config, result.baseline
+    version = f" (v{md(result.registered_version)})" if result.registered_version else ""
+    steps = [f"Production now resolves {model}{version}."]
+    if baseline is not None and baseline.version:
+        steps.append(
+            f"To roll back to v{md(baseline.version)} (registry and Hub together): run the action with "
+            "<code>mode: rollback</code>, or "
+            + code(f"deploygate rollback --registry-name {config.registry_name}")
+        )
+    if result.hub is not None:
+        steps.append(_signing_step(result))
+    return steps
+
+
+def _signing_step(result: GateResult) -> str:
+    """The one line on signing after a push: how to check it, or how to turn it on."""
+    hub = result.hub
+    assert hub is not None
+    if hub.signature_sha256 is None:
+        return (
+            "Not signed: set <code>signing-key</code> from a secret (or <code>signing: sigstore</code> with "
+            "<code>id-token: write</code>) to push <code>model.sig</code> and the verdict with the model "
+            "(docs/signing.md)."
+        )
+    target = f"{hub.repo_id}@{hub.tag}" if hub.tag else hub.repo_id
+    return f"Signed ({md(hub.signing or 'key')}): anyone can check it with " + code(
+        f"deploygate verify {target}"
+    )
 
 
 def evidence(result: GateResult) -> list[str]:
@@ -335,4 +360,20 @@ def render_rollback(result: RollbackResult, cfg: GateConfig, context: RunContext
         )
     lines.append("")
     lines.append("The next gate run compares candidates with the restored champion.")
+    return "\n".join(lines) + "\n"
+
+
+def render_verify(result: VerifyResult) -> str:
+    """The step summary of `mode: verify`: verified or not, each problem, the verdict carried."""
+    from deploygate.core.render.verdict import verdict_lines
+
+    mark = "✅ Verified" if result.verified else "❌ Not verified"
+    lines = ["### deploygate", "", f"**{mark}**: {code(result.target)}", ""]
+    lines += [f"- {md(problem)}" for problem in result.problems]
+    if result.verified:
+        lines.append(f"- {result.files} files signed; none changed, added or removed.")
+    if result.verdict is not None:
+        trust = "" if result.verified else " (not trustworthy: the files do not match their signature)"
+        lines += ["", f"The verdict it carries{trust}:", ""]
+        lines += [f"- {md(line)}" for line in verdict_lines(result.verdict)]
     return "\n".join(lines) + "\n"

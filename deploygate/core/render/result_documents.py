@@ -27,11 +27,7 @@ def deployment_info(result: GateResult) -> dict[str, Any]:
     if ui and version_url is None and result.registered_version:
         version_url = version_page(LOCAL_UI, cfg.registry_name, result.registered_version)
     # the champion this run replaced: only a deployed run replaced one
-    replaced = (
-        result.baseline.version
-        if result.deployed and result.baseline and result.baseline.source == "champion"
-        else None
-    )
+    replaced = replaced_champion(result) if result.deployed else None
     return {
         "deploygate_version": __version__,
         "status": result.status,
@@ -63,7 +59,7 @@ def deployment_info(result: GateResult) -> dict[str, Any]:
             "ui_command": ui,  # for a local store: serves run_url / registry.url; null for a server
         },
         "hub": _hub(result),
-        "context": _context(ctx),
+        "context": context_document(ctx),
         "started_at": result.started_at,
         "finished_at": result.finished_at,
         "warnings": list(result.warnings),
@@ -72,7 +68,13 @@ def deployment_info(result: GateResult) -> dict[str, Any]:
     }
 
 
-def _context(ctx: RunContext) -> dict[str, Any]:
+def replaced_champion(result: GateResult) -> str | None:
+    """The champion version a deploy of this run replaces (None: a first model, or a best-ever baseline)."""
+    base = result.baseline
+    return base.version if base is not None and base.source == "champion" else None
+
+
+def context_document(ctx: RunContext) -> dict[str, Any]:
     return {
         "event": ctx.event_name,
         "git_sha": ctx.git_sha,
@@ -137,14 +139,14 @@ def rerun_note(result: GateResult) -> str | None:
     )
 
 
-def _tidy(value: Any) -> Any:
+def tidy(value: Any) -> Any:
     """Floats without summation noise (0.2264, not 0.22640000000000002), for the people who read the files."""
     if isinstance(value, float):
         return round(value, 12)
     if isinstance(value, dict):
-        return {k: _tidy(v) for k, v in value.items()}
+        return {k: tidy(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_tidy(v) for v in value]
+        return [tidy(v) for v in value]
     return value
 
 
@@ -162,7 +164,7 @@ def _hub(result: GateResult) -> dict[str, Any] | None:
     }
 
 
-def _checks(result: GateResult) -> dict[str, Any]:
+def checks_document(result: GateResult) -> dict[str, Any]:
     dec = result.decision
     sig = dec.significance
     return {
@@ -231,14 +233,14 @@ def model_comparison(result: GateResult) -> dict[str, Any]:
             else dec.improvement + THRESHOLD_TOLERANCE >= result.config.min_improvement_threshold,
         },
         "per_metric": per_metric,
-        "checks": _checks(result),
+        "checks": checks_document(result),
         **seed_comparison(result),
     }
 
 
 def info_text(result: GateResult) -> str:
-    return json.dumps(_tidy(deployment_info(result)), indent=2, allow_nan=False) + "\n"
+    return json.dumps(tidy(deployment_info(result)), indent=2, allow_nan=False) + "\n"
 
 
 def comparison_text(result: GateResult) -> str:
-    return json.dumps(_tidy(model_comparison(result)), indent=2, allow_nan=False) + "\n"
+    return json.dumps(tidy(model_comparison(result)), indent=2, allow_nan=False) + "\n"
