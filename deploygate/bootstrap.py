@@ -281,7 +281,27 @@ def build_shipper(cfg: GateConfig, env: Mapping[str, str], registry: MlflowRegis
     from deploygate.adapters.lora_merge import LoraMerger
     from deploygate.service.ship import HubShipper
 
-    return HubShipper.create(cfg, registry, hub_client(env), LoraMerger(), HfCards())
+    return HubShipper.create(
+        cfg,
+        registry,
+        hub_client(env),
+        LoraMerger(),
+        HfCards(),
+        shard_bar=shard_bar if _on_terminal() else None,
+    )
+
+
+def _on_terminal() -> bool:
+    import sys
+
+    return sys.stdout.isatty()
+
+
+def shard_bar(total: int) -> Any:
+    """A tqdm bar over the shards of a streamed push (only when stdout is a terminal)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="shard", desc="merge + upload")
 
 
 def utc_now() -> datetime:

@@ -65,11 +65,31 @@ class HistoryPoint:
 
 
 @dataclass(frozen=True)
+class FileDigest:
+    """One file of a Hub commit: its SHA-256 (hex) and size in bytes."""
+
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
 class HubPush:
     repo_id: str
     sha: str
     url: str
     tag: str | None = None
+    # relative path -> digest of every file the push committed (empty when nothing was pushed)
+    manifest: Mapping[str, FileDigest] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A file of the next push uploaded ahead of its commit. `uploaded`: its bytes are on the Hub (an
+    LFS object), so the local file may go; else the Hub takes it inline in the commit (keep it)."""
+
+    path: str
+    digest: FileDigest
+    uploaded: bool
 
 
 @dataclass(frozen=True)
