@@ -1,0 +1,206 @@
+"""The streamed Hub push of a merged model: a base on the (local) Hub read by its headers and byte
+ranges, each output shard merged, pre-uploaded as an LFS object and deleted, one commit at the end.
+It must push the same bytes the folder path exports, keep one commit per version, stay within about
+two shards of disk, and resume after a failure between shards without uploading the shards again."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+from huggingface_hub import HfApi
+from mlflow import MlflowClient
+
+from tests.gatekit import run_gate
+from tests.hub_server import iter_repo_files
+from tests.modelfactory import make_lora_adapter, make_tiny_llama, save_tiny_tokenizer
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")]
+
+_LFS_PUT = r"^/__lfs/upload/"
+
+
+class DiskSampler:
+    """Samples the disk used (allocated blocks, so sparse files count what they hold) under a folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _used(self) -> int:
+        total = 0
+        for path in self.root.rglob("*"):
+            try:
+                if path.is_file() and not path.is_symlink():
+                    total += path.stat().st_blocks * 512
+            except OSError:  # removed while walking
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self._used())
+            except OSError:  # a folder removed while walking: the next sample counts
+                pass
+            self._stop.wait(0.001)
+
+    def __enter__(self) -> DiskSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.fixture
+def world(tmp_path, mlflow_server, hub_server, monkeypatch):
+    """A base model with 3 shards on the local Hub, a training run with its adapter in MLflow, and a
+    work folder of its own as the temporary directory (where the deploy's disk is sampled)."""
+    base = make_tiny_llama(tmp_path / "base", shards=3)
+    base_repo = hub_server.new_repo_id("base")
+    api = HfApi(endpoint=hub_server.url, token=hub_server.token)
+    api.create_repo(base_repo)
+    api.upload_folder(repo_id=base_repo, folder_path=str(base))
+    adapter = make_lora_adapter(base, tmp_path / "art" / "peft", r=4, alpha=8)
+    save_tiny_tokenizer(tmp_path / "tok")
+    client = MlflowClient(tracking_uri=mlflow_server.uri)
+    run = client.create_run(client.create_experiment(f"training-{tmp_path.name}"))
+    client.log_artifacts(run.info.run_id, str(adapter), "model/peft")
+    client.log_artifacts(run.info.run_id, str(tmp_path / "tok"), "tokenizer")
+    client.set_terminated(run.info.run_id)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(work))
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
+    shards = sorted(base.glob("*.safetensors"))
+    return {
+        "base": base,
+        "base_repo": base_repo,
+        "adapter": adapter,
+        "work": work,
+        "base_shards": [p.stat().st_size for p in shards],
+        "location": {"mlflow_run_id": run.info.run_id, "tracking_uri": mlflow_server.uri, "fine_tuned": True},
+    }
+
+
+@pytest.fixture
+def gate(tmp_path, capsys, mlflow_server, registry_name, experiment_name, monkeypatch, world):
+    def _run(name: str, repo: str, *extra: str):
+        monkeypatch.setenv("GITHUB_SHA", "1" * 40)
+        return run_gate(
+            tmp_path,
+            capsys,
+            uri=mlflow_server.uri,
+            registry=registry_name,
+            experiment=experiment_name,
+            location=world["location"],
+            name=name,
+            hub=True,
+            extra=["--hf-model-id", repo, "--base-model", world["base_repo"], *extra],
+        )
+
+    return _run
+
+
+def _shard_limit(world) -> int:
+    """A max-shard-size that cuts the merged model into about five shards."""
+    return sum(world["base_shards"]) // 5
+
+
+def _deploy_commits(hub_server, repo: str) -> list:
+    return [c for c in hub_server.commits(repo) if c.title.startswith("deploygate:")]
+
+
+def _side_bytes(world) -> int:
+    """What a deploy keeps on disk besides shards, counted generously: the base's and the adapter's
+    other files (twice: fetched, then in the folder pushed) and a file system block for every file."""
+    folders = (world["base"], world["adapter"])
+    files = [p for f in folders for p in f.rglob("*") if p.is_file() and p.suffix != ".safetensors"]
+    adapter = sum(p.stat().st_size for p in world["adapter"].rglob("*.safetensors"))
+    return 2 * sum(p.stat().st_size for p in files) + adapter + 64 * 4096
+
+
+def test_streamed_push_equals_the_exported_folder_in_one_commit_within_two_shards_of_disk(
+    gate, world, hub_server, tmp_path
+):
+    repo = hub_server.new_repo_id("stream")
+    limit = _shard_limit(world)
+    export = tmp_path / "export"
+    # the folder path: the whole folder exported (no push), registering the version
+    folder = gate(
+        "folder", repo, "--skip-hf-push", "--hf-export-dir", str(export), "--max-shard-size", str(limit)
+    )
+    assert folder.code == 0, folder.err
+    puts_before = len(hub_server.requests_matching("PUT", _LFS_PUT))
+    with DiskSampler(world["work"]) as disk:
+        streamed = gate("streamed", repo, "--force-deploy", "--max-shard-size", str(limit))
+    assert streamed.code == 0, streamed.err
+    assert streamed.info()["hub"]["tag"] == "v1"
+    assert "weights fetched shard by shard" in streamed.err and "shard 1/" in streamed.err
+
+    pushed = {p: data for p, data in iter_repo_files(hub_server, repo) if p != ".gitattributes"}
+    exported = {p.relative_to(export).as_posix(): p.read_bytes() for p in export.rglob("*") if p.is_file()}
+    assert pushed == exported  # bit for bit, every file
+    shards = sorted(p for p in pushed if p.endswith(".safetensors"))
+    assert len(shards) >= 4 and len(_deploy_commits(hub_server, repo)) == 1
+    assert len(hub_server.requests_matching("PUT", _LFS_PUT)) - puts_before == len(shards)
+    headers = {p: json.loads(pushed[p][8 : 8 + int.from_bytes(pushed[p][:8], "little")]) for p in shards}
+    sizes = {
+        p: sum(e["data_offsets"][1] - e["data_offsets"][0] for k, e in h.items() if k != "__metadata__")
+        for p, h in headers.items()
+    }
+    largest_tensor = max(
+        e["data_offsets"][1] - e["data_offsets"][0]
+        for h in headers.values()
+        for k, e in h.items()
+        if k != "__metadata__"
+    )
+    assert all(size <= max(limit, largest_tensor) for size in sizes.values())  # max-shard-size holds
+    index = json.loads(pushed["model.safetensors.index.json"])
+    assert set(index["weight_map"].values()) == set(shards)
+    assert index["metadata"]["total_size"] == sum(sizes.values())
+    assert json.loads(pushed["config.json"])["hidden_size"] == 64
+    bound = 2 * max(len(pushed[p]) for p in shards) + 2 * max(world["base_shards"]) + _side_bytes(world)
+    whole = sum(world["base_shards"]) + sum(len(pushed[p]) for p in shards)
+    assert 0 < disk.peak <= bound < whole + _side_bytes(world), (disk.peak, bound, whole)
+
+
+def test_a_push_that_fails_between_shards_resumes_with_one_commit_and_fewer_uploads(gate, world, hub_server):
+    repo = hub_server.new_repo_id("resume")
+    limit = _shard_limit(world)
+    puts = len(hub_server.requests_matching("PUT", _LFS_PUT))
+    hub_server.fail_next("PUT", _LFS_PUT, status=403, after=2)  # the third shard's upload is refused
+    failed = gate("broken", repo, "--max-shard-size", str(limit))
+    hub_server.clear_faults()
+    assert failed.code == 1 and "Hub" in failed.err and "Traceback" not in failed.err, failed.err
+    assert _deploy_commits(hub_server, repo) == []
+    first = len(hub_server.requests_matching("PUT", _LFS_PUT)) - puts
+    assert first == 3
+    assert list(world["work"].iterdir()) == []  # nothing left behind
+
+    again = gate("again", repo, "--max-shard-size", str(limit))
+    assert again.code == 0, again.err
+    shards = [p for p, _ in iter_repo_files(hub_server, repo) if p.endswith(".safetensors")]
+    uploaded = len(hub_server.requests_matching("PUT", _LFS_PUT)) - puts - first
+    assert len(shards) >= 4 and uploaded == len(shards) - 2  # the two pre-uploaded ones were kept
+    assert len(_deploy_commits(hub_server, repo)) == 1
+    assert again.info()["hub"]["tag"] == "v1"
+
+
+def test_a_local_base_folder_streams_too(gate, world, hub_server):
+    repo = hub_server.new_repo_id("local")
+    res = gate(
+        "local", repo, "--base-model", str(world["base"]), "--max-shard-size", str(_shard_limit(world))
+    )
+    assert res.code == 0, res.err
+    files = dict(iter_repo_files(hub_server, repo))
+    assert len([p for p in files if p.endswith(".safetensors")]) >= 4
+    assert len(_deploy_commits(hub_server, repo)) == 1
