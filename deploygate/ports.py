@@ -172,6 +172,9 @@ class Merger(Protocol):
         """What the merge needs and is not installed (checked before the first write)."""
 
     def inspect(self, adapter_dir: Path) -> AdapterSummary: ...
+    def weights_sizes(self, base_dir: Path) -> tuple[dict[str, int], int] | None:
+        """(size of each safetensors file, largest tensor) of a local base, from its headers."""
+
     def merge(
         self,
         base_dir: Path,
@@ -183,6 +186,13 @@ class Merger(Protocol):
         sink: ShardSink | None = None,
     ) -> MergeSummary: ...
     def copy_adapter_only(self, adapter_dir: Path, out_dir: Path, base_dir: Path) -> MergeSummary: ...
+
+
+class Machine(Protocol):
+    """This machine's resources: what a deploy's preflight compares its needs with."""
+
+    def free_disk(self, path: Path) -> int: ...
+    def available_memory(self) -> int | None: ...
 
 
 class CardRenderer(Protocol):

@@ -470,6 +470,9 @@ class FakeMerger:
             raise AdapterError(f"{adapter_dir / 'adapter_config.json'}: not JSON ({exc})") from None
         return FakeAdapterInfo(config.get("base_model_name_or_path"))
 
+    def weights_sizes(self, base_dir: Path) -> tuple[dict[str, int], int] | None:
+        return None
+
     def merge(
         self,
         base_dir: Path,

@@ -1914,8 +1914,24 @@ def missing_modules(names: tuple[str, ...] = MERGE_MODULES) -> list[str]:
     return [name for name in names if importlib.util.find_spec(name) is None]
 
 
+def weights_sizes(base_dir: str | Path) -> tuple[dict[str, int], int] | None:
+    """(file -> size of each safetensors file, largest tensor in bytes) of a local base model, from
+    its index and headers alone; None when its weights are not safetensors."""
+    base = Path(base_dir)
+    files = _base_weight_files(base)
+    if files is None:
+        return None
+    largest = 0
+    for path in files:
+        largest = max([largest, *(t.nbytes for t in _read_header(path, ModelSourceError).values())])
+    return {f.relative_to(base).as_posix(): f.stat().st_size for f in files}, largest
+
+
 class LoraMerger:
     """The Merger port: the streaming merge with peft's as the checked fallback."""
+
+    def weights_sizes(self, base_dir: Path) -> tuple[dict[str, int], int] | None:
+        return weights_sizes(base_dir)
 
     def missing_modules(self) -> list[str]:
         return missing_modules(MERGE_MODULES)

@@ -113,6 +113,10 @@ class GitHubError(ExternalError):
     """The GitHub REST API failed or refused (PR comments)."""
 
 
+class ResourceError(DeployGateError, RuntimeError):
+    """This machine lacks the disk or memory a deploy needs (checked before any download)."""
+
+
 class MergeError(DeployGateError, RuntimeError):
     """The LoRA merge failed for a reason that is not the user's input (disk, corrupt file, ...)."""
 

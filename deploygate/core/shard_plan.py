@@ -9,7 +9,7 @@ tensor is in exactly one output shard). The output's sharding is independent of 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -151,16 +151,3 @@ class ShardSink(Protocol):
     def fetch(self, shard: OutputShard, index: int, total: int) -> None: ...
     def written(self, shard: OutputShard, path: str, index: int, total: int) -> None: ...
     def release(self, ranges: Sequence[ByteRange]) -> None: ...
-
-
-def estimate(
-    shard_bytes: Mapping[str, int], max_shard_bytes: int, largest_tensor: int
-) -> tuple[int, int, int]:
-    """(model bytes, peak disk, peak memory) a streamed deploy needs, from the base's file sizes alone:
-    the largest output shard (at most the limit, or the largest tensor) written while its base bytes
-    (about as many) sit beside it; memory: two tensor buffers and a float32 workspace of the largest
-    tensor, plus the runtime (torch, transformers, peft on the meta device)."""
-    total = sum(shard_bytes.values())
-    shard = min(total, max(max_shard_bytes, largest_tensor))
-    runtime = 700_000_000
-    return total, 2 * shard, runtime + 4 * largest_tensor

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from deploygate.core.decision import Baseline
-from deploygate.core.errors import AdapterError, ConfigError, ModelSourceError
+from deploygate.core.errors import AdapterError, ConfigError, ModelSourceError, ResourceError
 from deploygate.core.hub_names import hub_like, validate_hf_model_id
 from deploygate.core.model import Candidate, FileDigest, HubPush, ModelSource, ShipRequest
 from deploygate.core.provenance import RECORD_FILE, VersionFacts, file_sha256, record_text
@@ -34,10 +34,11 @@ from deploygate.core.render.card import (
     CardDecision,
     CardInputs,
 )
+from deploygate.core.resources import Needs, deploy_needs, describe, shortfall
 from deploygate.core.settings import GateConfig
 from deploygate.core.shard_plan import ByteRange, OutputShard, format_size
 from deploygate.core.tokenizer import fine_tune_tokenizer, tokenizer_files
-from deploygate.ports import AdapterSummary, CardRenderer, Hub, Merger, Registry
+from deploygate.ports import AdapterSummary, CardRenderer, Hub, Machine, Merger, Registry
 
 log = logging.getLogger("deploygate.shipping")
 
@@ -115,8 +116,10 @@ class HubShipper:
         *,
         push: bool,
         shard_bar: Callable[[int], ShardBar] | None = None,
+        machine: Machine | None = None,
     ) -> None:
         self.hub = hub
+        self.machine = machine
         self.registry = registry
         self.merger = merger
         self.cards = cards
@@ -135,6 +138,7 @@ class HubShipper:
         cards: CardRenderer,
         *,
         shard_bar: Callable[[int], ShardBar] | None = None,
+        machine: Machine | None = None,
     ) -> HubShipper:
         """Check the Hub settings (repo id, card template) before any write, then build the stage."""
         push = bool(cfg.hf_model_id) and not cfg.skip_hf_push
@@ -142,7 +146,7 @@ class HubShipper:
             validate_hf_model_id(str(cfg.hf_model_id))
         if cfg.create_model_card and cfg.card_template is not None:
             cards.check(Path(cfg.card_template))  # before any write, not after the merge
-        return cls(hub, registry, merger, cards, push=push, shard_bar=shard_bar)
+        return cls(hub, registry, merger, cards, push=push, shard_bar=shard_bar, machine=machine)
 
     def preflight(self, candidate: Candidate, config: GateConfig) -> None:
         """Check what shipping will need from the candidate before the pipeline writes anything:
@@ -190,6 +194,17 @@ class HubShipper:
                 f"base-model: {base_name!r} is not a model on {self.hub.endpoint} (or not visible to this token); "
                 "set base-model (or the adapter's base_model_name_or_path) to a local folder or a Hub id you can read"
             )
+        if config.merge:
+            self.check_resources(config, base_name)
+
+    def check_resources(self, config: GateConfig, base_name: str) -> str | None:
+        """ResourceError (before any download) when this machine clearly lacks what the deploy needs."""
+        if self.machine is None:
+            return None
+        push = self.push and config.hf_export_dir is None
+        return check_resources(
+            config, base_name, hub=self.hub, merger=self.merger, machine=self.machine, push=push
+        )
 
     def _prefetch_dir(self) -> Path:
         if self._prefetch is None:
@@ -440,6 +455,47 @@ class HubShipper:
             mlflow_ui_command=local_ui_command(cfg.mlflow_tracking_uri),
         )
         return self.cards.render(inputs, cfg.card_template)
+
+
+def deploy_needs_of(
+    config: GateConfig, base_name: str, *, hub: Hub | None, merger: Merger, push: bool
+) -> Needs | None:
+    """What a deploy of `base_name` needs of disk and memory, from its safetensors headers alone
+    (a Hub base: its file list and headers by range request); None when they are not safetensors."""
+    local = Path(base_name).is_dir()
+    if local:
+        sizes = merger.weights_sizes(Path(base_name))
+    else:
+        sizes = hub.safetensors_sizes(base_name) if hub is not None else None
+    if sizes is None:
+        return None
+    return deploy_needs(
+        sizes[0],
+        sizes[1],
+        max_shard_bytes=config.max_shard_size,
+        streamed=push and config.merge and config.hf_export_dir is None,
+        base_downloaded=not local,
+        exported=config.hf_export_dir is not None,
+    )
+
+
+def check_resources(
+    config: GateConfig, base_name: str, *, hub: Hub | None, merger: Merger, machine: Machine, push: bool
+) -> str | None:
+    """ResourceError when this machine clearly lacks the disk (under the temporary folder, where a
+    deploy works) or the memory the deploy needs; else one line on what it needs and has (None when
+    that cannot be told before the download)."""
+    needs = deploy_needs_of(config, base_name, hub=hub, merger=merger, push=push)
+    if needs is None:
+        return None
+    work = tempfile.gettempdir()
+    free, memory = machine.free_disk(Path(work)), machine.available_memory()
+    problem = shortfall(needs, free, memory, work)
+    if problem is not None:
+        raise ResourceError(problem)
+    line = describe(needs, free, memory, work)
+    log.info("resources: %s", line)
+    return line
 
 
 def _adapter_facts(info: AdapterSummary, *, merged: bool) -> AdapterFacts:

@@ -5,6 +5,7 @@ two shards of disk, and resume after a failure between shards without uploading 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import threading
@@ -44,10 +45,8 @@ class DiskSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
+            with contextlib.suppress(OSError):  # a folder removed while walking: the next sample counts
                 self.peak = max(self.peak, self._used())
-            except OSError:  # a folder removed while walking: the next sample counts
-                pass
             self._stop.wait(0.001)
 
     def __enter__(self) -> DiskSampler:
