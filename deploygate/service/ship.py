@@ -261,30 +261,35 @@ class HubShipper:
             if not self.push:
                 log.info("no Hub push (%s)", "skip-hf-push" if cfg.skip_hf_push else "no hf-model-id")
                 return None
-            assert self.hub is not None and cfg.hf_model_id
-            score = facts.score if facts.score is not None else request.score
-            message = f"{_title_prefix(cfg, request.version)} weighted score {score:.4f} ({facts.verdict or request.verdict})"
-            local = [p for p in stage.rglob("*") if p.is_file()]
-            log.info(
-                "pushing %d files (%.1f MB) to %s as %s%s",
-                len(local),
-                sum(p.stat().st_size for p in local) / 1e6,
-                cfg.hf_model_id,
-                tag,
-                f", with {len(built.staged)} shard(s) uploaded ahead" if built.staged else "",
-            )
-            commit = self.hub.push(
-                cfg.hf_model_id,
-                stage,
-                commit_message=message,
-                private=cfg.hf_private,
-                tag=tag,
-                staged=sorted(built.staged),
-            )
+            commit = self._push(request, facts, built, tag)
         if existing is not None:  # the tag held these very files already: main must hold them too
             commit = self._main_holds(cfg, tag, commit)
         log.info("Hub commit %s", commit.url)
         return commit
+
+    def _push(self, request: ShipRequest, facts: VersionFacts, built: _Built, tag: str) -> HubPush:
+        """One commit of the built folder (and the shards staged ahead), tagged `tag`."""
+        cfg = request.config
+        assert self.hub is not None and cfg.hf_model_id
+        score = facts.score if facts.score is not None else request.score
+        message = f"{_title_prefix(cfg, request.version)} weighted score {score:.4f} ({facts.verdict or request.verdict})"
+        local = [p for p in built.stage.rglob("*") if p.is_file()]
+        log.info(
+            "pushing %d files (%.1f MB) to %s as %s%s",
+            len(local),
+            sum(p.stat().st_size for p in local) / 1e6,
+            cfg.hf_model_id,
+            tag,
+            f", with {len(built.staged)} shard(s) uploaded ahead" if built.staged else "",
+        )
+        return self.hub.push(
+            cfg.hf_model_id,
+            built.stage,
+            commit_message=message,
+            private=cfg.hf_private,
+            tag=tag,
+            staged=sorted(built.staged),
+        )
 
     def _main_holds(self, cfg: GateConfig, tag: str, tagged: HubPush) -> HubPush:
         """A failed run may have put main back to the champion's files: main must hold this version."""
