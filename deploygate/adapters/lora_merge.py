@@ -575,11 +575,27 @@ def merge_problems(info: AdapterInfo, base_dir: str | Path) -> list[str]:
     return _read_files(info, Path(base_dir))[1]
 
 
-def _read_files(info: AdapterInfo, base_dir: Path) -> tuple[_Files | None, list[str]]:  # noqa: C901 - each way a safetensors header can be wrong, each with its own message
+def _read_files(info: AdapterInfo, base_dir: Path) -> tuple[_Files | None, list[str]]:
     problems = _check_not_refused(info)
     base_files = _base_weight_files(base_dir)
     if base_files is None:
         problems.append(f"base weights in {base_dir} are not safetensors (pickled .bin/.pt)")
+    adapter_file = _adapter_weights(info, problems)
+    if sys.byteorder != "little":
+        problems.append("this machine is big-endian; safetensors data is little-endian")
+    if base_files is None or problems:
+        # The config already sends it to peft: its tensors may be laid out in ways this merge does not
+        # read (MoE target_parameters, DoRA magnitudes, ...), so they are not judged here.
+        return None, problems
+    base = _base_tensors(base_files)
+    parts = _lora_parts(_read_header(adapter_file, AdapterError), problems)
+    pairs = _lora_pairs(info, adapter_file, parts, base, problems)
+    files = _Files(tuple(base_files), MappingProxyType(base), MappingProxyType(pairs), adapter_file)
+    return (None, problems) if problems else (files, [])
+
+
+def _adapter_weights(info: AdapterInfo, problems: list[str]) -> Path:
+    """adapter_model.safetensors; a problem when the weights are pickled, AdapterError when absent."""
     adapter_file = info.adapter_dir / ADAPTER_SAFETENSORS
     if not adapter_file.is_file():
         if (info.adapter_dir / ADAPTER_BIN).is_file():
@@ -589,13 +605,11 @@ def _read_files(info: AdapterInfo, base_dir: Path) -> tuple[_Files | None, list[
                 f"{info.adapter_dir}: no {ADAPTER_SAFETENSORS} (nor {ADAPTER_BIN}); point the adapter at "
                 "the directory peft's save_pretrained wrote."
             )
-    if sys.byteorder != "little":
-        problems.append("this machine is big-endian; safetensors data is little-endian")
-    if base_files is None or problems:
-        # The config already sends it to peft: its tensors may be laid out in ways this merge does not
-        # read (MoE target_parameters, DoRA magnitudes, ...), so they are not judged here.
-        return None, problems
+    return adapter_file
 
+
+def _base_tensors(base_files: Sequence[Path]) -> dict[str, _Tensor]:
+    """Every tensor of the base checkpoint by name; MergeError when two files hold the same one."""
     base: dict[str, _Tensor] = {}
     for path in base_files:
         for name, tensor in _read_header(path, MergeError).items():
@@ -604,8 +618,11 @@ def _read_files(info: AdapterInfo, base_dir: Path) -> tuple[_Files | None, list[
                     f"{path}: tensor {name!r} is also in {base[name].file.name}; the checkpoint is inconsistent, download it again."
                 )
             base[name] = tensor
-    adapter = _read_header(adapter_file, AdapterError)
+    return base
 
+
+def _lora_parts(adapter: Mapping[str, _Tensor], problems: list[str]) -> dict[str, dict[str, _Tensor]]:
+    """module -> {"A": lora_A, "B": lora_B} of the adapter file; other tensors are problems."""
     parts: dict[str, dict[str, _Tensor]] = {}
     others: list[str] = []
     for name, tensor in adapter.items():
@@ -620,7 +637,18 @@ def _read_files(info: AdapterInfo, base_dir: Path) -> tuple[_Files | None, list[
     rest = [n for n in others if ".lora_embedding_" not in n]
     if rest:
         problems.append(f"adapter tensors that are not lora_A/lora_B weights: {_few(rest)}")
+    return parts
 
+
+def _lora_pairs(
+    info: AdapterInfo,
+    adapter_file: Path,
+    parts: Mapping[str, Mapping[str, _Tensor]],
+    base: Mapping[str, _Tensor],
+    problems: list[str],
+) -> dict[str, tuple[_Tensor, _Tensor]]:
+    """module -> (lora_A, lora_B) for every pair this merge can add to its base weight; the others
+    are problems (or AdapterError, when the file contradicts the config)."""
     pairs: dict[str, tuple[_Tensor, _Tensor]] = {}
     for module, found in sorted(parts.items()):
         if set(found) != {"A", "B"}:
@@ -650,8 +678,7 @@ def _read_files(info: AdapterInfo, base_dir: Path) -> tuple[_Files | None, list[
             problems.append(f"{target.name} is {target.dtype} (quantized or not floating point)")
         else:
             pairs[module] = (a, b)
-    files = _Files(tuple(base_files), MappingProxyType(base), MappingProxyType(pairs), adapter_file)
-    return (None, problems) if problems else (files, [])
+    return pairs
 
 
 def _few(names: Iterable[str], n: int = 3) -> str:
@@ -899,11 +926,22 @@ class _Plan:
         return sum(1 for t in self.tensors if t.lora is not None)
 
 
-def _plan(info: AdapterInfo, files: _Files, view: _ModelView) -> tuple[_Plan | None, list[str]]:  # noqa: C901 - the streaming plan's cases per tensor (target, tied, untouched), read top to bottom
+def _plan(info: AdapterInfo, files: _Files, view: _ModelView) -> tuple[_Plan | None, list[str]]:
     """Match the checkpoint to what transformers and peft would do with it; problems when it does not match."""
-    problems = list(view.problems)
-    # An adapter whose weights and config disagree is not merged by anyone: peft would drop the weights of
-    # modules it does not wrap, and merge the initial values of wrapped modules that have none.
+    _check_pairs_wrapped(files, view)
+    problems = [*view.problems, *_checkpoint_problems(files, view)]
+    lora = _lora_targets(info, files, view, problems)
+    if problems:
+        return None, problems
+    tensors = _out_tensors(files, view, lora, problems)
+    if problems:
+        return None, problems
+    return _Plan(tuple(tensors), view.saved, view.model_class, view.warnings), []
+
+
+def _check_pairs_wrapped(files: _Files, view: _ModelView) -> None:
+    """An adapter whose weights and config disagree is not merged by anyone: peft would drop the weights of
+    modules it does not wrap, and merge the initial values of wrapped modules that have none."""
     unused = sorted(set(files.pairs) - view.wrapped)
     if unused:
         raise AdapterError(
@@ -916,19 +954,31 @@ def _plan(info: AdapterInfo, files: _Files, view: _ModelView) -> tuple[_Plan | N
             f"{files.adapter_file}: has no LoRA weights for {_few(absent)}, which adapter_config.json targets "
             "(peft would merge their initial values); fix target_modules or re-save the adapter with peft."
         )
+
+
+def _checkpoint_problems(files: _Files, view: _ModelView) -> list[str]:
+    """The stored tensors must be the ones transformers writes, and no tied pair may be stored twice."""
+    problems: list[str] = []
     stored, saved = set(files.base), set(view.saved)
     if stored != saved:
         problems.append(
             f"the checkpoint's tensors differ from what transformers writes for {view.model_class} "
             f"(only stored: {_few(sorted(stored - saved)) or '-'}; only written: {_few(sorted(saved - stored)) or '-'})"
         )
-    tied = {name for pair in view.tied.items() for name in pair}
     for target, source in sorted(view.tied.items()):
         if target in stored and source in stored:
             problems.append(
                 f"the checkpoint stores both {target} and {source}, which the config ties (transformers shares "
                 "them when they are equal)"
             )
+    return problems
+
+
+def _lora_targets(
+    info: AdapterInfo, files: _Files, view: _ModelView, problems: list[str]
+) -> dict[str, _LoraModule]:
+    """base weight name -> the LoRA module peft merges into it, with peft's r, scaling and orientation."""
+    tied = {name for pair in view.tied.items() for name in pair}
     lora: dict[str, _LoraModule] = {}
     for module, layer in sorted(view.layers.items()):
         a, b = files.pairs[module]
@@ -943,15 +993,18 @@ def _plan(info: AdapterInfo, files: _Files, view: _ModelView) -> tuple[_Plan | N
             raise _tied_refusal(info, weight, partner)
         if weight not in files.base or weight not in view.saved:
             problems.append(f"{module}'s weight is not stored as {weight}")
-        else:
-            shape = (a.shape[1], b.shape[0]) if layer.fan_in_fan_out else (b.shape[0], a.shape[1])
-            if view.saved[weight][1] != shape:
-                problems.append(
-                    f"{weight} has shape {list(view.saved[weight][1])}, peft's delta {list(shape)}"
-                )
-            lora[weight] = _LoraModule(module, a, b, layer.scaling, layer.fan_in_fan_out)
-    if problems:
-        return None, problems
+            continue
+        shape = (a.shape[1], b.shape[0]) if layer.fan_in_fan_out else (b.shape[0], a.shape[1])
+        if view.saved[weight][1] != shape:
+            problems.append(f"{weight} has shape {list(view.saved[weight][1])}, peft's delta {list(shape)}")
+        lora[weight] = _LoraModule(module, a, b, layer.scaling, layer.fan_in_fan_out)
+    return lora
+
+
+def _out_tensors(
+    files: _Files, view: _ModelView, lora: Mapping[str, _LoraModule], problems: list[str]
+) -> list[_OutTensor]:
+    """Every output tensor in the base's file order, in the dtype transformers loads it in."""
     tensors: list[_OutTensor] = []
     for tensor in sorted(files.base.values(), key=_file_order(files.base_files)):
         dtype, loaded_shape = view.saved[tensor.name]
@@ -964,9 +1017,7 @@ def _plan(info: AdapterInfo, files: _Files, view: _ModelView) -> tuple[_Plan | N
         elif tensor.name in lora and dtype not in _MERGEABLE_DTYPES:
             problems.append(f"{tensor.name} is loaded as {dtype} (quantized or not floating point)")
         tensors.append(_OutTensor(tensor, dtype, lora.get(tensor.name)))
-    if problems:
-        return None, problems
-    return _Plan(tuple(tensors), view.saved, view.model_class, view.warnings), []
+    return tensors
 
 
 def _plan_from_files(info: AdapterInfo, files: _Files) -> _Plan:
