@@ -31,7 +31,7 @@ def test_sizes_are_read_as_transformers_writes_them(text: str, expected: int) ->
 @pytest.mark.parametrize("text", ["", "GB", "2 XB", "-1GB", "two"])
 def test_a_size_that_is_none_is_refused_naming_the_value(text: str) -> None:
     assert parse_size(text) is None
-    with pytest.raises(ConfigError, match="max-shard-size.*not a shard size; give a size such as 500MB"):
+    with pytest.raises(ConfigError, match=r"max-shard-size.*not a shard size; give a size such as 500MB"):
         parse_value(SETTINGS_BY_NAME["max-shard-size"], text or "0", "--max-shard-size")
 
 
