@@ -279,6 +279,7 @@ def build_shipper(cfg: GateConfig, env: Mapping[str, str], registry: MlflowRegis
     # the merge and the card library are imported when used; skip runs never get here
     from deploygate.adapters.hf_card import HfCards
     from deploygate.adapters.lora_merge import LoraMerger
+    from deploygate.adapters.machine import LocalMachine
     from deploygate.service.ship import HubShipper
 
     return HubShipper.create(
@@ -288,6 +289,7 @@ def build_shipper(cfg: GateConfig, env: Mapping[str, str], registry: MlflowRegis
         LoraMerger(),
         HfCards(),
         shard_bar=shard_bar if _on_terminal() else None,
+        machine=LocalMachine(),
     )
 
 

@@ -203,3 +203,30 @@ def test_a_local_base_folder_streams_too(gate, world, hub_server):
     files = dict(iter_repo_files(hub_server, repo))
     assert len([p for p in files if p.endswith(".safetensors")]) >= 4
     assert len(_deploy_commits(hub_server, repo)) == 1
+
+
+def test_a_deploy_this_machine_cannot_hold_is_refused_before_anything_is_written(
+    gate, world, hub_server, mlflow_server, registry_name, tmp_path_factory
+):
+    import struct
+
+    huge = tmp_path_factory.mktemp("huge")
+    (huge / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    nbytes = 4 * 10**12  # 4 TB of weights, declared by a sparse file that takes no disk
+    header = json.dumps(
+        {"w": {"dtype": "BF16", "shape": [nbytes // 2], "data_offsets": [0, nbytes]}}
+    ).encode()
+    header += b" " * (-len(header) % 8)
+    with (huge / "model.safetensors").open("wb") as handle:
+        handle.write(struct.pack("<Q", len(header)) + header)
+        handle.truncate(8 + len(header) + nbytes)
+    repo = hub_server.new_repo_id("huge")
+    res = gate("huge", repo, "--base-model", str(huge))
+    assert res.code == 1, res.err
+    assert (
+        "disk: a deploy of this 4.0 TB model streamed shard by shard" in res.err
+        and "Traceback" not in res.err
+    )
+    assert "free disk space, point TMPDIR at a larger disk, or set max-shard-size lower" in res.err
+    assert repo not in hub_server.repos  # nothing pushed, no repo created
+    assert MlflowClient(tracking_uri=mlflow_server.uri).search_model_versions(f"name='{registry_name}'") == []
