@@ -330,6 +330,9 @@ def make_adapter(base: BuiltBase, case: LoraCase, out: Path, *, seed: int = 1) -
     task = "SEQ_2_SEQ_LM" if base.arch.seq2seq else "CAUSAL_LM"
     config = LoraConfig(task_type=task, **options)
     model = copy.deepcopy(base.model)
+    # peft draws lora_A's init from the global generator: seeded, a cell gets the same adapter whatever ran
+    # before it in this process (a bf16 MoE cell can otherwise land on a routing flip now and then).
+    torch.manual_seed(seed)
     with _quiet():
         peft_model = get_peft_model(model, config)
         if case.convert:

@@ -19,6 +19,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -818,7 +819,24 @@ def _server_message(exc: BaseException) -> str:
     return ""
 
 
-def _translate(  # noqa: C901 - one table: each Hub/transport failure to its deploygate error and fix
+@dataclass(frozen=True)
+class _Failure:
+    """What _translate knows of one failed Hub call, in the words its messages use."""
+
+    exc: BaseException
+    status: int | None
+    what: str  # "Hub: could not <action> <target>"
+    said: str  # " (<the server's message>)" or ""
+    tries: str  # " after N attempts" or ""
+    target: str
+    namespace: str
+    kinds: frozenset[type[BaseException]]
+
+    def has(self, kind: type[BaseException]) -> bool:
+        return any(issubclass(k, kind) for k in self.kinds)
+
+
+def _translate(
     exc: BaseException,
     status: int | None,
     action: str,
@@ -828,71 +846,110 @@ def _translate(  # noqa: C901 - one table: each Hub/transport failure to its dep
     attempts: int,
     repo_scoped: bool,
 ) -> HubError:
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    """Each Hub/transport failure to its deploygate error and fix, checked in order: offline, the
+    token and what it can see, what the Hub refused, then what went wrong on this side."""
+    from huggingface_hub.errors import OfflineModeIsEnabled, RepositoryNotFoundError
 
     causes = list(_causes(exc))
     if any(isinstance(c, RepositoryNotFoundError) for c in causes):
         status = 404  # the Hub says 401 for private repos when anonymous: still "not found" for us
-    what = f"Hub: could not {action} {target}"
     said = _server_message(exc)
-    said = f" ({said})" if said else ""
-    tries = f" after {attempts} attempts" if attempts > 1 else ""
-    kinds = {type(c) for c in causes}
-    namespace = target.split("/")[0] if repo_scoped else "your namespace"
-
-    def has(kind: type[BaseException]) -> bool:
-        return any(issubclass(k, kind) for k in kinds)
-
-    if any(isinstance(c, OfflineModeIsEnabled) for c in causes):
-        message, hint = f"{what}: HF_HUB_OFFLINE is set.", "Fix: unset HF_HUB_OFFLINE for runs that deploy."
-    elif status == 401:
-        message = f"{what}: HF_TOKEN is invalid or expired (401){said}."
-        hint = f"Fix: create a write token at {hub._tokens_url()} and set it as HF_TOKEN."
-    elif status == 403:
-        message = f"{what}: the token lacks write access to {target} (403){said}."
-        hint = (
-            f"Fix: use a token with the 'write' role (or fine-grained write access to '{namespace}') from "
-            f"{hub._tokens_url()}."
-        )
-    elif has(RevisionNotFoundError):
-        message = f"{what}: revision or tag not found (404){said}."
-        hint = f"Fix: check the tag / branch name at {hub.endpoint}/{target}/tree/main."
-    elif has(EntryNotFoundError):
-        message = f"{what}: file not found (404){said}."
-        hint = "Fix: check the file name; it may have been deleted on the Hub."
-    elif has(RepositoryNotFoundError) or status == 404:
-        message = f"{what}: repository not found or not visible to this token (404)."
-        hint = f"Fix: check the repo id, and that the token can read private repos under '{namespace}'."
-    elif status in (409, 412):
-        message = f"{what}: the Hub refused because {target} changed meanwhile ({status}){said}."
-        hint = "Fix: make sure only one deployment pushes to this repo at a time, then re-run."
-    elif status == 429:
-        message = f"{what}: rate limited by the Hub (429){tries}."
-        hint = "Fix: wait a few minutes and re-run."
-    elif status is not None and status >= 500:
-        message = f"{what}: the Hub answered {status}{tries}{said}."
-        hint = "Fix: the Hub is having trouble; re-run later (see https://status.huggingface.co)."
-    elif status is not None:
-        message = f"{what}: the Hub refused the request ({status}){said}."
-        hint = "Fix: check the repo id, the files pushed and the README metadata."
-    elif _classify(exc)[1]:
-        message = f"{what}: cannot reach {hub.endpoint}{tries} ({_short(exc, None)})."
-        hint = "Fix: check the network / proxy, and HF_ENDPOINT if you set it."
-    elif isinstance(exc, ValueError) and "metadata" in str(exc).lower():
-        message = f"{what}: the model card metadata was rejected ({' '.join(str(exc).split())[:200]})."
-        hint = "Fix: check the YAML header of README.md (the model card template)."
-    elif isinstance(exc, OSError) and not has(RepositoryNotFoundError):
-        message = f"{what}: {_short(exc, None)}."
-        hint = "Fix: check that the folder to push is readable and complete."
+    failure = _Failure(
+        exc=exc,
+        status=status,
+        what=f"Hub: could not {action} {target}",
+        said=f" ({said})" if said else "",
+        tries=f" after {attempts} attempts" if attempts > 1 else "",
+        target=target,
+        namespace=target.split("/")[0] if repo_scoped else "your namespace",
+        kinds=frozenset(type(c) for c in causes),
+    )
+    if failure.has(OfflineModeIsEnabled):
+        message = f"{failure.what}: HF_HUB_OFFLINE is set."
+        hint = "Fix: unset HF_HUB_OFFLINE for runs that deploy."
     else:
-        message = f"{what}: {_short(exc, None)}."
-        hint = "Fix: re-run with -v (or RUNNER_DEBUG=1) to see the full error."
+        message, hint = _access_failure(failure, hub) or _refusal(failure) or _local_failure(failure, hub)
     return HubHTTPError(message, hint=hint, status=status)
+
+
+def _access_failure(f: _Failure, hub: HubPublisher) -> tuple[str, str] | None:
+    """The token (401/403) and what it can see (a revision, a file, the repository)."""
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    if f.status == 401:
+        return (
+            f"{f.what}: HF_TOKEN is invalid or expired (401){f.said}.",
+            f"Fix: create a write token at {hub._tokens_url()} and set it as HF_TOKEN.",
+        )
+    if f.status == 403:
+        return (
+            f"{f.what}: the token lacks write access to {f.target} (403){f.said}.",
+            f"Fix: use a token with the 'write' role (or fine-grained write access to '{f.namespace}') from "
+            f"{hub._tokens_url()}.",
+        )
+    if f.has(RevisionNotFoundError):
+        return (
+            f"{f.what}: revision or tag not found (404){f.said}.",
+            f"Fix: check the tag / branch name at {hub.endpoint}/{f.target}/tree/main.",
+        )
+    if f.has(EntryNotFoundError):
+        return (
+            f"{f.what}: file not found (404){f.said}.",
+            "Fix: check the file name; it may have been deleted on the Hub.",
+        )
+    if f.has(RepositoryNotFoundError) or f.status == 404:
+        return (
+            f"{f.what}: repository not found or not visible to this token (404).",
+            f"Fix: check the repo id, and that the token can read private repos under '{f.namespace}'.",
+        )
+    return None
+
+
+def _refusal(f: _Failure) -> tuple[str, str] | None:
+    """Any other HTTP answer: a conflict, rate limiting, the Hub's own trouble, a refused request."""
+    if f.status in (409, 412):
+        return (
+            f"{f.what}: the Hub refused because {f.target} changed meanwhile ({f.status}){f.said}.",
+            "Fix: make sure only one deployment pushes to this repo at a time, then re-run.",
+        )
+    if f.status == 429:
+        return f"{f.what}: rate limited by the Hub (429){f.tries}.", "Fix: wait a few minutes and re-run."
+    if f.status is not None and f.status >= 500:
+        return (
+            f"{f.what}: the Hub answered {f.status}{f.tries}{f.said}.",
+            "Fix: the Hub is having trouble; re-run later (see https://status.huggingface.co).",
+        )
+    if f.status is not None:
+        return (
+            f"{f.what}: the Hub refused the request ({f.status}){f.said}.",
+            "Fix: check the repo id, the files pushed and the README metadata.",
+        )
+    return None
+
+
+def _local_failure(f: _Failure, hub: HubPublisher) -> tuple[str, str]:
+    """No HTTP answer: the network, the card's metadata, the folder to push, or something else."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    if _classify(f.exc)[1]:
+        return (
+            f"{f.what}: cannot reach {hub.endpoint}{f.tries} ({_short(f.exc, None)}).",
+            "Fix: check the network / proxy, and HF_ENDPOINT if you set it.",
+        )
+    if isinstance(f.exc, ValueError) and "metadata" in str(f.exc).lower():
+        return (
+            f"{f.what}: the model card metadata was rejected ({' '.join(str(f.exc).split())[:200]}).",
+            "Fix: check the YAML header of README.md (the model card template).",
+        )
+    if isinstance(f.exc, OSError) and not f.has(RepositoryNotFoundError):
+        return (
+            f"{f.what}: {_short(f.exc, None)}.",
+            "Fix: check that the folder to push is readable and complete.",
+        )
+    return (
+        f"{f.what}: {_short(f.exc, None)}.",
+        "Fix: re-run with -v (or RUNNER_DEBUG=1) to see the full error.",
+    )
 
 
 # --- local files ---------------------------------------------------------------------------------------

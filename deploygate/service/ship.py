@@ -563,10 +563,13 @@ def _slug(name: str) -> str:
 def _use_fine_tune_tokenizer(stage: Path, adapter_dir: Path, fetched: Path) -> None:
     """The fine-tune's tokenizer wins over the one the merge took (the adapter folder's, else the
     base model's): when the fine-tune keeps it beside the adapter (the seed's run `tokenizer`
-    folder), its files are laid over the merge's."""
+    folder), it replaces the merge's whole: a base file the fine-tune lacks (a `tokenizer.model`
+    beside its `tokenizer.json`, a `special_tokens_map.json`) never stays to be mixed with it."""
     tokenizer_dir = fine_tune_tokenizer(adapter_dir, fetched)
     if tokenizer_dir is None or tokenizer_dir == adapter_dir:
         return  # none, or the one the merge copied already
+    for name in tokenizer_files(stage):
+        (stage / name).unlink()
     for name in tokenizer_files(tokenizer_dir):
         shutil.copy2(tokenizer_dir / name, stage / name)
 
