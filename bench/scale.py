@@ -145,10 +145,22 @@ class DiskSampler:
 
 
 def run_measured(argv: list[str], *, env: dict[str, str], cwd: Path, log: Path) -> tuple[float, int, int]:
-    """Run a child; (seconds, peak RSS from its VmHWM, exit code)."""
+    """Run a child; (seconds, peak RSS from its VmHWM, exit code). Its output goes to `log`, each line
+    after the seconds since the start (where the time goes)."""
     with log.open("w") as out:
         start = time.perf_counter()
-        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert process.stdout is not None
+        stream = process.stdout
+
+        def copy() -> None:
+            for line in stream:
+                out.write(f"{time.perf_counter() - start:8.2f} {line}")
+
+        copier = threading.Thread(target=copy, daemon=True)
+        copier.start()
         peak = 0
         while process.poll() is None:
             with contextlib.suppress(OSError, ValueError, StopIteration):
@@ -156,7 +168,9 @@ def run_measured(argv: list[str], *, env: dict[str, str], cwd: Path, log: Path) 
                 line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
                 peak = max(peak, int(line.split()[1]) * 1024)
             time.sleep(0.02)
-        return time.perf_counter() - start, peak, process.returncode
+        seconds = time.perf_counter() - start
+        copier.join()
+        return seconds, peak, process.returncode
 
 
 @dataclass(frozen=True)
@@ -191,6 +205,7 @@ def deploy(
     with DiskSampler(work, cache) as disk:
         seconds, peak_rss, code = run_measured(argv, env=env, cwd=run_dir, log=log_path)
     lines = log_path.read_text().splitlines()
+    shutil.copyfile(log_path, run_dir.parent.parent / "last-deploy.log")  # kept beside the cache
     if code != 0:
         raise SystemExit("deploy failed:\n" + "\n".join(lines[-40:]))
     return Deploy(seconds, peak_rss, disk.peak, [x for x in lines if "shard " in x][-3:])
@@ -260,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(model_bytes: int, result: Deploy, cp_seconds: float, peft: tuple[float, int] | None) -> None:
     for line in result.log_tail:
-        print("  " + line.split(" - ")[-1])
+        print("  " + line.strip())
     ratio = result.peak_disk / model_bytes
     print(f"peak disk:  {result.peak_disk / 1e9:.2f} GB = {ratio:.2f} x the model (goal <= {DISK_GOAL})")
     print(f"peak RSS:   {result.peak_rss / 1e9:.2f} GB (goal <= {RSS_GOAL / 1e9:.1f} GB)")
