@@ -236,3 +236,36 @@ def test_a_deploy_this_machine_cannot_hold_is_refused_before_anything_is_written
     assert "free disk space, point TMPDIR at a larger disk, or set max-shard-size lower" in res.err
     assert repo not in hub_server.repos  # nothing pushed, no repo created
     assert MlflowClient(tracking_uri=mlflow_server.uri).search_model_versions(f"name='{registry_name}'") == []
+
+
+def test_an_adapter_only_peft_can_merge_fetches_the_whole_base_and_still_pushes_one_commit(
+    gate, world, hub_server, mlflow_server, tmp_path, monkeypatch
+):
+    from safetensors.torch import load_file
+
+    from deploygate.adapters.lora_merge import merge_with_peft
+
+    dora = make_lora_adapter(world["base"], tmp_path / "dora" / "peft", r=4, alpha=8, use_dora=True)
+    client = MlflowClient(tracking_uri=mlflow_server.uri)
+    run = client.create_run(client.create_experiment(f"dora-{tmp_path.name}"))
+    client.log_artifacts(run.info.run_id, str(dora), "model/peft")
+    client.set_terminated(run.info.run_id)
+    world["location"] = {
+        "mlflow_run_id": run.info.run_id,
+        "tracking_uri": mlflow_server.uri,
+        "fine_tuned": True,
+    }
+    repo = hub_server.new_repo_id("dora")
+    res = gate("dora", repo)
+    assert res.code == 0, res.err
+    assert "falling back to peft" in res.err and len(_deploy_commits(hub_server, repo)) == 1
+    pushed = dict(iter_repo_files(hub_server, repo))
+    merge_with_peft(world["base"], dora, tmp_path / "peft")
+    expected = {p.name for p in (tmp_path / "peft").glob("*.safetensors")}
+    assert {p for p in pushed if p.endswith(".safetensors")} == set(expected)
+    for (
+        name
+    ) in expected:  # the tensors peft's own merge writes (save_pretrained's bytes may differ in metadata)
+        (tmp_path / "got.safetensors").write_bytes(pushed[name])
+        got, want = load_file(tmp_path / "got.safetensors"), load_file(tmp_path / "peft" / name)
+        assert got.keys() == want.keys() and all(got[k].equal(want[k]) for k in want)
