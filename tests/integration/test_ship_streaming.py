@@ -269,3 +269,47 @@ def test_an_adapter_only_peft_can_merge_fetches_the_whole_base_and_still_pushes_
         (tmp_path / "got.safetensors").write_bytes(pushed[name])
         got, want = load_file(tmp_path / "got.safetensors"), load_file(tmp_path / "peft" / name)
         assert got.keys() == want.keys() and all(got[k].equal(want[k]) for k in want)
+
+
+def test_a_deploy_killed_between_shards_resumes_on_the_rerun_with_one_commit(
+    world, hub_server, mlflow_server, registry_name, experiment_name, tmp_path, monkeypatch
+):
+    """A real kill: the deploy runs as its own process, SIGKILLed once two shards are on the Hub."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.gatekit import SEED_METRICS
+
+    repo = hub_server.new_repo_id("killed")
+    (tmp_path / "metrics.json").write_text(json.dumps(SEED_METRICS))
+    (tmp_path / "location.json").write_text(json.dumps(world["location"]))
+    argv = [sys.executable, "-m", "deploygate", "--evaluation-results", str(tmp_path / "metrics.json")]
+    argv += ["--model-artifact-path", str(tmp_path / "location.json"), "--output-dir", str(tmp_path / "out")]
+    argv += ["--mlflow-tracking-uri", mlflow_server.uri, "--registry-name", registry_name]
+    argv += ["--experiment-name", experiment_name, "--hf-model-id", repo, "--base-model", world["base_repo"]]
+    argv += ["--max-shard-size", str(_shard_limit(world))]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    env |= {"HF_HUB_DISABLE_XET": "1", "TMPDIR": str(world["work"]), "GITHUB_SHA": "1" * 40}
+    puts = len(hub_server.requests_matching("PUT", _LFS_PUT))
+    # the commit is held back, so that a deploy faster than this loop is still running when it is killed
+    hub_server.hang_next("POST", r"/api/models/.+/commit/", seconds=30)
+    child = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while len(hub_server.requests_matching("PUT", _LFS_PUT)) - puts < 2 and time.monotonic() < deadline:
+        assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+        time.sleep(0.005)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    hub_server.clear_faults()
+    first = len(hub_server.requests_matching("PUT", _LFS_PUT)) - puts
+    assert first >= 2 and _deploy_commits(hub_server, repo) == []
+
+    rerun = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    shards = [p for p, _ in iter_repo_files(hub_server, repo) if p.endswith(".safetensors")]
+    uploaded = len(hub_server.requests_matching("PUT", _LFS_PUT)) - puts - first
+    assert len(shards) >= 4 and uploaded == len(shards) - first  # what was on the Hub is not sent again
+    assert len(_deploy_commits(hub_server, repo)) == 1
