@@ -283,9 +283,32 @@ def build_shipper(cfg: GateConfig, env: Mapping[str, str], registry: MlflowRegis
     # the merge and the card library are imported when used; skip runs never get here
     from deploygate.adapters.hf_card import HfCards
     from deploygate.adapters.lora_merge import LoraMerger
+    from deploygate.adapters.machine import LocalMachine
     from deploygate.service.ship import HubShipper
 
-    return HubShipper.create(cfg, registry, hub_client(env), LoraMerger(), HfCards(), build_signer(cfg, env))
+    return HubShipper.create(
+        cfg,
+        registry,
+        hub_client(env),
+        LoraMerger(),
+        HfCards(),
+        build_signer(cfg, env),
+        shard_bar=shard_bar if _on_terminal() else None,
+        machine=LocalMachine(),
+    )
+
+
+def _on_terminal() -> bool:
+    import sys
+
+    return sys.stdout.isatty()
+
+
+def shard_bar(total: int) -> Any:
+    """A tqdm bar over the shards of a streamed push (only when stdout is a terminal)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="shard", desc="merge + upload")
 
 
 def pem_or_path(value: str, where: str) -> bytes:

@@ -22,11 +22,13 @@ from deploygate.core.model import (
     ModelSource,
     ResolvedSource,
     ShipRequest,
+    StagedFile,
 )
 from deploygate.core.promotion import Holder
 from deploygate.core.provenance import VersionFacts, VersionIdentity
 from deploygate.core.render.card import CardInputs
 from deploygate.core.settings import GateConfig
+from deploygate.core.shard_plan import ByteRange, ShardSink
 
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], None]
@@ -103,8 +105,29 @@ class Hub(Protocol):
         self, repo_id: str, tag: str, title_prefix: str, expected: VersionIdentity
     ) -> HubPush | None: ...
     def snapshot(self, repo_id: str, local_dir: Path, *, revision: str | None = None) -> Path: ...
+    def base_skeleton(self, repo_id: str, local_dir: Path) -> str | None:
+        """The base's files but its weights' data (safetensors laid out sparse); the commit, or None
+        when its weights are not safetensors."""
+
+    def safetensors_sizes(self, repo_id: str) -> tuple[dict[str, int], int] | None:
+        """(size of each safetensors file, largest tensor) from the file list and headers alone."""
+
+    def fetch_ranges(
+        self, repo_id: str, revision: str, local_dir: Path, ranges: Sequence[ByteRange]
+    ) -> int: ...
+    def drop_ranges(self, local_dir: Path, ranges: Sequence[ByteRange]) -> None: ...
+    def stage(self, repo_id: str, path_in_repo: str, local: Path, *, private: bool) -> StagedFile:
+        """Upload one file of the next push ahead of its commit (skipped when the Hub has it)."""
+
     def push(
-        self, repo_id: str, folder: Path, *, commit_message: str, private: bool, tag: str | None = None
+        self,
+        repo_id: str,
+        folder: Path,
+        *,
+        commit_message: str,
+        private: bool,
+        tag: str | None = None,
+        staged: Sequence[str] = (),
     ) -> HubPush: ...
     def restore_tag(self, repo_id: str, tag: str, *, commit_message: str) -> HubPush: ...
     def sync_main(self, repo_id: str, tag: str, *, commit_message: str) -> HubPush | None: ...
@@ -173,10 +196,27 @@ class Merger(Protocol):
         """What the merge needs and is not installed (checked before the first write)."""
 
     def inspect(self, adapter_dir: Path) -> AdapterSummary: ...
+    def weights_sizes(self, base_dir: Path) -> tuple[dict[str, int], int] | None:
+        """(size of each safetensors file, largest tensor) of a local base, from its headers."""
+
     def merge(
-        self, base_dir: Path, adapter_dir: Path, out_dir: Path, progress: Callable[[int, int, str], None]
+        self,
+        base_dir: Path,
+        adapter_dir: Path,
+        out_dir: Path,
+        progress: Callable[[int, int, str], None],
+        *,
+        max_shard_bytes: int = ...,
+        sink: ShardSink | None = None,
     ) -> MergeSummary: ...
     def copy_adapter_only(self, adapter_dir: Path, out_dir: Path, base_dir: Path) -> MergeSummary: ...
+
+
+class Machine(Protocol):
+    """This machine's resources: what a deploy's preflight compares its needs with."""
+
+    def free_disk(self, path: Path) -> int: ...
+    def available_memory(self) -> int | None: ...
 
 
 class CardRenderer(Protocol):

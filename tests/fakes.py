@@ -10,8 +10,9 @@ are tested against real servers in tests/integration.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +22,15 @@ from deploygate.core import records
 from deploygate.core.decision import Baseline
 from deploygate.core.errors import ConfigError, HubError, RegistryError, SignatureInvalid
 from deploygate.core.metrics import Weights
-from deploygate.core.model import Champion, GateResult, HubPush, ModelSource, ResolvedSource
+from deploygate.core.model import (
+    Champion,
+    FileDigest,
+    GateResult,
+    HubPush,
+    ModelSource,
+    ResolvedSource,
+    StagedFile,
+)
 from deploygate.core.promotion import Holder
 from deploygate.core.provenance import (
     RECORD_FILE,
@@ -32,6 +41,7 @@ from deploygate.core.provenance import (
     parse_record,
 )
 from deploygate.core.render.card import CardInputs
+from deploygate.core.shard_plan import ByteRange, OutputShard, ShardSink
 
 
 class Journal(list[tuple[str, ...]]):
@@ -328,6 +338,7 @@ class FakeHub:
         self.commits: dict[str, list[tuple[str, dict[str, bytes]]]] = {}  # repo -> [(sha, files)]
         self.tags: dict[tuple[str, str], str] = {}
         self.main: dict[str, str] = {}
+        self.staged: dict[tuple[str, str], bytes] = {}
 
     def _write(self, op: str, *detail: str) -> None:
         self.faults.check(f"hub.{op}")
@@ -372,13 +383,42 @@ class FakeHub:
             (local_dir / path).write_bytes(content)
         return local_dir
 
+    def base_skeleton(self, repo_id: str, local_dir: Path) -> str | None:
+        raise AssertionError("the fakes' base models are local folders")
+
+    def safetensors_sizes(self, repo_id: str) -> tuple[dict[str, int], int] | None:
+        return None
+
+    def fetch_ranges(self, repo_id: str, revision: str, local_dir: Path, ranges: Sequence[ByteRange]) -> int:
+        raise AssertionError("the fakes' base models are local folders")
+
+    def drop_ranges(self, local_dir: Path, ranges: Sequence[ByteRange]) -> None:
+        raise AssertionError("the fakes' base models are local folders")
+
+    def stage(self, repo_id: str, path_in_repo: str, local: Path, *, private: bool) -> StagedFile:
+        """Uploaded ahead of the commit: kept here until `push` names it."""
+        self._write("stage", repo_id, path_in_repo)
+        data = local.read_bytes()
+        self.staged[(repo_id, path_in_repo)] = data
+        return StagedFile(
+            path_in_repo, FileDigest(hashlib.sha256(data).hexdigest(), len(data)), uploaded=True
+        )
+
     def push(
-        self, repo_id: str, folder: Path, *, commit_message: str, private: bool, tag: str | None = None
+        self,
+        repo_id: str,
+        folder: Path,
+        *,
+        commit_message: str,
+        private: bool,
+        tag: str | None = None,
+        staged: Sequence[str] = (),
     ) -> HubPush:
         self._write("push", repo_id, tag or "")
         files = {
             p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
         }
+        files |= {path: self.staged.pop((repo_id, path)) for path in staged}
         commit = self._commit(repo_id, files)
         if tag is not None:
             self._write("create_tag", repo_id, tag)
@@ -435,13 +475,30 @@ class FakeMerger:
             raise AdapterError(f"{adapter_dir / 'adapter_config.json'}: not JSON ({exc})") from None
         return FakeAdapterInfo(config.get("base_model_name_or_path"))
 
+    def weights_sizes(self, base_dir: Path) -> tuple[dict[str, int], int] | None:
+        return None
+
     def merge(
-        self, base_dir: Path, adapter_dir: Path, out_dir: Path, progress: Callable[[int, int, str], None]
+        self,
+        base_dir: Path,
+        adapter_dir: Path,
+        out_dir: Path,
+        progress: Callable[[int, int, str], None],
+        *,
+        max_shard_bytes: int = 2_000_000_000,
+        sink: ShardSink | None = None,
     ) -> FakeMergeReport:
         self.journal.append(("merger", "merge", str(adapter_dir)))
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "model.safetensors").write_bytes((adapter_dir / "adapter_model.safetensors").read_bytes())
+        weights = (adapter_dir / "adapter_model.safetensors").read_bytes()
+        shard = OutputShard("model.safetensors", (), len(weights), ())
+        if sink is not None:
+            sink.fetch(shard, 1, 1)
+        (out_dir / "model.safetensors").write_bytes(weights)
         (out_dir / "config.json").write_text((base_dir / "config.json").read_text())
+        if sink is not None:
+            sink.release(())
+            sink.written(shard, str(out_dir / "model.safetensors"), 1, 1)
         return FakeMergeReport("streaming")
 
     def copy_adapter_only(self, adapter_dir: Path, out_dir: Path, base_dir: Path) -> FakeMergeReport:

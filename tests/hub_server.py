@@ -5,9 +5,11 @@ It speaks the subset of the real Hub protocol that `huggingface_hub` (2.x, with
 (preupload, LFS batch + PUT, NDJSON commit) / model_info / list_repo_files / list_repo_refs /
 list_repo_commits / hf_hub_download / snapshot_download / create_tag / delete_tag / whoami /
 auth_check, with the real error headers (`X-Error-Code`). Storage is in memory: git-like commits
-with sha1 ids, branches and tags, LFS objects stored by sha256.
+with sha1 ids, branches and tags, LFS objects stored by sha256 (in memory, or as files in `lfs_dir`
+for models larger than memory, as bench/scale.py serves them). The LFS batch endpoint answers with no
+upload action for an object the repo already holds, as the Hub does, so a client skips it.
 
-It must not reach the network, persist anything, or be imported by deploygate itself: it is a test
+It must not reach the network, persist anything beyond `lfs_dir`, or be imported by deploygate itself: it is a test
 fixture. Fault injection (`fail_next`, `drop_next`, `hang_next`) and a request log let tests check
 retries and what was (not) sent.
 """
@@ -27,10 +29,60 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
+
+
+class LfsStore:
+    """LFS objects by sha256: in memory, or one file per object under `folder`."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder
+        self._memory: dict[str, bytes] = {}
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def __contains__(self, oid: object) -> bool:
+        if self.folder is None:
+            return oid in self._memory
+        return (
+            isinstance(oid, str)
+            and re.fullmatch(r"[0-9a-f]{64}", oid) is not None
+            and (self.folder / oid).is_file()
+        )
+
+    def __setitem__(self, oid: str, data: bytes) -> None:
+        if self.folder is None:
+            self._memory[oid] = data
+        else:
+            tmp = self.folder / f".{oid}.{secrets.token_hex(4)}"
+            tmp.write_bytes(data)
+            tmp.replace(self.folder / oid)
+
+    def put_file(self, oid: str, path: Path) -> None:
+        """Keep an object already written to `path` (moved when stored on disk)."""
+        if self.folder is None:
+            self._memory[oid] = path.read_bytes()
+            path.unlink()
+        else:
+            path.replace(self.folder / oid)
+
+    def __getitem__(self, oid: str) -> bytes:
+        return self.read(oid, 0, self.size(oid))
+
+    def size(self, oid: str) -> int:
+        return len(self._memory[oid]) if self.folder is None else (self.folder / oid).stat().st_size
+
+    def read(self, oid: str, start: int, end: int) -> bytes:
+        if self.folder is None:
+            return self._memory[oid][start:end]
+        with (self.folder / oid).open("rb") as handle:
+            handle.seek(start)
+            return handle.read(end - start)
+
 
 # What the real Hub's default .gitattributes marks as LFS (abridged): these always go through LFS.
 LFS_SUFFIXES = (
@@ -123,7 +175,7 @@ class Repo:
     commits: dict[str, Commit] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
-    lfs: dict[str, bytes] = field(default_factory=dict)  # sha256 -> content
+    lfs: LfsStore = field(default_factory=LfsStore)  # sha256 -> content
 
     def resolve(self, revision: str) -> Commit | None:
         sha = self.branches.get(revision) or self.tags.get(revision)
@@ -172,6 +224,7 @@ class _Fault:
     body: Any = None
     headers: dict[str, str] | None = None
     seconds: float = 0.0
+    after: int = 0  # matching requests to let through first
 
 
 class HubProblem(Exception):
@@ -217,6 +270,7 @@ class HubServer:
         orgs: tuple[str, ...] = ("dg-org",),
         tokens: dict[str, str] | None = None,
         regular_max_bytes: int = REGULAR_MAX_BYTES,
+        lfs_dir: Path | None = None,
     ) -> None:
         self.user = user
         self.orgs = orgs
@@ -229,6 +283,7 @@ class HubServer:
         for tok, role in (tokens or {}).items():
             self.tokens[tok] = _Token(user, role)
         self.regular_max_bytes = regular_max_bytes
+        self.lfs_dir = lfs_dir
         self.repos: dict[str, Repo] = {}
         self.requests: list[RequestRecord] = []
         self.lfs_bytes_received = 0
@@ -285,10 +340,14 @@ class HubServer:
         *,
         body: Any = None,
         headers: dict[str, str] | None = None,
+        after: int = 0,
     ) -> None:
-        """Answer the next `times` requests matching method + path (regex `search`) with `status`."""
+        """Answer the next `times` requests matching method + path (regex `search`) with `status`,
+        once `after` matching requests have been answered normally."""
         self._add_fault(
-            _Fault(method.upper(), re.compile(path_regex), times, "status", status, body, headers)
+            _Fault(
+                method.upper(), re.compile(path_regex), times, "status", status, body, headers, after=after
+            )
         )
 
     def drop_next(self, method: str, path_regex: str, times: int = 1) -> None:
@@ -327,6 +386,9 @@ class HubServer:
         with self._lock:
             for fault in self._faults:
                 if fault.method in (method, "*") and fault.path_regex.search(path):
+                    if fault.after > 0:
+                        fault.after -= 1
+                        continue
                     fault.times -= 1
                     if fault.times <= 0:
                         self._faults.remove(fault)
@@ -558,7 +620,12 @@ class _Handler(BaseHTTPRequestHandler):
             if repo_id in self.hub.repos:
                 raise HubProblem(409, "You already created this model repo", extra={"url": url})
             private = data.get("visibility") == "private" or bool(data.get("private"))
-            repo = Repo(repo_id=repo_id, private=private, created_at=_now())
+            repo = Repo(
+                repo_id=repo_id,
+                private=private,
+                created_at=_now(),
+                lfs=LfsStore(self.hub.lfs_dir / _safe(repo_id) if self.hub.lfs_dir else None),
+            )
             blob = Blob(size=len(GITATTRIBUTES), oid=git_blob_sha1(GITATTRIBUTES), content=GITATTRIBUTES)
             first = repo.add_commit(None, {".gitattributes": blob}, "initial commit", "", token.user)
             repo.branches["main"] = first.sha
@@ -785,7 +852,8 @@ class _Handler(BaseHTTPRequestHandler):
             data = _json(body)
             with self.hub._lock:
                 repo = self.hub.repos.get(f"{parts[1]}/{parts[2]}")
-                found = repo is not None and len(repo.lfs.get(str(data.get("oid")), b"")) == data.get("size")
+                oid = str(data.get("oid"))
+                found = repo is not None and oid in repo.lfs and repo.lfs.size(oid) == data.get("size")
             if not found:
                 raise HubProblem(404, f"Object {data.get('oid')} not found")
             return self._send_json(200, {"success": True})
@@ -837,7 +905,7 @@ class _Handler(BaseHTTPRequestHandler):
                             422,
                             f"Your push was rejected because an LFS pointer pointed to a file that does not exist: {path}",
                         )
-                    size = len(repo.lfs[oid])
+                    size = repo.lfs.size(oid)
                     pointer = LFS_POINTER.format(oid=oid, size=size).encode()
                     files[path] = Blob(size=size, oid=git_blob_sha1(pointer), lfs_sha256=oid)
                 elif key == "deletedFile":
@@ -909,22 +977,36 @@ class _Handler(BaseHTTPRequestHandler):
             repo = self._readable(repo_id, token)
             commit = self._commit_at(repo, revision)
             blob = commit.files.get(path)
-            data = (blob.content if blob.lfs_sha256 is None else repo.lfs[blob.lfs_sha256]) if blob else None
-        if blob is None or data is None:
+        if blob is None or (blob.lfs_sha256 is None and blob.content is None):
             raise HubProblem(404, "Entry not found", "EntryNotFound", headers={"X-Repo-Commit": commit.sha})
         headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{blob.etag}"', "Accept-Ranges": "bytes"}
         if blob.lfs_sha256:
             headers["X-Linked-Etag"] = f'"{blob.etag}"'
             headers["X-Linked-Size"] = str(blob.size)
-        status = 200
+        status, size = 200, blob.size
+        start, end = 0, size - 1
         range_header = self.headers.get("Range")
         match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", range_header or "")
         if match and (match.group(1) or match.group(2)):
-            start = int(match.group(1)) if match.group(1) else len(data) - int(match.group(2))
-            end = int(match.group(2)) if match.group(1) and match.group(2) else len(data) - 1
-            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-            data, status = data[start : end + 1], 206
+            start = int(match.group(1)) if match.group(1) else size - int(match.group(2))
+            end = min(int(match.group(2)), size - 1) if match.group(1) and match.group(2) else size - 1
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            status = 206
+        if self.command == "HEAD":
+            data = b""
+            headers["Content-Length"] = str(end + 1 - start)
+        elif blob.lfs_sha256 is None:
+            assert blob.content is not None
+            data = blob.content[start : end + 1]
+        else:
+            with self.hub._lock:
+                store = self.hub.repos[repo_id].lfs
+            data = store.read(blob.lfs_sha256, start, end + 1)
         return self._send(status, data, headers=headers, content_type="application/octet-stream")
+
+
+def _safe(repo_id: str) -> str:
+    return repo_id.replace("/", "--")
 
 
 def _json(body: bytes) -> dict[str, Any]:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
+import os
+import struct
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,10 +26,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from deploygate.core.errors import ConfigError, HubError, first_line
 from deploygate.core.hub_names import validate_repo_id, validate_tag
 from deploygate.core.model import (
+    FileDigest,
+    StagedFile,
+)
+from deploygate.core.model import (
     HubPush as HubCommit,  # a commit on the Hub: url = {endpoint}/{repo}/commit/{sha}
 )
-from deploygate.core.provenance import RECORD_FILE, VersionIdentity, file_sha256, mismatch, parse_record
+from deploygate.core.provenance import RECORD_FILE, VersionIdentity, mismatch, parse_record
 from deploygate.core.redact import remember
+from deploygate.core.shard_plan import ByteRange
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, HfApi
@@ -42,6 +50,20 @@ _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # main moved between reading its head and committing (412): re-read and commit again, this many times
 _PARENT_RACES = 5
 _timeout_installed: float | None = None
+# a base model's weights: never downloaded by `base_skeleton` (safetensors are laid out sparse instead)
+_WEIGHT_SUFFIXES = (
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".h5",
+    ".msgpack",
+    ".gguf",
+    ".onnx",
+    ".ot",
+)
+_RANGE_CHUNK = 8 * 1024 * 1024
 
 T = TypeVar("T")
 
@@ -86,6 +108,8 @@ class HubPublisher:
         self._progress_bars = progress_bars
         self._api_instance: HfApi | None = None
         self.timeout = timeout
+        self._staged: dict[tuple[str, str], Any] = {}  # (repo, path) -> its pre-uploaded CommitOperationAdd
+        self._created: set[str] = set()
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -207,12 +231,192 @@ class HubPublisher:
         )
         return local_dir
 
+    def base_skeleton(self, repo_id: str, local_dir: Path) -> str | None:
+        """Lay out a base model in `local_dir` without the data of its weights, before any large
+        download: its other files downloaded, each top-level safetensors file written sparse (its
+        header, then a hole up to its real size: the merge reads tensors by offset, `fetch_ranges`
+        fills in what a shard needs). The commit the files are from, or None when the base's weights
+        are not safetensors (then `snapshot` it)."""
+        validate_repo_id(repo_id, allow_canonical=True)
+        api = self._api()
+        info = self._call("read", repo_id, lambda: api.model_info(repo_id, files_metadata=True))
+        sizes = {s.rfilename: s.size for s in info.siblings or []}
+        weights = sorted(n for n in sizes if n.endswith(".safetensors") and "/" not in n)
+        if not weights or any(sizes[n] is None for n in weights):
+            return None
+        sha = str(info.sha)
+        local_dir.mkdir(parents=True, exist_ok=True)
+        self._call(
+            "download",
+            repo_id,
+            lambda: api.snapshot_download(
+                repo_id,
+                revision=sha,
+                local_dir=local_dir,
+                cache_dir=local_dir.parent / ".hf-cache",
+                ignore_patterns=[f"*{suffix}" for suffix in _WEIGHT_SUFFIXES],
+            ),
+        )
+        for name in weights:
+            self._sparse_weights(repo_id, sha, name, local_dir / name, int(sizes[name] or 0))
+        return sha
+
+    def safetensors_sizes(self, repo_id: str) -> tuple[dict[str, int], int] | None:
+        """(file -> size of each top-level safetensors file, largest tensor in bytes) of a Hub model,
+        from its file list and headers alone (range requests, nothing else downloaded); None when
+        its weights are not safetensors."""
+        validate_repo_id(repo_id, allow_canonical=True)
+        api = self._api()
+        info = self._call("read", repo_id, lambda: api.model_info(repo_id, files_metadata=True))
+        sizes = {
+            s.rfilename: int(s.size)
+            for s in info.siblings or []
+            if s.rfilename.endswith(".safetensors") and "/" not in s.rfilename and s.size is not None
+        }
+        if not sizes:
+            return None
+        largest = 0
+        for name in sizes:
+            header = json.loads(self._header(repo_id, str(info.sha), name, sizes[name])[8:])
+            header.pop("__metadata__", None)
+            spans = [e["data_offsets"] for e in header.values() if isinstance(e, dict)]
+            largest = max([largest, *(int(end) - int(begin) for begin, end in spans)])
+        return sizes, largest
+
+    def fetch_ranges(self, repo_id: str, revision: str, local_dir: Path, ranges: Sequence[ByteRange]) -> int:
+        """Download these byte ranges of the base's files (HTTP range requests) into the sparse files
+        `base_skeleton` laid out, at their offsets; the bytes fetched."""
+        for byte_range in ranges:
+            path = local_dir / byte_range.file
+            what = f"download bytes {byte_range.start}-{byte_range.end} of {byte_range.file} from"
+            self._call(what, repo_id, _bind(self._range_into, repo_id, revision, byte_range, path))
+        return sum(r.nbytes for r in ranges)
+
+    def drop_ranges(self, local_dir: Path, ranges: Sequence[ByteRange]) -> None:
+        """Give back the disk of fetched ranges: each file is cut to its header and grown back to its
+        size (a hole). The file must then hold no other range still needed: the merge fetches a
+        shard's ranges, writes the shard, drops them, and no two shards need the same bytes."""
+        for name in sorted({r.file for r in ranges}):
+            path = local_dir / name
+            size = path.stat().st_size
+            with path.open("r+b") as handle:
+                (length,) = struct.unpack("<Q", handle.read(8))
+                handle.truncate(8 + length)
+                handle.truncate(size)
+
+    def _sparse_weights(self, repo_id: str, revision: str, name: str, path: Path, size: int) -> None:
+        header = self._header(repo_id, revision, name, size)
+        with path.open("wb") as handle:
+            handle.write(header)
+            handle.truncate(size)
+
+    def _header(self, repo_id: str, revision: str, name: str, size: int) -> bytes:
+        """The first 8 bytes of a safetensors file and the JSON header they announce."""
+        (length,) = struct.unpack("<Q", self._range_bytes(repo_id, revision, name, 0, 8))
+        if length > 100_000_000 or 8 + length > size:
+            raise HubError(
+                f"Hub: {repo_id}/{name} is not a safetensors file (a header of {length} bytes in {size}).",
+                hint="Fix: point base-model at a model saved with safetensors, or at a local folder.",
+            )
+        return struct.pack("<Q", length) + self._range_bytes(repo_id, revision, name, 8, 8 + length)
+
+    def _range_bytes(self, repo_id: str, revision: str, name: str, start: int, end: int) -> bytes:
+        data = bytearray(end - start)
+
+        def keep(offset: int, chunk: bytes) -> None:
+            data[offset - start : offset - start + len(chunk)] = chunk
+
+        self._call(
+            f"read bytes {start}-{end} of {name} from",
+            repo_id,
+            lambda: self._range_get(repo_id, revision, ByteRange(name, start, end), keep),
+        )
+        return bytes(data)
+
+    def _range_into(self, repo_id: str, revision: str, byte_range: ByteRange, path: Path) -> None:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            self._range_get(
+                repo_id, revision, byte_range, lambda offset, chunk: _pwrite_all(fd, chunk, offset)
+            )
+        finally:
+            os.close(fd)
+
+    def _range_get(
+        self, repo_id: str, revision: str, byte_range: ByteRange, write: Callable[[int, bytes], None]
+    ) -> None:
+        """GET one byte range of a file at `revision`, handing each chunk to `write(offset, chunk)`."""
+        from huggingface_hub import get_session, hf_hub_url, hf_raise_for_status
+        from huggingface_hub.utils._headers import build_hf_headers
+
+        _install_timeout(self.timeout)
+        url = hf_hub_url(repo_id, byte_range.file, revision=revision, endpoint=self.endpoint)
+        headers = build_hf_headers(
+            token=self.token or False, headers={"Range": f"bytes={byte_range.start}-{byte_range.end - 1}"}
+        )
+        offset = byte_range.start
+        with get_session().stream("GET", url, headers=headers, follow_redirects=True) as response:
+            hf_raise_for_status(response)
+            if response.status_code != 206 and byte_range.start != 0:
+                raise HubError(
+                    f"Hub: {self.endpoint} ignored a range request for {repo_id}/{byte_range.file}.",
+                    hint="Fix: use a Hub (or proxy) that answers HTTP range requests, or a local base-model folder.",
+                )
+            for chunk in response.iter_bytes(_RANGE_CHUNK):
+                piece = chunk[: byte_range.end - offset]
+                write(offset, piece)
+                offset += len(piece)
+                if offset >= byte_range.end:
+                    break
+        if offset != byte_range.end:  # the connection ended early: retried as a transport error
+            raise ConnectionError(
+                f"{byte_range.file}: got {offset - byte_range.start} of {byte_range.nbytes} bytes"
+            )
+
     # --- writes ----------------------------------------------------------------------------------
 
+    def stage(self, repo_id: str, path_in_repo: str, local: Path, *, private: bool) -> StagedFile:
+        """Upload one file of the next `push` now, ahead of its commit (`preupload_lfs_files`): an LFS
+        object the Hub keeps unreferenced until a commit names it. The LFS batch answer has no upload
+        action for an object the Hub already holds, so a re-run does not upload it again. Creates the
+        repo (with `private`) on the first call. `push(..., staged=[path_in_repo])` commits it."""
+        from huggingface_hub import CommitOperationAdd
+
+        validate_repo_id(repo_id)
+        api = self._api(write=True)
+        self._ensure_repo(repo_id, private)
+        operation = CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=str(local))
+        digest = FileDigest(operation.upload_info.sha256.hex(), operation.upload_info.size)
+        self._call(
+            f"pre-upload {path_in_repo} to",
+            repo_id,
+            lambda: api.preupload_lfs_files(repo_id, additions=[operation]),
+        )
+        self._staged[(repo_id, path_in_repo)] = operation
+        # preupload_lfs_files marks what it uploaded (and drops its path); a regular file stays inline
+        return StagedFile(path_in_repo, digest, uploaded=bool(getattr(operation, "_is_uploaded", False)))
+
+    def _ensure_repo(self, repo_id: str, private: bool) -> None:
+        if repo_id in self._created:
+            return
+        api = self._api(write=True)
+        self._call(
+            "create the Hub repo", repo_id, lambda: api.create_repo(repo_id, private=private, exist_ok=True)
+        )
+        self._created.add(repo_id)
+
     def push(
-        self, repo_id: str, folder: Path, *, commit_message: str, private: bool, tag: str | None = None
+        self,
+        repo_id: str,
+        folder: Path,
+        *,
+        commit_message: str,
+        private: bool,
+        tag: str | None = None,
+        staged: Sequence[str] = (),
     ) -> HubCommit:
-        """Make `main` hold exactly the files of `folder` in ONE commit, then tag that commit.
+        """Make `main` hold exactly the files of `folder` (and the `staged` ones, uploaded ahead by
+        `stage`) in ONE commit, then tag that commit. The result's manifest has every file's digest.
 
         Creates the repo if needed (with `private`; an existing repo keeps its visibility). Files on
         the Hub that are not in `folder` are deleted in the same commit (`.gitattributes` stays).
@@ -223,15 +427,17 @@ class HubPublisher:
         validate_repo_id(repo_id)
         if tag is not None:
             validate_tag(tag)
-        files = _local_files(folder)
         if not commit_message.strip():
             raise ConfigError("The Hub commit message is empty.", hint="Pass a commit message.")
-        api = self._api(write=True)
+        operations = self._operations(repo_id, folder, staged)
+        manifest = {
+            p: FileDigest(op.upload_info.sha256.hex(), op.upload_info.size) for p, op in operations.items()
+        }
 
         if tag is not None and (existing := self.find_tag(repo_id, tag)) is not None:
-            if self._same_files(repo_id, existing.sha, folder, files):
+            if self._same_files(repo_id, existing.sha, folder, operations):
                 log.info("Hub: %s@%s already holds these files; not pushing again", repo_id, tag)
-                return existing
+                return self._commit(repo_id, existing.sha, tag, manifest)
             raise HubError(
                 f"Hub tag {tag} already exists in {repo_id} on commit {existing.sha[:12]} with different "
                 f"files; a version tag is never moved.",
@@ -239,15 +445,15 @@ class HubPublisher:
                 f"{tag}) if that push was a mistake.",
             )
 
-        self._call(
-            "create the Hub repo", repo_id, lambda: api.create_repo(repo_id, private=private, exist_ok=True)
-        )
+        self._ensure_repo(repo_id, private)
         sha = self._call(
-            "push to", repo_id, lambda: self._commit_folder(repo_id, folder, files, commit_message)
+            "push to", repo_id, lambda: self._commit_folder(repo_id, folder, operations, commit_message)
         )
+        for path in staged:
+            self._staged.pop((repo_id, path), None)
         if tag is not None:
             self._tag(repo_id, tag, sha)
-        return self._commit(repo_id, sha, tag)
+        return self._commit(repo_id, sha, tag, manifest)
 
     def restore_tag(self, repo_id: str, tag: str, *, commit_message: str) -> HubCommit:
         """Make `main` hold exactly the files of `tag` again, in a NEW commit (history is kept)."""
@@ -269,9 +475,9 @@ class HubPublisher:
                     repo_id, revision=target.sha, local_dir=snapshot, cache_dir=Path(tmp) / "cache"
                 ),
             )
-            files = _local_files(snapshot)
+            operations = self._operations(repo_id, snapshot, ())
             sha = self._call(
-                "restore", repo_id, lambda: self._commit_folder(repo_id, snapshot, files, commit_message)
+                "restore", repo_id, lambda: self._commit_folder(repo_id, snapshot, operations, commit_message)
             )
         return self._commit(repo_id, sha, tag)
 
@@ -312,26 +518,48 @@ class HubPublisher:
                 return None
             raise
 
-    def _commit(self, repo_id: str, sha: str, tag: str | None) -> HubCommit:
-        return HubCommit(repo_id=repo_id, sha=sha, url=f"{self.endpoint}/{repo_id}/commit/{sha}", tag=tag)
+    def _commit(
+        self, repo_id: str, sha: str, tag: str | None, manifest: Mapping[str, FileDigest] | None = None
+    ) -> HubCommit:
+        return HubCommit(
+            repo_id=repo_id,
+            sha=sha,
+            url=f"{self.endpoint}/{repo_id}/commit/{sha}",
+            tag=tag,
+            manifest=dict(manifest or {}),
+        )
 
-    def _commit_folder(self, repo_id: str, folder: Path, files: list[str], message: str) -> str:
-        """One commit: add every local file, delete every remote file the folder does not have.
-        Returns the sha of `main` holding the folder: no new commit when it already does (a retry
-        whose first answer was lost, a re-run after the tag step failed)."""
-        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+    def _operations(self, repo_id: str, folder: Path, staged: Sequence[str]) -> dict[str, Any]:
+        """path -> CommitOperationAdd of every file of the commit: the folder's, and the staged ones."""
+        from huggingface_hub import CommitOperationAdd
+
+        operations: dict[str, Any] = {
+            p: CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p))
+            for p in _local_files(folder)
+        }
+        for path in staged:
+            if (repo_id, path) not in self._staged:
+                raise ConfigError(f"{path}: not staged for {repo_id}; stage() it before the push.")
+            operations[path] = self._staged[(repo_id, path)]
+        return dict(sorted(operations.items()))
+
+    def _commit_folder(self, repo_id: str, folder: Path, adds: Mapping[str, Any], message: str) -> str:
+        """One commit: add every file of `adds`, delete every remote file it does not have. Returns
+        the sha of `main` holding those files: no new commit when it already does (a retry whose
+        first answer was lost, a re-run after the tag step failed)."""
+        from huggingface_hub import CommitOperationDelete
         from huggingface_hub.errors import HfHubHTTPError
 
         api = self._api(write=True)
         for race in range(_PARENT_RACES + 1):
             head = self.head(repo_id)
-            if head and self._same_files(repo_id, head, folder, files):
+            if head and self._same_files(repo_id, head, folder, adds):
                 log.info("Hub: main of %s already holds these files (%s); no new commit", repo_id, head[:12])
                 return head
             remote = set(api.list_repo_files(repo_id, revision=head)) if head else set()
-            stale = sorted(remote - set(files) - {".gitattributes"})
+            stale = sorted(remote - set(adds) - {".gitattributes"})
             operations: list[Any] = [CommitOperationDelete(path_in_repo=p) for p in stale]
-            operations += [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p in files]
+            operations += list(adds.values())
             # parent_commit: if main moved since we listed it, the Hub refuses instead of mixing two pushes;
             # then the stale list is recomputed against the new head and the commit tried again
             try:
@@ -443,7 +671,9 @@ class HubPublisher:
                     hint="Fix: deploy under a new version, or delete the stale tag on the Hub and re-run.",
                 ) from exc
 
-    def _same_files(self, repo_id: str, sha: str, folder: Path, files: list[str]) -> bool:
+    def _same_files(self, repo_id: str, sha: str, folder: Path, adds: Mapping[str, Any]) -> bool:
+        """Whether commit `sha` holds exactly the files of `adds` (CommitOperationAdd by path; a
+        staged one's file may be gone: its recorded digest counts)."""
         from huggingface_hub.hf_api import RepoFile
 
         api = self._api()
@@ -453,17 +683,18 @@ class HubPublisher:
             lambda: list(api.list_repo_tree(repo_id, revision=sha, recursive=True)),
         )
         remote = {f.path: f for f in tree if isinstance(f, RepoFile)}
-        if ".gitattributes" not in files:
+        if ".gitattributes" not in adds:
             remote.pop(".gitattributes", None)  # the Hub creates it; pushes never delete it
-        if set(remote) != set(files):
+        if set(remote) != set(adds):
             return False
-        for path in files:
+        for path, operation in adds.items():
             local = folder / path
             entry = remote[path]
             if entry.lfs is not None:
-                if local.stat().st_size != entry.lfs.size or file_sha256(local) != entry.lfs.sha256:
+                info = operation.upload_info
+                if info.size != entry.lfs.size or info.sha256.hex() != entry.lfs.sha256:
                     return False
-            elif _git_blob_sha1(local) != entry.blob_id:
+            elif not local.is_file() or _git_blob_sha1(local) != entry.blob_id:
                 return False
         return True
 
@@ -739,6 +970,17 @@ def _local_files(folder: Path) -> list[str]:
     if not files:
         raise ConfigError(f"The folder to push to the Hub is empty: {str(folder)!r}.")
     return sorted(files)
+
+
+def _bind(function: Callable[..., None], *args: Any) -> Callable[[], None]:
+    return lambda: function(*args)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def _git_blob_sha1(path: Path) -> str:

@@ -32,6 +32,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from deploygate.core import strictjson
 from deploygate.core.errors import AdapterError, DeployGateError, MergeError, ModelSourceError, first_line
+from deploygate.core.shard_plan import (
+    ByteRange,
+    OutputShard,
+    PlannedTensor,
+    ShardPlan,
+    ShardSink,
+    plan_shards,
+)
 from deploygate.core.tokenizer import TOKENIZER_FILES, has_tokenizer
 
 if TYPE_CHECKING:
@@ -46,8 +54,8 @@ SAFE_INDEX = "model.safetensors.index.json"
 SAFE_SINGLE = "model.safetensors"
 MODEL_FILES = ("config.json", "generation_config.json")
 
-# transformers 4.x wrote 5 GB shards; the Hub and most loaders are happiest at or below that.
-DEFAULT_MAX_SHARD_BYTES = 5_000_000_000
+# transformers 4.x wrote 5 GB shards; 2 GB keeps a streamed push's disk (about two shards) small.
+DEFAULT_MAX_SHARD_BYTES = 2_000_000_000
 
 ProgressCallback = Callable[[int, int, str], None]
 Fallback = Literal["peft", "error"]
@@ -1034,7 +1042,13 @@ def _file_order(files: Sequence[Path]) -> Callable[[_Tensor], tuple[int, int]]:
 
 
 def _try_streaming(
-    info: AdapterInfo, base: Path, out: Path, *, max_shard_bytes: int, progress: ProgressCallback | None
+    info: AdapterInfo,
+    base: Path,
+    out: Path,
+    *,
+    max_shard_bytes: int,
+    progress: ProgressCallback | None,
+    sink: ShardSink | None = None,
 ) -> tuple[MergeReport | None, list[str]]:
     """Stream the merge when it can be exact; (None, the reasons) when it cannot, with nothing left in `out`.
 
@@ -1044,12 +1058,18 @@ def _try_streaming(
     the merge is streamed again on theirs, and `progress` counts the tensors again: a dtype transformers
     casts, a layer peft transposes whatever the config says), and the written model must hold the tensors
     peft's merge + save_pretrained would write.
+
+    With a `sink` (shards handed over one by one, the base's bytes fetched per shard) transformers and
+    peft are asked first, so that the one streaming pass is on their plan: a second pass would fetch
+    the base again.
     """
     files, problems = _read_files(info, base)
     if files is None:
         return None, problems
     if max_shard_bytes <= 0:
         raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+    if sink is not None:
+        return _stream_to_sink(info, files, base, out, max_shard_bytes, progress, sink)
     guess = _plan_from_files(info, files)
     view = _Background(_view_or_error, base, info)
     try:
@@ -1068,6 +1088,40 @@ def _try_streaming(
             _remove_weights(out)
             report = _stream(plan, base, info, out, max_shard_bytes=max_shard_bytes, progress=progress)
         _check_written(out, plan.expected, "the streaming merge")
+        _check_config(out, base)
+    except BaseException:
+        _remove_weights(out)
+        raise
+    return dataclasses.replace(report, warnings=(*plan.warnings, *report.warnings)), []
+
+
+def _stream_to_sink(
+    info: AdapterInfo,
+    files: _Files,
+    base: Path,
+    out: Path,
+    max_shard_bytes: int,
+    progress: ProgressCallback | None,
+    sink: ShardSink,
+) -> tuple[MergeReport | None, list[str]]:
+    """The streaming merge on transformers' and peft's plan, each shard handed to `sink` when written
+    (its file may be gone afterwards: the tensors written are checked from the headers kept)."""
+    plan, problems = _plan(info, files, _view_or_error(base, info))
+    if plan is None:
+        return None, problems
+    written: dict[str, tuple[str, tuple[int, ...]]] = {}
+    try:
+        report = _stream(
+            plan,
+            base,
+            info,
+            out,
+            max_shard_bytes=max_shard_bytes,
+            progress=progress,
+            sink=sink,
+            index=written,
+        )
+        _check_written(out, plan.expected, "the streaming merge", written)
         _check_config(out, base)
     except BaseException:
         _remove_weights(out)
@@ -1170,21 +1224,19 @@ def _stream(
     *,
     max_shard_bytes: int,
     progress: ProgressCallback | None,
+    sink: ShardSink | None = None,
+    index: dict[str, tuple[str, tuple[int, ...]]] | None = None,
 ) -> MergeReport:
     _prepare_out_dir(out)
-    shards = _assign_shards(plan.tensors, max_shard_bytes)
-    names = (
-        [SAFE_SINGLE]
-        if len(shards) == 1
-        else [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
-    )
+    shards = plan_shards([_planned(t, base) for t in plan.tensors], max_shard_bytes)
     log.info(
         "merge: streaming %d tensors (%d with LoRA) from %s into %d shard(s) in %s",
-        len(plan.tensors), plan.merged, base, len(shards), out,
+        len(plan.tensors), plan.merged, base, len(shards.shards), out,
     )  # fmt: skip
     warnings: list[str] = []
+    writing = _ShardWriting(out, plan, progress, warnings, sink, {} if index is None else index)
     try:
-        bytes_written = _write_shards(out, names, shards, plan, progress, warnings)
+        bytes_written = _write_shards(writing, shards)
         _copy_side_files(base, info.adapter_dir, out, model_files=True)
     except BaseException as exc:
         # Never leave half a model behind for a later step to upload.
@@ -1198,40 +1250,59 @@ def _stream(
         method="streaming",
         tensors_total=len(plan.tensors),
         tensors_merged=plan.merged,
-        shards=tuple(names),
+        shards=tuple(s.name for s in shards.shards),
         bytes_written=bytes_written,
         warnings=tuple(warnings),
     )
 
 
-def _write_shards(
-    out: Path,
-    names: Sequence[str],
-    shards: Sequence[Sequence[_OutTensor]],
-    plan: _Plan,
-    progress: ProgressCallback | None,
-    warnings: list[str],
-) -> int:
-    total = len(plan.tensors)
-    done = 0
+def _planned(tensor: _OutTensor, base: Path) -> PlannedTensor:
+    source = tensor.source
+    return PlannedTensor(
+        tensor.name, tensor.nbytes, source.file.relative_to(base).as_posix(), source.start, source.nbytes
+    )
+
+
+@dataclass
+class _ShardWriting:
+    """What writing the shards of one plan shares: where, the plan, who is told, what was written."""
+
+    out: Path
+    plan: _Plan
+    progress: ProgressCallback | None
+    warnings: list[str]
+    sink: ShardSink | None
+    index: dict[str, tuple[str, tuple[int, ...]]]  # name -> (dtype, shape) of every tensor written
+    done: int = 0
+
+
+def _write_shards(writing: _ShardWriting, shards: ShardPlan) -> int:
+    """Write every shard in order (with a sink: fetch its base bytes first, hand it over after), then
+    the index; the bytes written."""
+    by_name = {t.name: t for t in writing.plan.tensors}
+    total, sink = len(shards.shards), writing.sink
     bytes_written = 0
-    weight_map: dict[str, str] = {}
     with _FileReader() as reader:
-        for shard_name, shard in zip(names, shards, strict=True):
-            for tensor in _write_shard(out / shard_name, shard, reader, warnings):
-                done += 1
-                weight_map[tensor.name] = shard_name
-                if progress is not None:
-                    progress(done, total, shard_name)
-            size = (out / shard_name).stat().st_size
+        for number, shard in enumerate(shards.shards, 1):
+            if sink is not None:
+                sink.fetch(shard, number, total)
+            path = writing.out / shard.name
+            for _tensor in _write_shard(path, [by_name[n] for n in shard.tensors], reader, writing.warnings):
+                writing.done += 1
+                if writing.progress is not None:
+                    writing.progress(writing.done, len(by_name), shard.name)
+            size = path.stat().st_size
             bytes_written += size
-            log.info("merge: wrote %s (%d/%d tensors, %.1f MB)", shard_name, done, total, size / 1e6)
-    if len(names) > 1:
-        index = {
-            "metadata": {"total_size": sum(t.nbytes for t in plan.tensors)},
-            "weight_map": dict(sorted(weight_map.items())),
-        }
-        (out / SAFE_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+            writing.index.update((n, (t.dtype, t.shape)) for n, t in _read_header(path, MergeError).items())
+            log.info(
+                "merge: wrote %s (%d/%d tensors, %.1f MB)", shard.name, writing.done, len(by_name), size / 1e6
+            )
+            if sink is not None:
+                sink.release(shard.needs)
+                sink.written(shard, str(path), number, total)
+    if total > 1:
+        index = {"metadata": {"total_size": shards.total_bytes}, "weight_map": shards.weight_map()}
+        (writing.out / SAFE_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     return bytes_written
 
 
@@ -1244,19 +1315,6 @@ def _prepare_out_dir(out: Path) -> None:
         raise MergeError(
             f"{out}: already holds model weights ({_few(stale)}); merge into an empty directory."
         )
-
-
-def _assign_shards(tensors: Sequence[_OutTensor], max_shard_bytes: int) -> list[list[_OutTensor]]:
-    # Greedy in file order, like transformers: a tensor larger than the limit gets a shard of its own.
-    shards: list[list[_OutTensor]] = [[]]
-    size = 0
-    for tensor in tensors:
-        if shards[-1] and size + tensor.nbytes > max_shard_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(tensor)
-        size += tensor.nbytes
-    return shards
 
 
 def _write_shard(
@@ -1519,10 +1577,17 @@ def _written_index(out: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     return index
 
 
-def _check_written(out: Path, expected: Mapping[str, tuple[str, tuple[int, ...]]], how: str) -> None:
-    """The merged checkpoint must hold exactly the tensors (names, dtypes, shapes) save_pretrained writes for
-    the base model: a merge changes values, never which tensors there are."""
-    written = _written_index(out)
+def _check_written(
+    out: Path,
+    expected: Mapping[str, tuple[str, tuple[int, ...]]],
+    how: str,
+    written: Mapping[str, tuple[str, tuple[int, ...]]] | None = None,
+) -> None:
+    """The merged checkpoint (`written`: what its headers hold, else read from `out`) must hold exactly
+    the tensors (names, dtypes, shapes) save_pretrained writes for the base model: a merge changes
+    values, never which tensors there are."""
+    if written is None:
+        written = _written_index(out)
     found = [f"missing {n}" for n in sorted(expected.keys() - written.keys())]
     found += [f"unexpected {n}" for n in sorted(written.keys() - expected.keys())]
     found += [
@@ -1808,14 +1873,20 @@ def merge(
     fallback: Fallback = "peft",
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     progress: ProgressCallback | None = None,
+    sink: ShardSink | None = None,
 ) -> MergeReport:
     """Merge by streaming when it reproduces peft exactly; otherwise merge with peft and check the result
-    (fallback="peft") or refuse (fallback="error"). An adapter no merge can reproduce is always refused."""
+    (fallback="peft") or refuse (fallback="error"). An adapter no merge can reproduce is always refused.
+
+    With a `sink`, the base's safetensors files may hold only their headers (the sink fetches each
+    shard's bytes) and every written shard is handed to it; the fallback fetches the whole base first."""
     if fallback not in ("peft", "error"):
         raise AdapterError(f"merge fallback must be 'peft' or 'error', got {fallback!r}; pick one of them.")
     base, out = Path(base_dir), Path(out_dir)
     info = inspect_adapter(adapter_dir)
-    report, problems = _try_streaming(info, base, out, max_shard_bytes=max_shard_bytes, progress=progress)
+    report, problems = _try_streaming(
+        info, base, out, max_shard_bytes=max_shard_bytes, progress=progress, sink=sink
+    )
     if report is not None:
         return report
     reasons = "; ".join(problems)
@@ -1825,7 +1896,27 @@ def merge(
             "Allow the peft fallback (merge fallback 'peft') or set merge: false to push the adapter only."
         )
     log.warning("merge: falling back to peft merge_and_unload (loads the whole model): %s", reasons)
-    return _merge_with_peft_checked(base, info, out, problems)
+    if sink is None:
+        return _merge_with_peft_checked(base, info, out, problems)
+    whole = _whole_base(base)
+    sink.fetch(whole, 0, 0)
+    report = _merge_with_peft_checked(base, info, out, problems)
+    sink.release(whole.needs)
+    for number, name in enumerate(report.shards, 1):
+        sink.written(_whole_file(out, name), str(out / name), number, len(report.shards))
+    return report
+
+
+def _whole_file(folder: Path, name: str) -> OutputShard:
+    size = (folder / name).stat().st_size
+    return OutputShard(name, (), size, (ByteRange(name, 0, size),))
+
+
+def _whole_base(base: Path) -> OutputShard:
+    """Every byte of the base's safetensors files, as one fetch (what peft's merge reads)."""
+    files = _base_weight_files(base) or []
+    needs = tuple(ByteRange(f.relative_to(base).as_posix(), 0, f.stat().st_size) for f in files)
+    return OutputShard("", (), sum(r.nbytes for r in needs), needs)
 
 
 def copy_adapter_only(
@@ -1875,8 +1966,24 @@ def missing_modules(names: tuple[str, ...] = MERGE_MODULES) -> list[str]:
     return [name for name in names if importlib.util.find_spec(name) is None]
 
 
+def weights_sizes(base_dir: str | Path) -> tuple[dict[str, int], int] | None:
+    """(file -> size of each safetensors file, largest tensor in bytes) of a local base model, from
+    its index and headers alone; None when its weights are not safetensors."""
+    base = Path(base_dir)
+    files = _base_weight_files(base)
+    if files is None:
+        return None
+    largest = 0
+    for path in files:
+        largest = max([largest, *(t.nbytes for t in _read_header(path, ModelSourceError).values())])
+    return {f.relative_to(base).as_posix(): f.stat().st_size for f in files}, largest
+
+
 class LoraMerger:
     """The Merger port: the streaming merge with peft's as the checked fallback."""
+
+    def weights_sizes(self, base_dir: Path) -> tuple[dict[str, int], int] | None:
+        return weights_sizes(base_dir)
 
     def missing_modules(self) -> list[str]:
         return missing_modules(MERGE_MODULES)
@@ -1885,9 +1992,24 @@ class LoraMerger:
         return inspect_adapter(adapter_dir)
 
     def merge(
-        self, base_dir: Path, adapter_dir: Path, out_dir: Path, progress: Callable[[int, int, str], None]
+        self,
+        base_dir: Path,
+        adapter_dir: Path,
+        out_dir: Path,
+        progress: Callable[[int, int, str], None],
+        *,
+        max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+        sink: ShardSink | None = None,
     ) -> MergeReport:
-        return merge(base_dir, adapter_dir, out_dir, fallback="peft", progress=progress)
+        return merge(
+            base_dir,
+            adapter_dir,
+            out_dir,
+            fallback="peft",
+            progress=progress,
+            max_shard_bytes=max_shard_bytes,
+            sink=sink,
+        )
 
     def copy_adapter_only(self, adapter_dir: Path, out_dir: Path, base_dir: Path) -> MergeReport:
         return copy_adapter_only(adapter_dir, out_dir, base_dir=base_dir)

@@ -123,6 +123,10 @@ class SignatureInvalid(DeployGateError, ValueError):
     exit_code = EXIT_FAILURE
 
 
+class ResourceError(DeployGateError, RuntimeError):
+    """This machine lacks the disk or memory a deploy needs (checked before any download)."""
+
+
 class MergeError(DeployGateError, RuntimeError):
     """The LoRA merge failed for a reason that is not the user's input (disk, corrupt file, ...)."""
 

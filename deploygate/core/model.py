@@ -65,6 +65,14 @@ class HistoryPoint:
 
 
 @dataclass(frozen=True)
+class FileDigest:
+    """One file of a Hub commit: its SHA-256 (hex) and size in bytes."""
+
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
 class HubPush:
     repo_id: str
     sha: str
@@ -72,6 +80,18 @@ class HubPush:
     tag: str | None = None
     signature_sha256: str | None = None  # the model.sig pushed in this commit, when signed
     signing: str | None = None  # key | sigstore
+    # relative path -> digest of every file the push committed (empty when nothing was pushed)
+    manifest: Mapping[str, FileDigest] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A file of the next push uploaded ahead of its commit. `uploaded`: its bytes are on the Hub (an
+    LFS object), so the local file may go; else the Hub takes it inline in the commit (keep it)."""
+
+    path: str
+    digest: FileDigest
+    uploaded: bool
 
 
 @dataclass(frozen=True)

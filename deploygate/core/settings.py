@@ -19,8 +19,9 @@ from typing import Any, Literal
 from deploygate.core.decision import Guardrail
 from deploygate.core.errors import ConfigError, shown
 from deploygate.core.metrics import Weights, canonical_name, parse_scale, resolve_weights
+from deploygate.core.shard_plan import MIN_SHARD_BYTES, parse_size
 
-Kind = Literal["path", "str", "bool", "float", "int", "choice", "weights", "list", "guardrails"]
+Kind = Literal["path", "str", "bool", "float", "int", "size", "choice", "weights", "list", "guardrails"]
 
 # MLflow's own alias rules (mlflow/utils/validation.py), checked here so that a bad alias is refused
 # before anything is registered: [\w-], at most 255 characters, not `latest`, and not a version alias
@@ -259,6 +260,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Also write the exact folder that is (or would be) pushed to the Hub here, for inspection.",
     ),
     _s(
+        "max-shard-size",
+        "size",
+        "2GB",
+        "Largest safetensors shard of the merged model (e.g. 500MB, 2GB, 5GB), whatever the base's shards; "
+        "a Hub push streams shard by shard, so the disk it needs is about two shards.",
+        "deployment.huggingface.max_shard_size",
+    ),
+    _s(
         "hf-license",
         "str",
         "apache-2.0",
@@ -313,6 +322,14 @@ def parse_bool(raw: object, where: str) -> bool:
     if word in FALSE_WORDS:
         return False
     raise ConfigError(f"{where}: {shown(raw)} is not a boolean; use true or false")
+
+
+def parse_shard_size(raw: object, where: str) -> int:
+    """A shard size: '2GB', '500MB', '1.5GiB' or a number of bytes."""
+    size = None if isinstance(raw, bool) else parse_size(str(raw))
+    if size is None or size < MIN_SHARD_BYTES:
+        raise ConfigError(f"{where}: {shown(raw)} is not a shard size; give a size such as 500MB, 2GB or 5GB")
+    return size
 
 
 def parse_float(raw: object, where: str, *, minimum: float = 0.0) -> float:
@@ -411,6 +428,8 @@ def parse_value(setting: Setting, raw: object, where: str) -> Any:  # noqa: C901
         return int(number)
     if setting.kind == "guardrails":
         return parse_guardrails(raw, where)
+    if setting.kind == "size":
+        return parse_shard_size(raw, where)
     if setting.kind == "weights":
         return parse_weights_text(raw, where) if isinstance(raw, str) else raw
     if setting.kind == "list":
@@ -477,6 +496,7 @@ class GateConfig:
     base_model: str | None
     card_template: Path | None
     hf_export_dir: Path | None
+    max_shard_size: int
     hf_license: str
     hf_language: tuple[str, ...]
     hf_tags: tuple[str, ...]

@@ -16,13 +16,16 @@ import logging
 import re
 import shutil
 import tempfile
-from dataclasses import replace
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Protocol
 
 from deploygate.core.decision import Baseline
-from deploygate.core.errors import AdapterError, ConfigError, ModelSourceError
+from deploygate.core.errors import AdapterError, ConfigError, ModelSourceError, ResourceError
 from deploygate.core.hub_names import hub_like, validate_hf_model_id
-from deploygate.core.model import Candidate, HubPush, ModelSource, ShipRequest
+from deploygate.core.model import Candidate, FileDigest, HubPush, ModelSource, ShipRequest
 from deploygate.core.provenance import RECORD_FILE, VersionFacts, file_sha256, record_text
 from deploygate.core.records import local_ui_command
 from deploygate.core.render.card import (
@@ -32,10 +35,12 @@ from deploygate.core.render.card import (
     CardInputs,
 )
 from deploygate.core.render.verdict import verdict_text
+from deploygate.core.resources import Needs, deploy_needs, describe, shortfall
 from deploygate.core.settings import GateConfig
+from deploygate.core.shard_plan import ByteRange, OutputShard, format_size
 from deploygate.core.signing import SIGNATURE_FILE, VERDICT_FILE, folder_digests
 from deploygate.core.tokenizer import fine_tune_tokenizer, tokenizer_files
-from deploygate.ports import AdapterSummary, CardRenderer, Hub, Merger, Registry, Signer
+from deploygate.ports import AdapterSummary, CardRenderer, Hub, Machine, Merger, Registry, Signer
 
 log = logging.getLogger("deploygate.shipping")
 
@@ -71,8 +76,38 @@ def chat_template_of(folder: Path) -> str | None:
     return None
 
 
+class ShardBar(Protocol):
+    """A progress bar over the shards of a streamed push (tqdm's `update` / `close`)."""
+
+    def update(self, n: int = 1) -> Any: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Base:
+    """Where the base model's files are: a local folder, or a sparse copy of a Hub repo at `revision`
+    whose weight bytes are fetched shard by shard."""
+
+    dir: Path
+    repo_id: str | None = None
+    revision: str | None = None
+
+
+@dataclass
+class _Built:
+    """The folder the Hub gets, and the files of it that were staged on the Hub (and may be gone)."""
+
+    stage: Path
+    staged: dict[str, FileDigest] = field(default_factory=dict)
+
+
 class HubShipper:
-    """Builds the folder the Hub gets and pushes it (or only exports it, without a repo id)."""
+    """Builds the folder the Hub gets and pushes it (or only exports it, without a repo id).
+
+    A Hub push of a merged model streams: for each output shard, the base bytes it needs are fetched,
+    merged, the shard written, uploaded ahead of the commit and deleted; then one commit holds them all
+    with the side files. Peak disk is about two shards. An export (hf-export-dir) writes the whole folder.
+    """
 
     def __init__(
         self,
@@ -83,13 +118,17 @@ class HubShipper:
         *,
         push: bool,
         signer: Signer | None = None,
+        shard_bar: Callable[[int], ShardBar] | None = None,
+        machine: Machine | None = None,
     ) -> None:
         self.hub = hub
+        self.machine = machine
         self.registry = registry
         self.merger = merger
         self.cards = cards
         self.signer = signer
         self.push = push and hub is not None
+        self.shard_bar = shard_bar
         self._prefetch: tempfile.TemporaryDirectory[str] | None = None
         self._fetched: dict[ModelSource, Path] = {}
 
@@ -102,6 +141,9 @@ class HubShipper:
         merger: Merger,
         cards: CardRenderer,
         signer: Signer | None = None,
+        *,
+        shard_bar: Callable[[int], ShardBar] | None = None,
+        machine: Machine | None = None,
     ) -> HubShipper:
         """Check the Hub settings (repo id, card template) before any write, then build the stage."""
         push = bool(cfg.hf_model_id) and not cfg.skip_hf_push
@@ -109,7 +151,9 @@ class HubShipper:
             validate_hf_model_id(str(cfg.hf_model_id))
         if cfg.create_model_card and cfg.card_template is not None:
             cards.check(Path(cfg.card_template))  # before any write, not after the merge
-        return cls(hub, registry, merger, cards, push=push, signer=signer)
+        return cls(
+            hub, registry, merger, cards, push=push, signer=signer, shard_bar=shard_bar, machine=machine
+        )
 
     def preflight(self, candidate: Candidate, config: GateConfig) -> None:
         """Check what shipping will need from the candidate before the pipeline writes anything:
@@ -159,6 +203,17 @@ class HubShipper:
                 f"base-model: {base_name!r} is not a model on {self.hub.endpoint} (or not visible to this token); "
                 "set base-model (or the adapter's base_model_name_or_path) to a local folder or a Hub id you can read"
             )
+        if config.merge:
+            self.check_resources(config, base_name)
+
+    def check_resources(self, config: GateConfig, base_name: str) -> str | None:
+        """ResourceError (before any download) when this machine clearly lacks what the deploy needs."""
+        if self.machine is None:
+            return None
+        push = self.push and config.hf_export_dir is None
+        return check_resources(
+            config, base_name, hub=self.hub, merger=self.merger, machine=self.machine, push=push
+        )
 
     def _prefetch_dir(self) -> Path:
         if self._prefetch is None:
@@ -203,7 +258,9 @@ class HubShipper:
                 if adopted is not None:
                     return self._main_holds(cfg, tag, adopted)
         with tempfile.TemporaryDirectory(prefix="deploygate-ship-") as tmp:
-            stage = self.build(request, Path(tmp), facts)
+            streamed = self.push and cfg.merge and cfg.hf_export_dir is None
+            built = self._build(request, Path(tmp), facts, stream=streamed)
+            stage = built.stage
             if cfg.hf_export_dir is not None:
                 export = Path(cfg.hf_export_dir)
                 if export.exists():
@@ -215,21 +272,7 @@ class HubShipper:
                 return None
             if existing is not None:  # the tag holds this version already (a signature is never made twice)
                 return self._main_holds(cfg, tag, existing)
-            assert self.hub is not None and cfg.hf_model_id
-            score = facts.score if facts.score is not None else request.score
-            message = f"{_title_prefix(cfg, request.version)} weighted score {score:.4f} ({facts.verdict or request.verdict})"
-            size = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
-            log.info(
-                "pushing %d files (%.1f MB) to %s as %s",
-                sum(1 for p in stage.rglob("*") if p.is_file()),
-                size / 1e6,
-                cfg.hf_model_id,
-                tag,
-            )
-            commit = self.hub.push(
-                cfg.hf_model_id, stage, commit_message=message, private=cfg.hf_private, tag=tag
-            )
-            commit = self._with_signature(commit, stage)
+            commit = self._with_signature(self._push(request, facts, built, tag), stage)
         log.info("Hub commit %s", commit.url)
         return commit
 
@@ -239,6 +282,30 @@ class HubShipper:
             return commit
         return replace(
             commit, signature_sha256=file_sha256(stage / SIGNATURE_FILE), signing=self.signer.method
+        )
+
+    def _push(self, request: ShipRequest, facts: VersionFacts, built: _Built, tag: str) -> HubPush:
+        """One commit of the built folder (and the shards staged ahead), tagged `tag`."""
+        cfg = request.config
+        assert self.hub is not None and cfg.hf_model_id
+        score = facts.score if facts.score is not None else request.score
+        message = f"{_title_prefix(cfg, request.version)} weighted score {score:.4f} ({facts.verdict or request.verdict})"
+        local = [p for p in built.stage.rglob("*") if p.is_file()]
+        log.info(
+            "pushing %d files (%.1f MB) to %s as %s%s",
+            len(local),
+            sum(p.stat().st_size for p in local) / 1e6,
+            cfg.hf_model_id,
+            tag,
+            f", with {len(built.staged)} shard(s) uploaded ahead" if built.staged else "",
+        )
+        return self.hub.push(
+            cfg.hf_model_id,
+            built.stage,
+            commit_message=message,
+            private=cfg.hf_private,
+            tag=tag,
+            staged=sorted(built.staged),
         )
 
     def _main_holds(self, cfg: GateConfig, tag: str, tagged: HubPush) -> HubPush:
@@ -282,21 +349,34 @@ class HubShipper:
             self._fetched[source] = self.registry.download(source, into)
         return self._fetched[source]
 
-    def _base(self, name: str, into: Path) -> Path:
+    def _base(self, name: str, into: Path, *, stream: bool = False) -> _Base:
         path = Path(name)
         if path.is_dir():
-            return path
+            return _Base(path)
         if not hub_like(name) or self.hub is None:
             raise AdapterError(
                 f"base-model: {name!r} is neither a local folder nor a Hub model id; set base-model "
                 "(or the adapter's base_model_name_or_path) to one"
             )
+        if stream:
+            revision = self.hub.base_skeleton(name, into)
+            if revision is not None:
+                log.info(
+                    "base model %s@%s: headers read, weights fetched shard by shard", name, revision[:12]
+                )
+                return _Base(into, name, revision)
+            log.info("base model %s has no safetensors weights: downloading all of it", name)
         log.info("downloading the base model %s", name)
-        return self.hub.snapshot(name, into)
+        return _Base(self.hub.snapshot(name, into))
 
     def build(self, request: ShipRequest, work: Path, facts: VersionFacts) -> Path:
         """The folder the Hub gets: merged model (or adapter), tokenizer, card, and deploygate.json
         (what it was built for, and the SHA-256 of every other file)."""
+        return self._build(request, work, facts, stream=False).stage
+
+    def _build(self, request: ShipRequest, work: Path, facts: VersionFacts, *, stream: bool) -> _Built:
+        """`build`; with `stream`, each merged shard is staged on the Hub as soon as it is written and
+        its file deleted (its digest kept for deploygate.json and the commit)."""
         cfg = request.config
         source = request.candidate.source
         assert source is not None
@@ -308,14 +388,22 @@ class HubShipper:
             raise AdapterError(
                 f"base-model: {adapter_dir / 'adapter_config.json'} names no base_model_name_or_path; set base-model"
             )
-        base_dir = self._base(base_name, work / "base")
+        base = self._base(base_name, work / "base", stream=stream)
+        base_dir = base.dir
         stage = work / "stage"
 
         def progress(done: int, total: int, shard: str) -> None:
-            log.info("merge: %d/%d tensors (%s)", done, total, shard)
+            log.debug("merge: %d/%d tensors (%s)", done, total, shard)
 
+        sink = _HubSink(self.hub, cfg, base, self.shard_bar) if stream and self.hub is not None else None
         if cfg.merge:
-            report = self.merger.merge(base_dir, adapter_dir, stage, progress)
+            try:
+                report = self.merger.merge(
+                    base_dir, adapter_dir, stage, progress, max_shard_bytes=cfg.max_shard_size, sink=sink
+                )
+            finally:
+                if sink is not None:
+                    sink.close()
         else:
             report = self.merger.copy_adapter_only(adapter_dir, stage, base_dir)
         for warning in report.warnings:
@@ -335,12 +423,14 @@ class HubShipper:
             )
         if self.signer is not None and request.result is not None:
             (stage / VERDICT_FILE).write_text(verdict_text(request.result), encoding="utf-8")
-        digests = folder_digests(stage)  # every file, hashed once, on every core
+        staged = dict(sink.staged) if sink is not None else {}
+        # every file, hashed once, on every core; the shards uploaded ahead by the digest they went up with
+        digests = {path: digest.sha256 for path, digest in staged.items()} | folder_digests(stage)
         digests.pop(RECORD_FILE, None)
         (stage / RECORD_FILE).write_text(record_text(facts.identity, digests), encoding="utf-8")
         if self.signer is not None:
             self._sign(stage, digests, f"{cfg.hf_model_id or cfg.registry_name}@v{request.version}")
-        return stage
+        return _Built(stage, staged)
 
     def _sign(self, stage: Path, digests: dict[str, str], model_name: str) -> None:
         """model.sig over every file of the folder, from the digests deploygate.json was made of
@@ -397,6 +487,47 @@ class HubShipper:
             mlflow_ui_command=local_ui_command(cfg.mlflow_tracking_uri),
         )
         return self.cards.render(inputs, cfg.card_template)
+
+
+def deploy_needs_of(
+    config: GateConfig, base_name: str, *, hub: Hub | None, merger: Merger, push: bool
+) -> Needs | None:
+    """What a deploy of `base_name` needs of disk and memory, from its safetensors headers alone
+    (a Hub base: its file list and headers by range request); None when they are not safetensors."""
+    local = Path(base_name).is_dir()
+    if local:
+        sizes = merger.weights_sizes(Path(base_name))
+    else:
+        sizes = hub.safetensors_sizes(base_name) if hub is not None else None
+    if sizes is None:
+        return None
+    return deploy_needs(
+        sizes[0],
+        sizes[1],
+        max_shard_bytes=config.max_shard_size,
+        streamed=push and config.merge and config.hf_export_dir is None,
+        base_downloaded=not local,
+        exported=config.hf_export_dir is not None,
+    )
+
+
+def check_resources(
+    config: GateConfig, base_name: str, *, hub: Hub | None, merger: Merger, machine: Machine, push: bool
+) -> str | None:
+    """ResourceError when this machine clearly lacks the disk (under the temporary folder, where a
+    deploy works) or the memory the deploy needs; else one line on what it needs and has (None when
+    that cannot be told before the download)."""
+    needs = deploy_needs_of(config, base_name, hub=hub, merger=merger, push=push)
+    if needs is None:
+        return None
+    work = tempfile.gettempdir()
+    free, memory = machine.free_disk(Path(work)), machine.available_memory()
+    problem = shortfall(needs, free, memory, work)
+    if problem is not None:
+        raise ResourceError(problem)
+    line = describe(needs, free, memory, work)
+    log.info("resources: %s", line)
+    return line
 
 
 def _adapter_facts(info: AdapterSummary, *, merged: bool) -> AdapterFacts:
@@ -468,3 +599,61 @@ def _use_fine_tune_tokenizer(stage: Path, adapter_dir: Path, fetched: Path) -> N
         (stage / name).unlink()
     for name in tokenizer_files(tokenizer_dir):
         shutil.copy2(tokenizer_dir / name, stage / name)
+
+
+class _HubSink:
+    """The ShardSink of a streamed push: fetches each output shard's base bytes (from the Hub: range
+    requests into the sparse base; nothing for a local folder), drops them once the shard is written,
+    stages the shard on the Hub and deletes it. One log line per shard; a bar when one is given."""
+
+    def __init__(self, hub: Hub, cfg: GateConfig, base: _Base, bar: Callable[[int], ShardBar] | None) -> None:
+        assert cfg.hf_model_id
+        self.hub, self.repo_id, self.private, self.base = hub, cfg.hf_model_id, cfg.hf_private, base
+        self.staged: dict[str, FileDigest] = {}
+        self._bar_factory = bar
+        self._bar: ShardBar | None = None
+        self._fetched = (0, 0.0)  # bytes, seconds of the current shard's download
+        self._merge_started = time.monotonic()
+
+    def fetch(self, shard: OutputShard, index: int, total: int) -> None:
+        started = time.monotonic()
+        fetched = 0
+        if self.base.repo_id is not None and self.base.revision is not None:
+            fetched = self.hub.fetch_ranges(self.base.repo_id, self.base.revision, self.base.dir, shard.needs)
+        self._fetched = (fetched, time.monotonic() - started)
+        self._merge_started = time.monotonic()
+        if self._bar is None and self._bar_factory is not None and total:
+            self._bar = self._bar_factory(total)
+
+    def release(self, ranges: Sequence[ByteRange]) -> None:
+        if self.base.revision is not None:
+            self.hub.drop_ranges(self.base.dir, ranges)
+
+    def written(self, shard: OutputShard, path: str, index: int, total: int) -> None:
+        merged = time.monotonic() - self._merge_started
+        local = Path(path)
+        size = local.stat().st_size
+        started = time.monotonic()
+        staged = self.hub.stage(self.repo_id, shard.name, local, private=self.private)
+        uploaded = time.monotonic() - started
+        self.staged[shard.name] = staged.digest
+        if staged.uploaded:
+            local.unlink()
+        log.info(
+            "shard %d/%d %s: %s; download %s, merge %s, upload %s",
+            index, total, shard.name, format_size(size),
+            _rate(*self._fetched) if self._fetched[0] else "none (local base)",
+            _rate(size, merged), _rate(size, uploaded),
+        )  # fmt: skip
+        if self._bar is not None:
+            self._bar.update(1)
+        self._merge_started = time.monotonic()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _rate(nbytes: int, seconds: float) -> str:
+    return f"{nbytes / 1e6 / max(seconds, 1e-6):.0f} MB/s"

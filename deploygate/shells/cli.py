@@ -70,7 +70,7 @@ EXIT_CODES = "Exit codes: 0 decided, 1 failure, 2 bad input, 3 rejected with --f
 
 
 # The settings each command besides the gate takes (the gate takes them all).
-DOCTOR_SETTINGS = ("config", "mlflow-tracking-uri", "hf-model-id")
+DOCTOR_SETTINGS = ("config", "mlflow-tracking-uri", "hf-model-id", "base-model", "max-shard-size")
 ROLLBACK_SETTINGS = (
     "config",
     "registry-name",

@@ -75,6 +75,8 @@ def _config(
             ("config", ns.config),
             ("mlflow-tracking-uri", ns.mlflow_tracking_uri),
             ("hf-model-id", ns.hf_model_id),
+            ("base-model", getattr(ns, "base_model", None)),
+            ("max-shard-size", getattr(ns, "max_shard_size", None)),
         )
         if v is not None
     }
@@ -111,6 +113,8 @@ def run_doctor(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
     apply_connection_env(os.environ)
     _check_mlflow(checks, uri, origin, os.environ)
     _check_hub(checks, ns.hf_model_id or (cfg.hf_model_id if cfg is not None else None), env)
+    if cfg is not None:
+        _check_resources(checks, cfg, env)
     print(
         "all checks passed"
         if not checks.failed
@@ -172,6 +176,32 @@ def _check_mlflow(checks: Checklist, uri: str, origin: str, env: Mapping[str, st
         return
     checks.ok(what, answer if store is not None else f"{registry.display_uri} answers{answer}")
     checks.attempt("model registry", registry.check_registry)
+
+
+def _check_resources(checks: Checklist, cfg: GateConfig, env: Mapping[str, str]) -> None:
+    """The disk and memory a deploy of the base model needs, from its safetensors headers (no
+    download), against this machine's free disk and available memory."""
+    if not cfg.base_model:
+        checks.ok("resources", "no base-model set: give --base-model (a Hub id or a folder) to estimate them")
+        return
+    if not cfg.merge:
+        checks.ok("resources", "merge is off: only the adapter is pushed")
+        return
+    from deploygate.adapters.lora_merge import LoraMerger
+    from deploygate.adapters.machine import LocalMachine
+    from deploygate.bootstrap import hub_client
+    from deploygate.service.ship import check_resources
+
+    base = str(cfg.base_model)
+    push = bool(cfg.hf_model_id) and not cfg.skip_hf_push
+
+    def check() -> str:
+        line = check_resources(
+            cfg, base, hub=hub_client(env), merger=LoraMerger(), machine=LocalMachine(), push=push
+        )
+        return line or f"{base}: its weights are not safetensors, so they cannot be estimated"
+
+    checks.attempt("resources", check)
 
 
 def _check_hub(checks: Checklist, repo: str | None, env: Mapping[str, str]) -> None:

@@ -77,6 +77,7 @@ SAMPLE_BY_KIND = {
     "bool": "true",
     "float": "0.9",
     "int": "10",
+    "size": "500MB",
     "weights": "bleu4=1",
     "list": "en,fr",
     "guardrails": "bleu4.min=0.1",
@@ -103,6 +104,7 @@ def test_every_settings_input_reaches_the_config(spelling: int) -> None:
         if s.kind == "bool":
             assert getattr(cfg, s.attr) is True, s.name
     assert cfg.min_improvement_threshold == 0.02 and cfg.champion_alias == "prod"
+    assert cfg.max_shard_size == 500_000_000
 
 
 def _result() -> GateResult:

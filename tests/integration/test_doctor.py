@@ -126,3 +126,58 @@ def test_doctor_reports_a_broken_env_file_as_a_check(capsys, empty_cwd):
     assert "FAIL .env: " in out and "line 2 (the HF_TOKEN line) cannot be parsed" in out
     assert "hf_secret_value" not in out
     assert os.environ.get("MLFLOW_TRACKING_URI") is None  # nothing half-loaded
+
+
+def _huge_base(folder: Path, nbytes: int) -> Path:
+    """A base model folder whose one safetensors file declares `nbytes` of weights: a sparse file, so
+    it takes no disk, but its header and size say what a deploy of it would need."""
+    import json
+    import struct
+
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    header = json.dumps(
+        {"w": {"dtype": "BF16", "shape": [nbytes // 2], "data_offsets": [0, nbytes]}}
+    ).encode()
+    header += b" " * (-len(header) % 8)
+    with (folder / "model.safetensors").open("wb") as handle:
+        handle.write(struct.pack("<Q", len(header)) + header)
+        handle.truncate(8 + len(header) + nbytes)
+    return folder
+
+
+@pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")
+def test_doctor_estimates_disk_and_memory_from_the_base_models_headers(
+    hub_server, capsys, monkeypatch, empty_cwd, tmp_path_factory
+):
+    from huggingface_hub import HfApi
+
+    from tests.modelfactory import make_tiny_llama
+
+    base = make_tiny_llama(tmp_path_factory.mktemp("doctor") / "base", shards=3)
+    repo = hub_server.new_repo_id("doctor-base")
+    api = HfApi(endpoint=hub_server.url, token=hub_server.token)
+    api.create_repo(repo)
+    api.upload_folder(repo_id=repo, folder_path=str(base))
+    monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    gets = len(hub_server.requests_matching("GET", r"/resolve/"))
+    code, out = doctor(capsys, "--base-model", repo, "--hf-model-id", hub_server.new_repo_id("doctor"))
+    assert code == 0, out
+    line = next(x for x in out.splitlines() if x.startswith("OK   resources: "))
+    assert "base streamed shard by shard" in line and "of disk" in line and "of memory" in line, line
+    # read by headers: two small range requests per safetensors file, nothing else downloaded
+    assert len(hub_server.requests_matching("GET", r"/resolve/")) - gets == 2 * 3
+    code, out = doctor(capsys, "--base-model", str(base))
+    assert code == 0 and "OK   resources: " in out and "as a whole folder" in out, out
+    assert tree(empty_cwd) == []
+
+
+def test_doctor_says_when_this_machine_lacks_the_disk_a_deploy_needs(capsys, empty_cwd, tmp_path_factory):
+    base = _huge_base(tmp_path_factory.mktemp("doctor") / "huge", 4 * 10**12)  # 4 TB of weights, declared
+    code, out = doctor(capsys, "--base-model", str(base))
+    assert code == 1, out
+    assert re.search(
+        r"^FAIL resources: disk: a deploy of this 4\.0 TB model .* needs about 4\.0 TB under ", out, re.M
+    )
+    assert "     fix: free disk space, point TMPDIR at a larger disk, or set max-shard-size lower" in out

@@ -380,3 +380,86 @@ def test_hanging_request_is_dropped_and_retried(hub_server: HubServer) -> None:
     assert hub.whoami() == hub_server.user
     assert len(sleeps) == 1
     hub_server.clear_faults()
+
+
+# --- the streamed push: staged shards, one commit, the manifest; a base read by byte ranges ----------------
+
+
+def test_staged_files_go_in_the_one_commit_with_a_manifest_of_every_file(
+    hub_server: HubServer, repo_id: str, tmp_path: Path
+) -> None:
+    import hashlib
+
+    hub, _ = publisher(hub_server)
+    folder = model_folder(tmp_path / "m", repo_id, seed=7)
+    shard = tmp_path / "model-00002-of-00002.safetensors"
+    shard.write_bytes(random.Random(8).randbytes(WEIGHTS_BYTES))
+    data = shard.read_bytes()
+    puts = len(hub_server.requests_matching("PUT", r"^/__lfs/upload/"))
+    staged = hub.stage(repo_id, shard.name, shard, private=False)
+    assert staged.uploaded and staged.digest.sha256 == hashlib.sha256(data).hexdigest()
+    shard.unlink()  # uploaded ahead: the commit needs only its digest
+    commits = len(hub_server.commits(repo_id))
+    commit = hub.push(
+        repo_id,
+        folder,
+        commit_message="deploygate: qa-model v1, x",
+        private=False,
+        tag="v1",
+        staged=[shard.name],
+    )
+    assert len(hub_server.commits(repo_id)) == commits + 1
+    files = dict(iter_repo_files(hub_server, repo_id))
+    assert files[shard.name] == data and "model.safetensors" in files
+    assert set(commit.manifest) == set(files) - {".gitattributes"}
+    for path, digest in commit.manifest.items():
+        assert (digest.sha256, digest.size) == (hashlib.sha256(files[path]).hexdigest(), len(files[path]))
+    # the same bytes staged again (a re-run): the LFS batch answer has no upload action for them
+    again = tmp_path / "again.safetensors"
+    again.write_bytes(data)
+    hub.stage(repo_id, shard.name, again, private=False)
+    assert (
+        len(hub_server.requests_matching("PUT", r"^/__lfs/upload/")) - puts == 2
+    )  # model.safetensors + shard
+
+
+def test_a_base_is_laid_out_sparse_and_filled_by_byte_ranges(
+    hub_server: HubServer, repo_id: str, tmp_path: Path
+) -> None:
+    import json
+    import struct
+
+    from deploygate.core.shard_plan import ByteRange
+
+    header = json.dumps({"w": {"dtype": "U8", "shape": [3_000_000], "data_offsets": [0, 3_000_000]}}).encode()
+    header += b" " * (-len(header) % 8)
+    body = random.Random(3).randbytes(3_000_000)
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + body)
+    (source / "config.json").write_text("{}\n")
+    (source / "pytorch_model.bin").write_bytes(b"never downloaded")
+    api = HfApi(endpoint=hub_server.url, token=hub_server.token)
+    api.create_repo(repo_id)
+    api.upload_folder(repo_id=repo_id, folder_path=str(source))
+    hub, _ = publisher(hub_server)
+    assert hub.safetensors_sizes(repo_id) == ({"model.safetensors": 8 + len(header) + len(body)}, 3_000_000)
+    base = tmp_path / "base"
+    revision = hub.base_skeleton(repo_id, base)
+    assert revision == hub.head(repo_id)
+    weights = base / "model.safetensors"
+    assert (base / "config.json").is_file() and not (base / "pytorch_model.bin").exists()
+    assert weights.stat().st_size == (source / "model.safetensors").stat().st_size
+    assert weights.stat().st_blocks * 512 < 1_000_000  # a hole where the data will be
+    start = 8 + len(header)
+    assert (
+        hub.fetch_ranges(repo_id, revision, base, [ByteRange(weights.name, start + 1000, start + 2_000_000)])
+        == 1_999_000
+    )
+    assert weights.read_bytes()[start + 1000 : start + 2_000_000] == body[1000:2_000_000]
+    assert weights.stat().st_blocks * 512 >= 1_999_000
+    hub.drop_ranges(base, [ByteRange(weights.name, start + 1000, start + 2_000_000)])
+    assert (
+        weights.stat().st_blocks * 512 < 1_000_000
+        and weights.read_bytes()[:start] == (source / "model.safetensors").read_bytes()[:start]
+    )
