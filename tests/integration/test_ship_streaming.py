@@ -313,3 +313,39 @@ def test_a_deploy_killed_between_shards_resumes_on_the_rerun_with_one_commit(
     uploaded = len(hub_server.requests_matching("PUT", _LFS_PUT)) - puts - first
     assert len(shards) >= 4 and uploaded == len(shards) - first  # what was on the Hub is not sent again
     assert len(_deploy_commits(hub_server, repo)) == 1
+
+
+def test_a_signed_streamed_push_verifies_and_its_signature_covers_the_shards_uploaded_ahead(
+    gate, world, hub_server, tmp_path, capsys
+):
+    from deploygate.shells.cli import main
+    from tests.integration.test_signing import key_pair
+
+    private, public = key_pair(tmp_path / "keys")
+    repo = hub_server.new_repo_id("signed-stream")
+    res = gate(
+        "signed", repo, "--max-shard-size", str(_shard_limit(world)), "--signing", "key",
+        "--signing-key", str(private),
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    assert "weights fetched shard by shard" in res.err
+    pushed = dict(iter_repo_files(hub_server, repo))
+    shards = sorted(p for p in pushed if p.endswith(".safetensors"))
+    assert len(shards) >= 4 and {"model.sig", "deploygate-verdict.json"} <= set(pushed)
+    assert len(_deploy_commits(hub_server, repo)) == 1
+    record = json.loads(pushed["deploygate.json"])
+    assert set(shards) <= set(json.dumps(record).split('"'))  # the shards uploaded ahead are in the record
+    capsys.readouterr()
+    assert main(["verify", f"{repo}@v1", "--public-key", str(public)]) == 0, capsys.readouterr()
+    # a shard uploaded ahead is covered like any file: one changed byte in it fails, naming it
+    local = tmp_path / "downloaded"
+    HfApi(endpoint=hub_server.url, token=hub_server.token).snapshot_download(
+        repo, revision="v1", local_dir=local, cache_dir=tmp_path / "cache"
+    )
+    shard = local / shards[1]
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1
+    shard.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["verify", "--local", str(local), "--public-key", str(public)]) == 1
+    assert shards[1] in capsys.readouterr().out
