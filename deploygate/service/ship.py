@@ -11,6 +11,7 @@ creation time), so building it again gives the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -18,6 +19,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -401,6 +403,8 @@ class HubShipper:
                 report = self.merger.merge(
                     base_dir, adapter_dir, stage, progress, max_shard_bytes=cfg.max_shard_size, sink=sink
                 )
+                if sink is not None:
+                    sink.finish()
             finally:
                 if sink is not None:
                     sink.close()
@@ -604,7 +608,12 @@ def _use_fine_tune_tokenizer(stage: Path, adapter_dir: Path, fetched: Path) -> N
 class _HubSink:
     """The ShardSink of a streamed push: fetches each output shard's base bytes (from the Hub: range
     requests into the sparse base; nothing for a local folder), drops them once the shard is written,
-    stages the shard on the Hub and deletes it. One log line per shard; a bar when one is given."""
+    stages the shard on the Hub and deletes it. One log line per shard; a bar when one is given.
+
+    A shard's upload runs on a worker thread while the next shard's base bytes download, so the two
+    directions of the network overlap; the next merge starts only once that upload is done and its
+    file deleted, so the disk never holds more than it did one after another (a shard's base bytes
+    and one merged shard). `finish` waits for the last upload and raises what any upload raised."""
 
     def __init__(self, hub: Hub, cfg: GateConfig, base: _Base, bar: Callable[[int], ShardBar] | None) -> None:
         assert cfg.hf_model_id
@@ -614,6 +623,8 @@ class _HubSink:
         self._bar: ShardBar | None = None
         self._fetched = (0, 0.0)  # bytes, seconds of the current shard's download
         self._merge_started = time.monotonic()
+        self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploygate-upload")
+        self._upload: Future[None] | None = None
 
     def fetch(self, shard: OutputShard, index: int, total: int) -> None:
         started = time.monotonic()
@@ -621,6 +632,7 @@ class _HubSink:
         if self.base.repo_id is not None and self.base.revision is not None:
             fetched = self.hub.fetch_ranges(self.base.repo_id, self.base.revision, self.base.dir, shard.needs)
         self._fetched = (fetched, time.monotonic() - started)
+        self._wait_upload()  # the previous shard is on the Hub and off the disk before this one is merged
         self._merge_started = time.monotonic()
         if self._bar is None and self._bar_factory is not None and total:
             self._bar = self._bar_factory(total)
@@ -631,7 +643,20 @@ class _HubSink:
 
     def written(self, shard: OutputShard, path: str, index: int, total: int) -> None:
         merged = time.monotonic() - self._merge_started
-        local = Path(path)
+        self._wait_upload()
+        self._upload = self._uploader.submit(
+            self._stage, shard, Path(path), index, total, merged, self._fetched
+        )
+
+    def _stage(
+        self,
+        shard: OutputShard,
+        local: Path,
+        index: int,
+        total: int,
+        merged: float,
+        fetched: tuple[int, float],
+    ) -> None:
         size = local.stat().st_size
         started = time.monotonic()
         staged = self.hub.stage(self.repo_id, shard.name, local, private=self.private)
@@ -642,14 +667,29 @@ class _HubSink:
         log.info(
             "shard %d/%d %s: %s; download %s, merge %s, upload %s",
             index, total, shard.name, format_size(size),
-            _rate(*self._fetched) if self._fetched[0] else "none (local base)",
+            _rate(*fetched) if fetched[0] else "none (local base)",
             _rate(size, merged), _rate(size, uploaded),
         )  # fmt: skip
         if self._bar is not None:
             self._bar.update(1)
-        self._merge_started = time.monotonic()
+
+    def _wait_upload(self) -> None:
+        upload, self._upload = self._upload, None
+        if upload is not None:
+            upload.result()  # raises what the upload raised
+
+    def finish(self) -> None:
+        """Wait for the last upload: every shard is staged (or this raises why not)."""
+        self._wait_upload()
 
     def close(self) -> None:
+        """Stop the uploader (after a failure too: a pending upload is waited for, its error dropped:
+        the failure being raised already says what went wrong)."""
+        if self._upload is not None:
+            with contextlib.suppress(Exception):
+                self._upload.result()
+            self._upload = None
+        self._uploader.shutdown(wait=True)
         if self._bar is not None:
             self._bar.close()
             self._bar = None

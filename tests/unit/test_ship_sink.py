@@ -1,0 +1,93 @@
+"""The streamed push's shard sink: a shard's upload overlaps the next shard's download, the next merge
+waits for that upload (so the disk holds no more than one shard's base bytes and one merged shard),
+and an upload's failure reaches the caller."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from deploygate.core.errors import HubError
+from deploygate.core.model import StagedFile
+from deploygate.core.shard_plan import OutputShard
+from deploygate.service.ship import _Base, _HubSink
+from tests.fakes import FakeHub
+
+
+class OverlapHub(FakeHub):
+    """stage(first shard) holds until the second shard's download has begun, or 10 s."""
+
+    def __init__(self, fail: str | None = None) -> None:
+        super().__init__()
+        self.events: list[str] = []
+        self.second_download = threading.Event()
+        self.overlapped = False
+        self.fail = fail
+
+    def fetch_ranges(self, repo_id: str, revision: str, local_dir: Path, ranges: Any) -> int:
+        self.events.append(f"fetch {len(self.events)}")
+        if sum(e.startswith("fetch") for e in self.events) == 2:
+            self.second_download.set()
+        return 1
+
+    def drop_ranges(self, local_dir: Path, ranges: Any) -> None:
+        pass
+
+    def stage(self, repo_id: str, path_in_repo: str, local: Path, *, private: bool) -> StagedFile:
+        if path_in_repo == "s1":
+            self.overlapped = self.second_download.wait(timeout=10)
+        if path_in_repo == self.fail:
+            raise HubError(f"Hub: could not pre-upload {path_in_repo} to {repo_id}: HTTP 403.")
+        staged = super().stage(repo_id, path_in_repo, local, private=private)
+        self.events.append(f"staged {path_in_repo}")
+        return staged
+
+
+def _sink(hub: FakeHub, tmp_path: Path) -> _HubSink:
+    cfg: Any = SimpleNamespace(hf_model_id="org/model", hf_private=False)
+    return _HubSink(hub, cfg, _Base(tmp_path / "base", "org/base", "0" * 40), None)
+
+
+def _shard(tmp_path: Path, name: str) -> tuple[OutputShard, str]:
+    path = tmp_path / name
+    path.write_bytes(name.encode() * 100)
+    return OutputShard(name, (), 200, ()), str(path)
+
+
+def test_an_upload_overlaps_the_next_download_and_the_next_merge_waits_for_it(tmp_path: Path) -> None:
+    hub = OverlapHub()
+    sink = _sink(hub, tmp_path)
+    try:
+        first, first_path = _shard(tmp_path, "s1")
+        sink.fetch(first, 1, 2)
+        sink.written(first, first_path, 1, 2)
+        second, second_path = _shard(tmp_path, "s2")
+        sink.fetch(second, 2, 2)  # downloads while s1 uploads; returns once s1 is up and deleted
+        assert hub.overlapped, "the first shard's upload did not run while the second downloaded"
+        assert hub.events[-1] == "staged s1" and not Path(first_path).exists()
+        sink.written(second, second_path, 2, 2)
+        sink.finish()
+    finally:
+        sink.close()
+    assert set(sink.staged) == {"s1", "s2"} and not Path(second_path).exists()
+    assert hub.staged[("org/model", "s1")] == b"s1" * 100
+
+
+def test_a_failed_upload_reaches_the_caller(tmp_path: Path) -> None:
+    hub = OverlapHub(fail="s2")
+    hub.second_download.set()
+    sink = _sink(hub, tmp_path)
+    try:
+        for number, name in enumerate(("s1", "s2"), 1):
+            shard, path = _shard(tmp_path, name)
+            sink.fetch(shard, number, 2)
+            sink.written(shard, path, number, 2)
+        with pytest.raises(HubError, match="pre-upload s2"):
+            sink.finish()
+    finally:
+        sink.close()
+    assert set(sink.staged) == {"s1"}
