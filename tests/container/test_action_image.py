@@ -103,6 +103,13 @@ def can_use_standin() -> bool:
     return STANDIN.is_file() and os.access(STANDIN, os.X_OK) and os.geteuid() == 0
 
 
+def standin_note() -> str:
+    """What a skip says of the optional stand-in tool: absent (the usual case outside the workspace) or unusable."""
+    if not STANDIN.is_file():
+        return f"no stand-in tool at {STANDIN} (optional)"
+    return f"the stand-in tool {STANDIN} needs root and an executable file (optional)"
+
+
 def make_standin_base(minor: str) -> None:
     """The workspace tool's stand-in python:<minor>-slim (it installs podman and runc if needed)."""
     sh(str(STANDIN), "base", minor, timeout=3600, check=True)
@@ -151,14 +158,18 @@ def engine() -> Engine:
         make_standin_base(base_image().rsplit(":", 1)[1].split("-")[0])
         found = find_engine()
     if found is None:
-        pytest.skip("container test skipped: no container engine (docker with a running daemon, or podman)")
+        pytest.skip(
+            "container test skipped: no container engine (docker with a running daemon, or podman); "
+            + standin_note()
+        )
     base = base_image()
     if not found.has(base) and found("pull", base, timeout=300).returncode != 0:
         if found.name == "podman" and can_use_standin():
             make_standin_base(base.rsplit(":", 1)[1].split("-")[0])
         if not found.has(base):
             pytest.skip(
-                f"container test skipped: {base} cannot be pulled (offline?) and there is no local copy"
+                f"container test skipped: {base} cannot be pulled (offline?) and there is no local copy; "
+                + (standin_note() if not can_use_standin() else "the stand-in tool made none")
             )
     if found.name == "podman":
         found.flags = podman_flags(found, base)

@@ -93,5 +93,6 @@ def test_the_container_test_skips_cleanly_in_a_copy_without_the_workspace(tmp_pa
         summary
     )  # every container test skipped, none ran or failed
     assert (
-        "container test skipped: no container engine (docker with a running daemon, or podman)" in done.stdout
+        "container test skipped: no container engine (docker with a running daemon, or podman); "
+        "no stand-in tool at " in done.stdout
     )
