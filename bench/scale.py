@@ -38,6 +38,8 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from merge import TARGETS, llama_shapes, write_safetensors  # noqa: E402
 
+from tests.diskuse import DiskSampler  # noqa: E402
+
 LLAMA_7B = {
     "hidden_size": 4096,
     "intermediate_size": 11008,
@@ -111,39 +113,6 @@ def build_adapter(folder: Path, shape: dict[str, int], base_name: str) -> Path:
     return folder
 
 
-class DiskSampler:
-    """Peak disk used (allocated blocks: sparse files count what they hold) under some folders."""
-
-    def __init__(self, *roots: Path) -> None:
-        self.roots = roots
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _used(self) -> int:
-        total = 0
-        for root in self.roots:
-            for path in root.rglob("*"):
-                with contextlib.suppress(OSError):
-                    if path.is_file() and not path.is_symlink():
-                        total += path.stat().st_blocks * 512
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(OSError):
-                self.peak = max(self.peak, self._used())
-            self._stop.wait(0.05)
-
-    def __enter__(self) -> DiskSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def run_measured(argv: list[str], *, env: dict[str, str], cwd: Path, log: Path) -> tuple[float, int, int]:
     """Run a child; (seconds, peak RSS from its VmHWM, exit code). Its output goes to `log`, each line
     after the seconds since the start (where the time goes)."""
@@ -202,7 +171,7 @@ def deploy(
     argv += ["--experiment-name", "scale", "--hf-model-id", target, "--base-model", base_repo]
     argv += ["--max-shard-size", shard]
     log_path = run_dir / "deploy.log"
-    with DiskSampler(work, cache) as disk:
+    with DiskSampler(work, cache, interval=0.05) as disk:
         seconds, peak_rss, code = run_measured(argv, env=env, cwd=run_dir, log=log_path)
     lines = log_path.read_text().splitlines()
     shutil.copyfile(log_path, run_dir.parent.parent / "last-deploy.log")  # kept beside the cache

@@ -5,16 +5,14 @@ two shards of disk, and resume after a failure between shards without uploading 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import tempfile
-import threading
-from pathlib import Path
 
 import pytest
 from huggingface_hub import HfApi
 from mlflow import MlflowClient
 
+from tests.diskuse import DiskSampler
 from tests.gatekit import run_gate
 from tests.hub_server import iter_repo_files
 from tests.modelfactory import make_lora_adapter, make_tiny_llama, save_tiny_tokenizer
@@ -22,43 +20,6 @@ from tests.modelfactory import make_lora_adapter, make_tiny_llama, save_tiny_tok
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")]
 
 _LFS_PUT = r"^/__lfs/upload/"
-
-
-class DiskSampler:
-    """Samples the disk used (allocated blocks, so sparse files count what they hold) under a folder."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.peak = 0
-        self.weights_peak = 0  # of the model's own shards alone (base and merged), side files left out
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _used(self) -> tuple[int, int]:
-        total = weights = 0
-        for path in self.root.rglob("*"):
-            with contextlib.suppress(OSError):  # removed while walking
-                if path.is_file() and not path.is_symlink():
-                    used = path.stat().st_blocks * 512
-                    total += used
-                    if path.name.startswith("model") and path.suffix == ".safetensors":
-                        weights += used
-        return total, weights
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(OSError):  # a folder removed while walking: the next sample counts
-                total, weights = self._used()
-                self.peak, self.weights_peak = max(self.peak, total), max(self.weights_peak, weights)
-            self._stop.wait(0.001)
-
-    def __enter__(self) -> DiskSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @pytest.fixture
