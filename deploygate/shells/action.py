@@ -492,7 +492,10 @@ class _Shell:
         from deploygate.core.render.report import render_verify
 
         _apply_credentials(self.env, inputs)
-        cfg = prepare_config(inputs.given, self.env, source_names=inputs.source_names)
+        # verify signs nothing: params.yaml's signing settings (a key the verify step has no secret
+        # for) must not stop it, so they are set aside; the rest (hf-model-id) reads as for a gate run
+        unsigned = {**inputs.given, "signing": "off", "signing-key": ""}
+        cfg = prepare_config(unsigned, self.env, source_names=inputs.source_names)
         if not cfg.hf_model_id:
             raise ConfigError(
                 "input 'hf-model-id': mode verify needs the Hub repo to check; give hf-model-id"

@@ -75,6 +75,20 @@ def test_verify_mode_sets_verified_and_fails_on_a_tampered_file(
     assert action.versions() == []  # verify writes nothing to MLflow
 
 
+def test_verify_mode_ignores_the_signing_settings_of_params_yaml(
+    action: ActionHarness, hub_server: HubServer, tmp_path: Path
+) -> None:
+    # the deploy job's params.yaml asks for key signing; the verify step has only the public key
+    private, public = pem_pair()
+    repo = signed_repo(hub_server, tmp_path, private)
+    params = tmp_path / "params.yaml"
+    params.write_text("deployment:\n  signing: key\n")
+    inputs = {"mode": "verify", "hf-model-id": repo, "public-key": public, "config": str(params)}
+    run = action.run(inputs, env=hub_env(hub_server))
+    assert run.rc == 0, run.stdout + run.stderr
+    assert run.outputs["verified"] == "true"
+
+
 def test_verify_mode_without_a_key_or_identity_is_exit_2(
     action: ActionHarness, hub_server: HubServer
 ) -> None:
