@@ -62,14 +62,6 @@ class LfsStore:
             tmp.write_bytes(data)
             tmp.replace(self.folder / oid)
 
-    def put_file(self, oid: str, path: Path) -> None:
-        """Keep an object already written to `path` (moved when stored on disk)."""
-        if self.folder is None:
-            self._memory[oid] = path.read_bytes()
-            path.unlink()
-        else:
-            path.replace(self.folder / oid)
-
     def __getitem__(self, oid: str) -> bytes:
         return self.read(oid, 0, self.size(oid))
 

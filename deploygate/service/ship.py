@@ -371,14 +371,11 @@ class HubShipper:
         log.info("downloading the base model %s", name)
         return _Base(self.hub.snapshot(name, into))
 
-    def build(self, request: ShipRequest, work: Path, facts: VersionFacts) -> Path:
-        """The folder the Hub gets: merged model (or adapter), tokenizer, card, and deploygate.json
-        (what it was built for, and the SHA-256 of every other file)."""
-        return self._build(request, work, facts, stream=False).stage
-
     def _build(self, request: ShipRequest, work: Path, facts: VersionFacts, *, stream: bool) -> _Built:
-        """`build`; with `stream`, each merged shard is staged on the Hub as soon as it is written and
-        its file deleted (its digest kept for deploygate.json and the commit)."""
+        """The folder the Hub gets: merged model (or adapter), tokenizer, card, and deploygate.json
+        (what it was built for, and the SHA-256 of every other file); with `stream`, each merged shard
+        is staged on the Hub as soon as it is written and its file deleted (its digest kept for
+        deploygate.json and the commit)."""
         cfg = request.config
         source = request.candidate.source
         assert source is not None
