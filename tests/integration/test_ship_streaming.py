@@ -167,6 +167,7 @@ def test_a_local_base_folder_streams_too(gate, world, hub_server):
         "local", repo, "--base-model", str(world["base"]), "--max-shard-size", str(_shard_limit(world))
     )
     assert res.code == 0, res.err
+    assert "shard 1/" in res.err  # the per-shard line only the streamed push writes
     files = dict(iter_repo_files(hub_server, repo))
     assert len([p for p in files if p.endswith(".safetensors")]) >= 4
     assert len(_deploy_commits(hub_server, repo)) == 1
