@@ -353,3 +353,21 @@ def test_the_summary_says_how_to_check_or_how_to_sign(world: World) -> None:  # 
     )
     assert unsigned.status == "deployed"
     assert "Not signed: set <code>signing-key</code>" in render_summary(unsigned)
+
+
+def test_the_summary_of_a_rerun_that_found_the_tag_does_not_say_unsigned(world: World) -> None:  # noqa: F811
+    import dataclasses
+
+    from deploygate.core.render.report import render_summary
+
+    signed = signed_run(world, FakeSigner(world.journal))
+    assert signed.hub is not None
+    # what a re-run returns when the version's tag is on the Hub already: the push, no new signature
+    rerun = dataclasses.replace(
+        signed,
+        hub=dataclasses.replace(signed.hub, signature_sha256=None),
+        config=dataclasses.replace(signed.config, signing="key"),
+    )
+    summary = render_summary(rerun)
+    assert "Not signed" not in summary and "nothing was signed again" in summary
+    assert f"deploygate verify {REPO}@v{signed.registered_version}" in summary

@@ -195,13 +195,18 @@ def _signing_step(result: GateResult) -> str:
     """The one line on signing after a push: how to check it, or how to turn it on."""
     hub = result.hub
     assert hub is not None
+    target = f"{hub.repo_id}@{hub.tag}" if hub.tag else hub.repo_id
+    if hub.signature_sha256 is None and result.config.signing != "off":
+        # a re-run that found the version's tag pushed already: its files (and signature) stay as they were
+        return "Signing is on; the Hub held this version already, so nothing was signed again: " + code(
+            f"deploygate verify {target}"
+        )
     if hub.signature_sha256 is None:
         return (
             "Not signed: set <code>signing-key</code> from a secret (or <code>signing: sigstore</code> with "
             "<code>id-token: write</code>) to push <code>model.sig</code> and the verdict with the model "
             "(docs/signing.md)."
         )
-    target = f"{hub.repo_id}@{hub.tag}" if hub.tag else hub.repo_id
     return f"Signed ({md(hub.signing or 'key')}): anyone can check it with " + code(
         f"deploygate verify {target}"
     )
