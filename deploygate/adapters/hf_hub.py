@@ -109,6 +109,10 @@ class HubPublisher:
         self._api_instance: HfApi | None = None
         self.timeout = timeout
         self._staged: dict[tuple[str, str], Any] = {}  # (repo, path) -> its pre-uploaded CommitOperationAdd
+        # a base's file list and safetensors headers, read once per run: the preflight's estimate and the
+        # streamed build's skeleton need the same ones (the build uses the commit the estimate read)
+        self._base_files: dict[str, tuple[str, dict[str, int | None]]] = {}
+        self._headers: dict[tuple[str, str, str], bytes] = {}
         self._created: set[str] = set()
 
     # --- reads -----------------------------------------------------------------------------------
@@ -237,14 +241,11 @@ class HubPublisher:
         header, then a hole up to its real size: the merge reads tensors by offset, `fetch_ranges`
         fills in what a shard needs). The commit the files are from, or None when the base's weights
         are not safetensors (then `snapshot` it)."""
-        validate_repo_id(repo_id, allow_canonical=True)
-        api = self._api()
-        info = self._call("read", repo_id, lambda: api.model_info(repo_id, files_metadata=True))
-        sizes = {s.rfilename: s.size for s in info.siblings or []}
+        sha, sizes = self._file_sizes(repo_id)
         weights = sorted(n for n in sizes if n.endswith(".safetensors") and "/" not in n)
         if not weights or any(sizes[n] is None for n in weights):
             return None
-        sha = str(info.sha)
+        api = self._api()
         local_dir.mkdir(parents=True, exist_ok=True)
         self._call(
             "download",
@@ -265,19 +266,17 @@ class HubPublisher:
         """(file -> size of each top-level safetensors file, largest tensor in bytes) of a Hub model,
         from its file list and headers alone (range requests, nothing else downloaded); None when
         its weights are not safetensors."""
-        validate_repo_id(repo_id, allow_canonical=True)
-        api = self._api()
-        info = self._call("read", repo_id, lambda: api.model_info(repo_id, files_metadata=True))
+        sha, listed = self._file_sizes(repo_id)
         sizes = {
-            s.rfilename: int(s.size)
-            for s in info.siblings or []
-            if s.rfilename.endswith(".safetensors") and "/" not in s.rfilename and s.size is not None
+            name: size
+            for name, size in listed.items()
+            if name.endswith(".safetensors") and "/" not in name and size is not None
         }
         if not sizes:
             return None
         largest = 0
         for name in sizes:
-            header = json.loads(self._header(repo_id, str(info.sha), name, sizes[name])[8:])
+            header = json.loads(self._header(repo_id, sha, name, sizes[name])[8:])
             header.pop("__metadata__", None)
             spans = [e["data_offsets"] for e in header.values() if isinstance(e, dict)]
             largest = max([largest, *(int(end) - int(begin) for begin, end in spans)])
@@ -310,8 +309,23 @@ class HubPublisher:
             handle.write(header)
             handle.truncate(size)
 
+    def _file_sizes(self, repo_id: str) -> tuple[str, dict[str, int | None]]:
+        """(commit, file -> size) of a base model on the Hub; asked once per repo and run."""
+        if repo_id not in self._base_files:
+            validate_repo_id(repo_id, allow_canonical=True)
+            api = self._api()
+            info = self._call("read", repo_id, lambda: api.model_info(repo_id, files_metadata=True))
+            self._base_files[repo_id] = (str(info.sha), {s.rfilename: s.size for s in info.siblings or []})
+        return self._base_files[repo_id]
+
     def _header(self, repo_id: str, revision: str, name: str, size: int) -> bytes:
-        """The first 8 bytes of a safetensors file and the JSON header they announce."""
+        """The first 8 bytes of a safetensors file and the JSON header they announce (read once)."""
+        key = (repo_id, revision, name)
+        if key not in self._headers:
+            self._headers[key] = self._read_header(repo_id, revision, name, size)
+        return self._headers[key]
+
+    def _read_header(self, repo_id: str, revision: str, name: str, size: int) -> bytes:
         (length,) = struct.unpack("<Q", self._range_bytes(repo_id, revision, name, 0, 8))
         if length > 100_000_000 or 8 + length > size:
             raise HubError(

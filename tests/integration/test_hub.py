@@ -443,10 +443,13 @@ def test_a_base_is_laid_out_sparse_and_filled_by_byte_ranges(
     api.create_repo(repo_id)
     api.upload_folder(repo_id=repo_id, folder_path=str(source))
     hub, _ = publisher(hub_server)
+    ranges = len(hub_server.requests_matching("GET", r"/resolve/.*model\.safetensors"))
     assert hub.safetensors_sizes(repo_id) == ({"model.safetensors": 8 + len(header) + len(body)}, 3_000_000)
     base = tmp_path / "base"
     revision = hub.base_skeleton(repo_id, base)
     assert revision == hub.head(repo_id)
+    # the estimate and the skeleton read the header once between them (two range requests)
+    assert len(hub_server.requests_matching("GET", r"/resolve/.*model\.safetensors")) - ranges == 2
     weights = base / "model.safetensors"
     assert (base / "config.json").is_file() and not (base / "pytorch_model.bin").exists()
     assert weights.stat().st_size == (source / "model.safetensors").stat().st_size
