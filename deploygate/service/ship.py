@@ -42,7 +42,16 @@ from deploygate.core.settings import GateConfig
 from deploygate.core.shard_plan import ByteRange, OutputShard, format_size
 from deploygate.core.signing import SIGNATURE_FILE, VERDICT_FILE, folder_digests
 from deploygate.core.tokenizer import fine_tune_tokenizer, tokenizer_files
-from deploygate.ports import AdapterSummary, CardRenderer, Hub, Machine, Merger, Registry, Signer
+from deploygate.ports import (
+    AdapterSummary,
+    CardRenderer,
+    Hub,
+    Machine,
+    Merger,
+    MergeSummary,
+    Registry,
+    Signer,
+)
 
 log = logging.getLogger("deploygate.shipping")
 
@@ -391,22 +400,8 @@ class HubShipper:
         base_dir = base.dir
         stage = work / "stage"
 
-        def progress(done: int, total: int, shard: str) -> None:
-            log.debug("merge: %d/%d tensors (%s)", done, total, shard)
-
         sink = _HubSink(self.hub, cfg, base, self.shard_bar) if stream and self.hub is not None else None
-        if cfg.merge:
-            try:
-                report = self.merger.merge(
-                    base_dir, adapter_dir, stage, progress, max_shard_bytes=cfg.max_shard_size, sink=sink
-                )
-                if sink is not None:
-                    sink.finish()
-            finally:
-                if sink is not None:
-                    sink.close()
-        else:
-            report = self.merger.copy_adapter_only(adapter_dir, stage, base_dir)
+        report = self._weights(cfg, base_dir, adapter_dir, stage, sink)
         for warning in report.warnings:
             log.warning("%s", warning)
         log.info(
@@ -432,6 +427,28 @@ class HubShipper:
         if self.signer is not None:
             self._sign(stage, digests, f"{cfg.hf_model_id or cfg.registry_name}@v{request.version}")
         return _Built(stage, staged)
+
+    def _weights(
+        self, cfg: GateConfig, base_dir: Path, adapter_dir: Path, stage: Path, sink: _HubSink | None
+    ) -> MergeSummary:
+        """The merged model (each shard handed to `sink` as it is written, when there is one), or the
+        adapter alone when merge is off."""
+        if not cfg.merge:
+            return self.merger.copy_adapter_only(adapter_dir, stage, base_dir)
+
+        def progress(done: int, total: int, shard: str) -> None:
+            log.debug("merge: %d/%d tensors (%s)", done, total, shard)
+
+        try:
+            report = self.merger.merge(
+                base_dir, adapter_dir, stage, progress, max_shard_bytes=cfg.max_shard_size, sink=sink
+            )
+            if sink is not None:
+                sink.finish()
+        finally:
+            if sink is not None:
+                sink.close()
+        return report
 
     def _sign(self, stage: Path, digests: dict[str, str], model_name: str) -> None:
         """model.sig over every file of the folder, from the digests deploygate.json was made of
