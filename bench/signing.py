@@ -79,20 +79,6 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def key_pair() -> tuple[bytes, bytes]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, public
-
-
 def methods_for(
     folder: Path, files: list[Path], pem: bytes, signatures: list[bytes]
 ) -> dict[str, Callable[[], object]]:
@@ -147,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         f"folder: {folder} ({len(files)} files, {size / 1e9:.2f} GB; ready in {time.perf_counter() - t0:.1f} s)"
     )
 
-    pem, public = key_pair()
+    from tests.keys import ec_pem
+
+    pem, public = ec_pem()
     signatures: list[bytes] = []
     methods = methods_for(folder, files, pem, signatures)
     methods["sha256sum"]()  # warm-up: the page cache holds the folder for every method alike

@@ -8,26 +8,19 @@ import json
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from huggingface_hub import HfApi
 
 from deploygate.adapters.hf_hub import HubPublisher
 from deploygate.adapters.model_signer import KeySigner, sign_folder
 from tests.action.harness import ActionHarness
 from tests.hub_server import HubServer
+from tests.keys import ec_pem
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")]
 
 
 def pem_pair() -> tuple[str, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    private, public = ec_pem()
     return private.decode(), public.decode()
 
 

@@ -226,7 +226,7 @@ def test_the_merge_install_deploys_to_the_hub(
         tmp_path / "loc.json", {"mlflow_run_id": run.info.run_id, "tracking_uri": mlflow_server.uri}
     )
     repo = hub_server.new_repo_id("merge")
-    from tests.integration.test_signing import key_pair
+    from tests.keys import key_pair
 
     private, public = key_pair(tmp_path / "keys")  # the install can sign and verify (its pins suffice)
     hub_env = {"HF_TOKEN": hub_server.token, "HF_ENDPOINT": hub_server.url, "HF_HUB_DISABLE_XET": "1"}

@@ -281,7 +281,7 @@ def test_a_signed_streamed_push_verifies_and_its_signature_covers_the_shards_upl
     gate, world, hub_server, tmp_path, capsys
 ):
     from deploygate.shells.cli import main
-    from tests.integration.test_signing import key_pair
+    from tests.keys import key_pair
 
     private, public = key_pair(tmp_path / "keys")
     repo = hub_server.new_repo_id("signed-stream")

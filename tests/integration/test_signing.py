@@ -12,33 +12,15 @@ import json
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from huggingface_hub import HfApi
 from mlflow import MlflowClient
 
 from deploygate.shells.cli import main
 from tests.gatekit import metrics_scaled
 from tests.integration.test_ship import gate, seed_run  # noqa: F401  (fixtures)
+from tests.keys import key_pair
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")]
-
-
-def key_pair(folder: Path, name: str = "signing") -> tuple[Path, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    private, public = folder / f"{name}-key.pem", folder / f"{name}-key.pub"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private, public
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from deploygate.service.ship import HubShipper
 from deploygate.service.verify import verify_folder, verify_revision
 from deploygate.shells.cli import main
 from tests.fakes import FakeCards, FakeSigner, FakeVerifier, TickingClock
+from tests.keys import ec_pem
 from tests.unit.test_gate_ordering import GOOD, NAME, REPO, WORSE, World, world  # noqa: F401
 
 # --- what a signature covers ---------------------------------------------------------------------
@@ -90,17 +91,6 @@ def test_folder_digests_skip_what_is_never_signed(tmp_path: Path) -> None:
 
 
 # --- keys and signers ----------------------------------------------------------------------------
-
-
-def ec_pem(curve: ec.EllipticCurve | None = None) -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(curve or ec.SECP256R1())
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public
 
 
 def test_a_key_signature_over_precomputed_digests_verifies_the_folder(tmp_path: Path) -> None:
