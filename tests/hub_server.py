@@ -65,6 +65,17 @@ class LfsStore:
     def __getitem__(self, oid: str) -> bytes:
         return self.read(oid, 0, self.size(oid))
 
+    def adopt(self, oid: str, spooled: SpooledBody) -> None:
+        """Keep an upload that was spooled to a file (see `spool_request_body`) as object `oid`."""
+        if self.folder is None:
+            self._memory[oid] = spooled.path.read_bytes()
+        else:
+            spooled.path.replace(self.folder / oid)
+
+    def file(self, oid: str) -> Path | None:
+        """The object's file, when objects are kept as files."""
+        return None if self.folder is None else self.folder / oid
+
     def size(self, oid: str) -> int:
         return len(self._memory[oid]) if self.folder is None else (self.folder / oid).stat().st_size
 
@@ -414,7 +425,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     # plumbing
 
-    def _read_body(self) -> bytes:
+    def _read_body(self, path: str) -> bytes | SpooledBody:
+        """The request body; an LFS upload to a server that keeps objects as files is written to a
+        file as it arrives and hashed on the way (a model's shards are bigger than memory)."""
+        if self.command == "PUT" and path.startswith("/__lfs/upload/") and self.hub.lfs_dir is not None:
+            spooled = spool_request_body(self, self.hub.lfs_dir)
+            if spooled is not None:
+                return spooled
         return read_request_body(self)
 
     def _auth(self) -> tuple[_Token | None, str | None]:
@@ -427,7 +444,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         split = urlsplit(self.path)
-        body = self._read_body()
+        body = self._read_body(split.path)
         token, auth_kind = self._auth()
         status = 0
         fault = self.hub._take_fault(self.command, split.path)
@@ -461,6 +478,8 @@ class _Handler(BaseHTTPRequestHandler):
                         self.command, split.path, split.query, status, auth_kind, len(body), fault is not None
                     )
                 )
+            if isinstance(body, SpooledBody):
+                body.path.unlink(missing_ok=True)  # an upload that was refused (one kept was moved)
 
     def _send(
         self,
@@ -486,7 +505,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     # routing
 
-    def _route(self, path: str, query: dict[str, list[str]], body: bytes, token: _Token | None) -> int:
+    def _route(
+        self, path: str, query: dict[str, list[str]], body: bytes | SpooledBody, token: _Token | None
+    ) -> int:
+        if isinstance(body, SpooledBody):
+            return self._lfs_upload(path.strip("/").split("/")[-1], body)
         parts = [unquote(p) for p in path.strip("/").split("/")]
         method = self.command
         if parts[:2] == ["api", "whoami-v2"] and method == "GET":
@@ -822,24 +845,31 @@ class _Handler(BaseHTTPRequestHandler):
             content_type="application/vnd.git-lfs+json",
         )
 
+    def _lfs_upload(self, upload_id: str, body: bytes | SpooledBody) -> int:
+        """A single-part LFS PUT: kept when its size and sha256 are the ones the batch announced."""
+        with self.hub._lock:
+            target = self.hub._uploads.get(upload_id)
+        if target is None:
+            raise HubProblem(403, "Unknown or expired upload URL")
+        repo_id, oid, size = target
+        digest = body.sha256 if isinstance(body, SpooledBody) else hashlib.sha256(body).hexdigest()
+        if len(body) != size or digest != oid:
+            raise HubProblem(400, f"Uploaded content does not match oid {oid} / size {size}")
+        with self.hub._lock:
+            self.hub.lfs_bytes_received += len(body)
+            self.hub._uploads.pop(upload_id, None)
+            repo = self.hub.repos.get(repo_id)
+            if repo is not None:
+                if isinstance(body, SpooledBody):
+                    repo.lfs.adopt(oid, body)
+                else:
+                    repo.lfs[oid] = body
+        # S3 answers a single PUT with an ETag; the client reads it only for multipart uploads
+        return self._send(200, b"", headers={"ETag": f'"{oid[:32]}"'}, content_type="text/plain")
+
     def _lfs_endpoint(self, parts: list[str], body: bytes) -> int:
         if parts[0] == "upload" and len(parts) == 2 and self.command == "PUT":
-            with self.hub._lock:
-                target = self.hub._uploads.get(parts[1])
-            if target is None:
-                raise HubProblem(403, "Unknown or expired upload URL")
-            repo_id, oid, size = target
-            if len(body) != size or hashlib.sha256(body).hexdigest() != oid:
-                raise HubProblem(400, f"Uploaded content does not match oid {oid} / size {size}")
-            with self.hub._lock:
-                self.hub.lfs_bytes_received += len(body)
-                self.hub._uploads.pop(parts[1], None)
-                repo = self.hub.repos.get(repo_id)
-                if repo is not None:
-                    repo.lfs[oid] = body
-            return self._send(
-                200, b"", headers={"ETag": f'"{hashlib.md5(body).hexdigest()}"'}, content_type="text/plain"
-            )
+            return self._lfs_upload(parts[1], body)
         if parts[0] == "verify" and len(parts) == 3 and self.command == "POST":
             data = _json(body)
             with self.hub._lock:
@@ -993,6 +1023,13 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             with self.hub._lock:
                 store = self.hub.repos[repo_id].lfs
+            object_file = store.file(blob.lfs_sha256)
+            if object_file is not None:  # a model's shards: from the file to the socket (sendfile)
+                headers["Content-Length"] = str(end + 1 - start)
+                self._send(status, b"", headers=headers, content_type="application/octet-stream")
+                with object_file.open("rb") as handle:
+                    self.connection.sendfile(handle, start, end + 1 - start)
+                return status
             data = store.read(blob.lfs_sha256, start, end + 1)
         return self._send(status, data, headers=headers, content_type="application/octet-stream")
 
@@ -1044,6 +1081,39 @@ def iter_repo_files(server: HubServer, repo_id: str, revision: str = "main") -> 
     for path, content in sorted(items):
         assert content is not None
         yield path, content
+
+
+@dataclass
+class SpooledBody:
+    """A request body written to a file as it arrived, with its size and sha256."""
+
+    path: Path
+    size: int
+    sha256: str
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def spool_request_body(handler: BaseHTTPRequestHandler, folder: Path) -> SpooledBody | None:
+    """A Content-Length body copied to a new file under `folder` in 8 MB pieces, hashed on the way;
+    None for a chunked body (read into memory as any other)."""
+    length = handler.headers.get("Content-Length")
+    if length is None or handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        return None
+    remaining = int(length)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f".upload-{secrets.token_hex(8)}"
+    sha = hashlib.sha256()
+    with path.open("wb") as out:
+        while remaining:
+            piece = handler.rfile.read(min(remaining, 8 << 20))
+            if not piece:
+                break
+            sha.update(piece)
+            out.write(piece)
+            remaining -= len(piece)
+    return SpooledBody(path, int(length) - remaining, sha.hexdigest())
 
 
 def read_request_body(handler: BaseHTTPRequestHandler) -> bytes:

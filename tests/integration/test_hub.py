@@ -466,3 +466,51 @@ def test_a_base_is_laid_out_sparse_and_filled_by_byte_ranges(
         weights.stat().st_blocks * 512 < 1_000_000
         and weights.read_bytes()[:start] == (source / "model.safetensors").read_bytes()[:start]
     )
+
+
+def test_a_server_keeping_lfs_objects_as_files_takes_uploads_and_serves_ranges(tmp_path: Path) -> None:
+    """The file-backed server bench/scale.py serves a 7B model from: an upload is spooled to a file
+    and checked against the oid the batch announced; a range is sent from the object's file."""
+    import hashlib
+    import json
+    import struct
+
+    from huggingface_hub import get_session
+
+    from deploygate.core.shard_plan import ByteRange
+
+    header = json.dumps({"w": {"dtype": "U8", "shape": [5_000_000], "data_offsets": [0, 5_000_000]}}).encode()
+    header += b" " * (-len(header) % 8)
+    data = struct.pack("<Q", len(header)) + header + random.Random(5).randbytes(5_000_000)
+    with HubServer(lfs_dir=tmp_path / "lfs") as server:
+        repo_id = server.new_repo_id()
+        hub, _ = publisher(server)
+        shard = tmp_path / "model.safetensors"
+        shard.write_bytes(data)
+        assert hub.stage(repo_id, shard.name, shard, private=False).uploaded
+        oid = hashlib.sha256(data).hexdigest()
+        stored = tmp_path / "lfs" / repo_id.replace("/", "--") / oid
+        assert stored.read_bytes() == data
+        commit = hub.push(repo_id, model_folder(tmp_path / "m", repo_id, seed=2), commit_message="v1",
+                          private=False, staged=[shard.name])  # fmt: skip
+        base = tmp_path / "base"
+        assert hub.base_skeleton(repo_id, base) == commit.sha
+        start = 8 + len(header)
+        hub.fetch_ranges(repo_id, commit.sha, base, [ByteRange(shard.name, start + 7, start + 4_000_000)])
+        assert (base / shard.name).read_bytes()[start + 7 : start + 4_000_000] == data[
+            start + 7 : start + 4_000_000
+        ]
+
+        # bytes that are not the announced object are refused, and nothing of them is kept
+        batch = (
+            get_session()
+            .post(
+                f"{server.url}/{repo_id}.git/info/lfs/objects/batch",
+                headers={"Authorization": f"Bearer {server.token}"},
+                json={"operation": "upload", "objects": [{"oid": "a" * 64, "size": 10}]},
+            )
+            .json()
+        )
+        put = get_session().put(batch["objects"][0]["actions"]["upload"]["href"], content=b"0123456789")
+        assert put.status_code == 400 and "does not match oid" in put.text
+        assert sorted(p.name for p in (tmp_path / "lfs").rglob("*") if p.is_file()) == [oid]
