@@ -361,7 +361,7 @@ class HubPublisher:
     ) -> None:
         """GET one byte range of a file at `revision`, handing each chunk to `write(offset, chunk)`."""
         from huggingface_hub import get_session, hf_hub_url, hf_raise_for_status
-        from huggingface_hub.utils import build_hf_headers
+        from huggingface_hub.utils._headers import build_hf_headers
 
         _install_timeout(self.timeout)
         url = hf_hub_url(repo_id, byte_range.file, revision=revision, endpoint=self.endpoint)
