@@ -66,11 +66,10 @@ class LfsStore:
         return self.read(oid, 0, self.size(oid))
 
     def adopt(self, oid: str, spooled: SpooledBody) -> None:
-        """Keep an upload that was spooled to a file (see `spool_request_body`) as object `oid`."""
-        if self.folder is None:
-            self._memory[oid] = spooled.path.read_bytes()
-        else:
-            spooled.path.replace(self.folder / oid)
+        """Keep an upload that was spooled to a file (see `spool_request_body`: only a store that
+        keeps objects as files gets one) as object `oid`."""
+        assert self.folder is not None
+        spooled.path.replace(self.folder / oid)
 
     def file(self, oid: str) -> Path | None:
         """The object's file, when objects are kept as files."""
@@ -508,8 +507,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(
         self, path: str, query: dict[str, list[str]], body: bytes | SpooledBody, token: _Token | None
     ) -> int:
-        if isinstance(body, SpooledBody):
-            return self._lfs_upload(path.strip("/").split("/")[-1], body)
+        if isinstance(body, SpooledBody):  # only an LFS upload is spooled (see _read_body)
+            return self._lfs_endpoint([unquote(p) for p in path.strip("/").split("/")][1:], body)
         parts = [unquote(p) for p in path.strip("/").split("/")]
         method = self.command
         if parts[:2] == ["api", "whoami-v2"] and method == "GET":
@@ -867,7 +866,7 @@ class _Handler(BaseHTTPRequestHandler):
         # S3 answers a single PUT with an ETag; the client reads it only for multipart uploads
         return self._send(200, b"", headers={"ETag": f'"{oid[:32]}"'}, content_type="text/plain")
 
-    def _lfs_endpoint(self, parts: list[str], body: bytes) -> int:
+    def _lfs_endpoint(self, parts: list[str], body: bytes | SpooledBody) -> int:
         if parts[0] == "upload" and len(parts) == 2 and self.command == "PUT":
             return self._lfs_upload(parts[1], body)
         if parts[0] == "verify" and len(parts) == 3 and self.command == "POST":
