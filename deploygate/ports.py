@@ -116,6 +116,9 @@ class Hub(Protocol):
         self, repo_id: str, revision: str, local_dir: Path, ranges: Sequence[ByteRange]
     ) -> int: ...
     def drop_ranges(self, local_dir: Path, ranges: Sequence[ByteRange]) -> None: ...
+    def punch(self, local_dir: Path, byte_range: ByteRange) -> bool:
+        """Free one fetched range's disk now; False where the file system cannot (`drop_ranges` will)."""
+
     def stage(self, repo_id: str, path_in_repo: str, local: Path, *, private: bool) -> StagedFile:
         """Upload one file of the next push ahead of its commit (skipped when the Hub has it)."""
 

@@ -395,6 +395,9 @@ class FakeHub:
     def drop_ranges(self, local_dir: Path, ranges: Sequence[ByteRange]) -> None:
         raise AssertionError("the fakes' base models are local folders")
 
+    def punch(self, local_dir: Path, byte_range: ByteRange) -> bool:
+        raise AssertionError("the fakes' base models are local folders")
+
     def stage(self, repo_id: str, path_in_repo: str, local: Path, *, private: bool) -> StagedFile:
         """Uploaded ahead of the commit: kept here until `push` names it."""
         self._write("stage", repo_id, path_in_repo)

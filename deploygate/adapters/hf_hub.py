@@ -10,18 +10,20 @@ token and endpoint), decide anything about deployment, or build the folder it pu
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
 import struct
+import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from deploygate.core.errors import ConfigError, HubError, first_line
 from deploygate.core.hub_names import validate_repo_id, validate_tag
@@ -302,6 +304,16 @@ class HubPublisher:
                 (length,) = struct.unpack("<Q", handle.read(8))
                 handle.truncate(8 + length)
                 handle.truncate(size)
+
+    def punch(self, local_dir: Path, byte_range: ByteRange) -> bool:
+        """Give back the disk of one fetched range at once (a hole punched in its file, the file's size
+        and its other bytes unchanged); False where the file system or platform cannot, and then the
+        bytes stay until `drop_ranges`."""
+        fd = os.open(local_dir / byte_range.file, os.O_WRONLY)
+        try:
+            return _punch_hole(fd, byte_range.start, byte_range.nbytes)
+        finally:
+            os.close(fd)
 
     def _sparse_weights(self, repo_id: str, revision: str, name: str, path: Path, size: int) -> None:
         header = self._header(repo_id, revision, name, size)
@@ -988,6 +1000,35 @@ def _local_files(folder: Path) -> list[str]:
 
 def _bind(function: Callable[..., None], *args: Any) -> Callable[[], None]:
     return lambda: function(*args)
+
+
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02  # linux/falloc.h
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> bool:
+    """fallocate(PUNCH_HOLE | KEEP_SIZE): the range reads as zeros and its whole blocks are freed.
+    False (nothing changed) where there is no fallocate or the file system refuses it."""
+    if length <= 0:
+        return True
+    fallocate = _fallocate()
+    if fallocate is None:
+        return False
+    return fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) == 0
+
+
+@functools.cache
+def _fallocate() -> Callable[[int, int, int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    function = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
+    if function is None:
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    function.restype = ctypes.c_int
+    return cast("Callable[[int, int, int, int], int]", function)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:

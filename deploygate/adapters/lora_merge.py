@@ -38,6 +38,7 @@ from deploygate.core.shard_plan import (
     PlannedTensor,
     ShardPlan,
     ShardSink,
+    alone,
     plan_shards,
 )
 from deploygate.core.tokenizer import TOKENIZER_FILES, has_tokenizer
@@ -1234,7 +1235,7 @@ def _stream(
         len(plan.tensors), plan.merged, base, len(shards.shards), out,
     )  # fmt: skip
     warnings: list[str] = []
-    writing = _ShardWriting(out, plan, progress, warnings, sink, {} if index is None else index)
+    writing = _ShardWriting(out, base, plan, progress, warnings, sink, {} if index is None else index)
     try:
         bytes_written = _write_shards(writing, shards)
         _copy_side_files(base, info.adapter_dir, out, model_files=True)
@@ -1268,6 +1269,7 @@ class _ShardWriting:
     """What writing the shards of one plan shares: where, the plan, who is told, what was written."""
 
     out: Path
+    base: Path
     plan: _Plan
     progress: ProgressCallback | None
     warnings: list[str]
@@ -1287,7 +1289,9 @@ def _write_shards(writing: _ShardWriting, shards: ShardPlan) -> int:
             if sink is not None:
                 sink.fetch(shard, number, total)
             path = writing.out / shard.name
-            for _tensor in _write_shard(path, [by_name[n] for n in shard.tensors], reader, writing.warnings):
+            tensors = [by_name[n] for n in shard.tensors]
+            consumed = None if sink is None else _consumed_by(sink, writing.base)
+            for _tensor in _write_shard(path, tensors, reader, writing.warnings, consumed):
                 writing.done += 1
                 if writing.progress is not None:
                     writing.progress(writing.done, len(by_name), shard.name)
@@ -1306,6 +1310,14 @@ def _write_shards(writing: _ShardWriting, shards: ShardPlan) -> int:
     return bytes_written
 
 
+def _consumed_by(sink: ShardSink, base: Path) -> Callable[[_Tensor], None]:
+    def consumed(source: _Tensor) -> None:
+        name = source.file.relative_to(base).as_posix()
+        sink.consumed(ByteRange(name, source.start, source.start + source.nbytes))
+
+    return consumed
+
+
 def _prepare_out_dir(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     stale = [
@@ -1318,11 +1330,21 @@ def _prepare_out_dir(out: Path) -> None:
 
 
 def _write_shard(
-    path: Path, shard: Sequence[_OutTensor], reader: _FileReader, warnings: list[str]
+    path: Path,
+    shard: Sequence[_OutTensor],
+    reader: _FileReader,
+    warnings: list[str],
+    consumed: Callable[[_Tensor], None] | None = None,
 ) -> Iterator[_OutTensor]:
-    """Write one output shard: the header first (sizes never change), then each tensor as it is produced."""
+    """Write one output shard: the header first (sizes never change), then each tensor as it is produced.
+    `consumed(source)` is called on the writer thread once a tensor's base bytes are read (after its
+    copy, or after its write), for each source no other tensor of the shard shares."""
     # Widest dtypes first keeps every tensor aligned to its element size, as safetensors' writer does.
     ordered = sorted(shard, key=lambda t: -_DTYPE_BYTES.get(t.dtype, 1))
+    sources = [
+        ByteRange(str(t.source.file), t.source.start, t.source.start + t.source.nbytes) for t in ordered
+    ]
+    freeable = alone(sources) if consumed is not None else [False] * len(ordered)
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for tensor in ordered:
@@ -1343,7 +1365,7 @@ def _write_shard(
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploygate-merge-writer") as writer:
             writes.append(writer.submit(_write_all, fd, struct.pack("<Q", len(encoded)) + encoded))
-            for tensor in ordered:
+            for tensor, free in zip(ordered, freeable, strict=True):
                 if tensor.copied:
                     writes.append(writer.submit(reader.copy_to, tensor.source, fd))
                 else:
@@ -1356,6 +1378,8 @@ def _write_shard(
                     future = writer.submit(_write_all, fd, produced.view(-1).view(_uint8()).numpy().data)
                     in_flight[slot] = future
                     writes.append(future)
+                if free and consumed is not None:  # after the copy (the one writer runs tasks in order)
+                    writes.append(writer.submit(consumed, tensor.source))
                 yield tensor
                 if writes[0].done():
                     writes.pop(0).result()  # surface a write error early

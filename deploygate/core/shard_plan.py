@@ -141,13 +141,36 @@ def _needed_ranges(tensors: Iterable[PlannedTensor]) -> tuple[ByteRange, ...]:
     return tuple(ranges)
 
 
+def alone(ranges: Sequence[ByteRange]) -> list[bool]:
+    """For each range, whether it shares no byte with any other range of the list (of the same file).
+
+    A merge may give back one tensor's base bytes as soon as it has read them only when no other
+    tensor is made of any of them; safetensors files never overlap tensors, so this is all True unless a
+    file does, and then those tensors wait for the shard's `release`."""
+    shared = [False] * len(ranges)
+    by_file: dict[str, list[int]] = {}
+    for i, r in enumerate(ranges):
+        by_file.setdefault(r.file, []).append(i)
+    for indices in by_file.values():
+        indices.sort(key=lambda i: (ranges[i].start, ranges[i].end))
+        reach, holder = -1, -1  # the furthest end so far, and whose it is
+        for i in indices:
+            if ranges[i].nbytes and ranges[i].start < reach:
+                shared[i] = shared[holder] = True
+            if ranges[i].end > reach:
+                reach, holder = ranges[i].end, i
+    return [not s for s in shared]
+
+
 class ShardSink(Protocol):
     """Where a merge that streams shard by shard gets its base bytes and hands its shards.
 
     The merge calls `fetch` before it writes a shard (the ranges must then be readable at their offsets
-    in the base files), `written` once the shard's file is complete (the sink may move or delete it),
-    and `release` with the same ranges once no later shard needs them."""
+    in the base files), `consumed` (from its writer thread) once it has read one tensor's base bytes and
+    no other tensor of the shard needs them, `written` once the shard's file is complete (the sink may
+    move or delete it), and `release` with the shard's ranges once no later shard needs them."""
 
     def fetch(self, shard: OutputShard, index: int, total: int) -> None: ...
+    def consumed(self, byte_range: ByteRange) -> None: ...
     def written(self, shard: OutputShard, path: str, index: int, total: int) -> None: ...
     def release(self, ranges: Sequence[ByteRange]) -> None: ...

@@ -621,13 +621,20 @@ def _use_fine_tune_tokenizer(stage: Path, adapter_dir: Path, fetched: Path) -> N
 
 class _HubSink:
     """The ShardSink of a streamed push: fetches each output shard's base bytes (from the Hub: range
-    requests into the sparse base; nothing for a local folder), drops them once the shard is written,
-    stages the shard on the Hub and deletes it. One log line per shard; a bar when one is given.
+    requests into the sparse base; nothing for a local folder), gives them back as the merge reads them
+    (or once the shard is written), stages the shard on the Hub and deletes it. One log line per shard;
+    a bar when one is given.
 
-    A shard's upload runs on a worker thread while the next shard's base bytes download, so the two
-    directions of the network overlap; the next merge starts only once that upload is done and its
-    file deleted, so the disk never holds more than it did one after another (a shard's base bytes
-    and one merged shard). `finish` waits for the last upload and raises what any upload raised."""
+    A shard's upload runs on a worker thread while the next shard's base bytes download and, where the
+    disk allows it, while that shard merges. The disk holds at most two shards' worth either way:
+    - base bytes from the Hub, on a file system that punches holes: each tensor's base bytes are freed
+      as soon as the merge has read them, so the shard being merged (its base bytes left plus its
+      merged bytes so far) holds about one shard, and the upload before it one more; the next upload
+      starts once that one is done and its file deleted;
+    - a local base: nothing is fetched, the disk holds the merged shard uploading and the one merging;
+    - otherwise (no hole punching), the next merge starts only once the upload is done and its file
+      deleted: a shard's base bytes and one merged shard.
+    `finish` waits for the last upload and raises what any upload raised."""
 
     def __init__(self, hub: Hub, cfg: GateConfig, base: _Base, bar: Callable[[int], ShardBar] | None) -> None:
         assert cfg.hf_model_id
@@ -639,6 +646,8 @@ class _HubSink:
         self._merge_started = time.monotonic()
         self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploygate-upload")
         self._upload: Future[None] | None = None
+        # whether freeing a tensor's base bytes worked (None: not tried yet); a local base has none
+        self._punches: bool | None = True if base.revision is None else None
 
     def fetch(self, shard: OutputShard, index: int, total: int) -> None:
         started = time.monotonic()
@@ -646,10 +655,20 @@ class _HubSink:
         if self.base.repo_id is not None and self.base.revision is not None:
             fetched = self.hub.fetch_ranges(self.base.repo_id, self.base.revision, self.base.dir, shard.needs)
         self._fetched = (fetched, time.monotonic() - started)
-        self._wait_upload()  # the previous shard is on the Hub and off the disk before this one is merged
+        if not self._punches:
+            self._wait_upload()  # the previous shard is on the Hub and off the disk before this one is merged
         self._merge_started = time.monotonic()
         if self._bar is None and self._bar_factory is not None and total:
             self._bar = self._bar_factory(total)
+
+    def consumed(self, byte_range: ByteRange) -> None:
+        if self.base.revision is None or self._punches is False:
+            return
+        try:
+            self._punches = self.hub.punch(self.base.dir, byte_range)
+        except OSError as exc:  # only the disk's use changes: `release` frees these bytes
+            log.debug("could not free %s of the base early (%s); merging after each upload", byte_range, exc)
+            self._punches = False
 
     def release(self, ranges: Sequence[ByteRange]) -> None:
         if self.base.revision is not None:

@@ -6,6 +6,7 @@ Every test uses a fresh repo. Faults are injected on the server, never by patchi
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -461,6 +462,19 @@ def test_a_base_is_laid_out_sparse_and_filled_by_byte_ranges(
     )
     assert weights.read_bytes()[start + 1000 : start + 2_000_000] == body[1000:2_000_000]
     assert weights.stat().st_blocks * 512 >= 1_999_000
+    # one tensor's bytes given back as soon as they are read: a hole, the bytes around it untouched
+    allocated = weights.stat().st_blocks * 512
+    punched = hub.punch(base, ByteRange(weights.name, start + 1000, start + 1_000_000))
+    assert punched or not sys.platform.startswith("linux")  # ext4, xfs, btrfs, tmpfs, overlayfs all can
+    if punched:
+        data = weights.read_bytes()
+        assert data[start + 1000 : start + 1_000_000] == bytes(999_000)
+        assert data[start + 1_000_000 : start + 2_000_000] == body[1_000_000:2_000_000]
+        assert data[:start] == (source / "model.safetensors").read_bytes()[:start]
+        assert allocated - weights.stat().st_blocks * 512 >= 990_000
+        assert weights.stat().st_size == (source / "model.safetensors").stat().st_size
+    else:  # a file system without hole punching: nothing changed
+        assert weights.read_bytes()[start + 1000 : start + 2_000_000] == body[1000:2_000_000]
     hub.drop_ranges(base, [ByteRange(weights.name, start + 1000, start + 2_000_000)])
     assert (
         weights.stat().st_blocks * 512 < 1_000_000

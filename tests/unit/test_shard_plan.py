@@ -7,7 +7,7 @@ import pytest
 from deploygate.core.errors import ConfigError
 from deploygate.core.resources import deploy_needs, shortfall
 from deploygate.core.settings import SETTINGS_BY_NAME, parse_value
-from deploygate.core.shard_plan import ByteRange, PlannedTensor, format_size, parse_size, plan_shards
+from deploygate.core.shard_plan import ByteRange, PlannedTensor, alone, format_size, parse_size, plan_shards
 
 
 def _tensors(*spec: tuple[str, int, str, int]) -> list[PlannedTensor]:
@@ -108,3 +108,13 @@ def test_a_machine_that_is_too_small_is_refused_in_one_line() -> None:
     memory = shortfall(needs, 5 * 10**9, 10**8, "/tmp")
     assert memory is not None and memory.startswith("memory: ") and "merge: false" in memory
     assert shortfall(needs, 5 * 10**9, None, "/tmp") is None  # memory unknown: not refused
+
+
+def test_a_tensors_base_bytes_are_alone_unless_another_tensor_shares_one_of_them() -> None:
+    a, b, c = ByteRange("a", 0, 10), ByteRange("a", 10, 20), ByteRange("b", 0, 10)
+    assert alone([a, b, c]) == [True, True, True]  # touching is not sharing; another file is another file
+    assert alone([b, a, ByteRange("a", 5, 6)]) == [True, False, False]  # in write order, not file order
+    nested, inner, later = ByteRange("a", 0, 100), ByteRange("a", 40, 50), ByteRange("a", 60, 70)
+    assert alone([nested, inner, later]) == [False, False, False]
+    assert alone([ByteRange("a", 0, 10), ByteRange("a", 0, 10)]) == [False, False]
+    assert alone([]) == []

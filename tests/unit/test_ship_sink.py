@@ -1,6 +1,7 @@
-"""The streamed push's shard sink: a shard's upload overlaps the next shard's download, the next merge
-waits for that upload (so the disk holds no more than one shard's base bytes and one merged shard),
-and an upload's failure reaches the caller."""
+"""The streamed push's shard sink: a shard's upload overlaps the next shard's download; where the base
+bytes can be freed tensor by tensor it overlaps the next merge too (and the next upload waits for it),
+else the next merge waits for it (so the disk holds no more than two shards' worth either way); an
+upload's failure reaches the caller."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from deploygate.core.errors import HubError
 from deploygate.core.model import StagedFile
-from deploygate.core.shard_plan import OutputShard
+from deploygate.core.shard_plan import ByteRange, OutputShard
 from deploygate.service.ship import _Base, _HubSink
 from tests.fakes import FakeHub
 
@@ -21,12 +22,14 @@ from tests.fakes import FakeHub
 class OverlapHub(FakeHub):
     """stage(first shard) holds until the second shard's download has begun, or 10 s."""
 
-    def __init__(self, fail: str | None = None) -> None:
+    def __init__(self, fail: str | None = None, *, punches: bool = False) -> None:
         super().__init__()
         self.events: list[str] = []
         self.second_download = threading.Event()
         self.overlapped = False
         self.fail = fail
+        self.punches = punches
+        self.punched: list[ByteRange] = []
 
     def fetch_ranges(self, repo_id: str, revision: str, local_dir: Path, ranges: Any) -> int:
         self.events.append(f"fetch {len(self.events)}")
@@ -36,6 +39,10 @@ class OverlapHub(FakeHub):
 
     def drop_ranges(self, local_dir: Path, ranges: Any) -> None:
         pass
+
+    def punch(self, local_dir: Path, byte_range: ByteRange) -> bool:
+        self.punched.append(byte_range)
+        return self.punches
 
     def stage(self, repo_id: str, path_in_repo: str, local: Path, *, private: bool) -> StagedFile:
         if path_in_repo == "s1":
@@ -64,6 +71,7 @@ def test_an_upload_overlaps_the_next_download_and_the_next_merge_waits_for_it(tm
     try:
         first, first_path = _shard(tmp_path, "s1")
         sink.fetch(first, 1, 2)
+        sink.consumed(ByteRange("w.safetensors", 0, 100))  # this disk cannot free it early
         sink.written(first, first_path, 1, 2)
         second, second_path = _shard(tmp_path, "s2")
         sink.fetch(second, 2, 2)  # downloads while s1 uploads; returns once s1 is up and deleted
@@ -91,3 +99,27 @@ def test_a_failed_upload_reaches_the_caller(tmp_path: Path) -> None:
     finally:
         sink.close()
     assert set(sink.staged) == {"s1"}
+
+
+def test_where_base_bytes_are_freed_as_read_the_next_merge_overlaps_the_upload(tmp_path: Path) -> None:
+    hub = OverlapHub(punches=True)
+    hold = threading.Event()
+    hub.second_download = hold  # s1's upload waits until the test lets it go
+    sink = _sink(hub, tmp_path)
+    try:
+        first, first_path = _shard(tmp_path, "s1")
+        sink.fetch(first, 1, 2)
+        sink.consumed(ByteRange("w.safetensors", 0, 100))
+        sink.written(first, first_path, 1, 2)
+        second, second_path = _shard(tmp_path, "s2")
+        sink.fetch(second, 2, 2)  # returns with s1 still uploading: s2 merges meanwhile
+        assert "staged s1" not in hub.events and Path(first_path).exists()
+        threading.Timer(0.2, hold.set).start()
+        sink.written(second, second_path, 2, 2)  # waits for s1 (two merged shards at most on disk)
+        assert "staged s1" in hub.events and not Path(first_path).exists()
+        sink.finish()
+    finally:
+        hold.set()
+        sink.close()
+    assert hub.overlapped and set(sink.staged) == {"s1", "s2"}
+    assert hub.punched == [ByteRange("w.safetensors", 0, 100)]
