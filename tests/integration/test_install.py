@@ -25,7 +25,8 @@ from tests.hub_server import iter_repo_files
 from tests.integration.test_significance import CHAMPION, CONSISTENT, jsonl
 from tests.modelfactory import make_lora_adapter, make_tiny_llama, save_tiny_tokenizer
 
-pytestmark = pytest.mark.slow
+# one worker runs them all (`--dist loadgroup`): each venv is built once, not once per worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("install")]
 ROOT = Path(__file__).resolve().parents[2]
 DEV_BIN = str(Path(sys.executable).parent)
 
