@@ -20,12 +20,16 @@ from tests.fakes import FakeHub
 
 
 class OverlapHub(FakeHub):
-    """stage(first shard) holds until the second shard's download has begun, or 10 s."""
+    """stage(first shard) holds until the second shard's download has begun (or `hold` is set, when
+    given), or 10 s."""
 
-    def __init__(self, fail: str | None = None, *, punches: bool = False) -> None:
+    def __init__(
+        self, fail: str | None = None, *, punches: bool = False, hold: threading.Event | None = None
+    ) -> None:
         super().__init__()
         self.events: list[str] = []
         self.second_download = threading.Event()
+        self.hold = hold or self.second_download
         self.overlapped = False
         self.fail = fail
         self.punches = punches
@@ -46,7 +50,7 @@ class OverlapHub(FakeHub):
 
     def stage(self, repo_id: str, path_in_repo: str, local: Path, *, private: bool) -> StagedFile:
         if path_in_repo == "s1":
-            self.overlapped = self.second_download.wait(timeout=10)
+            self.overlapped = self.hold.wait(timeout=10)
         if path_in_repo == self.fail:
             raise HubError(f"Hub: could not pre-upload {path_in_repo} to {repo_id}: HTTP 403.")
         staged = super().stage(repo_id, path_in_repo, local, private=private)
@@ -102,9 +106,8 @@ def test_a_failed_upload_reaches_the_caller(tmp_path: Path) -> None:
 
 
 def test_where_base_bytes_are_freed_as_read_the_next_merge_overlaps_the_upload(tmp_path: Path) -> None:
-    hub = OverlapHub(punches=True)
     hold = threading.Event()
-    hub.second_download = hold  # s1's upload waits until the test lets it go
+    hub = OverlapHub(punches=True, hold=hold)  # s1's upload waits until the test lets it go
     sink = _sink(hub, tmp_path)
     try:
         first, first_path = _shard(tmp_path, "s1")
