@@ -221,9 +221,8 @@ class HubShipper:
         """ResourceError (before any download) when this machine clearly lacks what the deploy needs."""
         if self.machine is None:
             return None
-        push = self.push and config.hf_export_dir is None
         return check_resources(
-            config, base_name, hub=self.hub, merger=self.merger, machine=self.machine, push=push
+            config, base_name, hub=self.hub, merger=self.merger, machine=self.machine, push=self.push
         )
 
     def _prefetch_dir(self) -> Path:
@@ -269,8 +268,7 @@ class HubShipper:
                 if adopted is not None:
                     return self._main_holds(cfg, tag, adopted)
         with tempfile.TemporaryDirectory(prefix="deploygate-ship-") as tmp:
-            streamed = self.push and cfg.merge and cfg.hf_export_dir is None
-            built = self._build(request, Path(tmp), facts, stream=streamed)
+            built = self._build(request, Path(tmp), facts, stream=streams(cfg, push=self.push))
             stage = built.stage
             if cfg.hf_export_dir is not None:
                 export = Path(cfg.hf_export_dir)
@@ -507,6 +505,12 @@ class HubShipper:
         return self.cards.render(inputs, cfg.card_template)
 
 
+def streams(config: GateConfig, *, push: bool) -> bool:
+    """Whether a deploy streams its merged model to the Hub shard by shard (else it builds the folder:
+    an export, no push, or an adapter-only push)."""
+    return push and config.merge and config.hf_export_dir is None
+
+
 def deploy_needs_of(
     config: GateConfig, base_name: str, *, hub: Hub | None, merger: Merger, push: bool
 ) -> Needs | None:
@@ -523,7 +527,7 @@ def deploy_needs_of(
         sizes[0],
         sizes[1],
         max_shard_bytes=config.max_shard_size,
-        streamed=push and config.merge and config.hf_export_dir is None,
+        streamed=streams(config, push=push),
         base_downloaded=not local,
         exported=config.hf_export_dir is not None,
     )
