@@ -410,3 +410,9 @@ def quiet_third_party_logs() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow prints "View run at <tracking URI>", credentials in the URI included.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # MLflow's telemetry client, when it cannot fetch its config (offline, a firewalled runner), turns
+    # itself off from a background thread by deleting _MLFLOW_TELEMETRY_SESSION_ID from os.environ; a
+    # request iterating os.environ at that moment (requests' proxy lookup) fails with KeyError, and
+    # the run with it (seen in this project's suite). A deploy gate needs no telemetry: off unless the
+    # user set it. Before `import mlflow` (the registry adapter imports it when it is built).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

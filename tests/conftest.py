@@ -12,6 +12,8 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+# as deploygate.adapters.mlflow_registry does, for the tests' own `import mlflow` (they come first)
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 for _var in (
     "MLFLOW_TRACKING_URI",
     "MLFLOW_TRACKING_USERNAME",

@@ -132,3 +132,32 @@ def test_names_longer_than_mlflow_keeps_are_input_errors() -> None:
         limits.check_names(registry_name="m" * 257, alias="champion")
     with pytest.raises(ConfigError, match=r"^champion-alias: 256 characters"):
         limits.check_names(registry_name="m", alias="a" * 256)
+
+
+@pytest.mark.parametrize("given", [None, "false"])
+def test_mlflow_telemetry_is_off_unless_the_user_turns_it_on(given: str | None) -> None:
+    """Offline, MLflow's telemetry thread deletes a variable from os.environ while a request may be
+    iterating it (a KeyError that fails the run): the shells' start-up (`quiet_third_party_logs`, before
+    the registry adapter imports mlflow) turns telemetry off, so there is no client and no such
+    thread, unless MLFLOW_DISABLE_TELEMETRY is set by the user, whose choice stands. Checked in a
+    fresh interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")}
+    if given is not None:
+        env["MLFLOW_DISABLE_TELEMETRY"] = given
+    code = (
+        "from deploygate.bootstrap import quiet_third_party_logs\n"
+        "quiet_third_party_logs()\n"
+        "import mlflow, os\n"
+        "from mlflow.telemetry.client import get_telemetry_client\n"
+        "print(os.environ.get('MLFLOW_DISABLE_TELEMETRY'), get_telemetry_client() is None)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    if given is None:
+        assert out.stdout.split() == ["true", "True"]
+    else:
+        assert out.stdout.split()[0] == given
