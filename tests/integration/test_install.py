@@ -25,8 +25,7 @@ from tests.hub_server import iter_repo_files
 from tests.integration.test_significance import CHAMPION, CONSISTENT, jsonl
 from tests.modelfactory import make_lora_adapter, make_tiny_llama, save_tiny_tokenizer
 
-# one worker runs them all (`--dist loadgroup`): each venv is built once, not once per worker
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("install")]
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 DEV_BIN = str(Path(sys.executable).parent)
 
