@@ -113,8 +113,16 @@ class Hub(Protocol):
         """(size of each safetensors file, largest tensor) from the file list and headers alone."""
 
     def fetch_ranges(
-        self, repo_id: str, revision: str, local_dir: Path, ranges: Sequence[ByteRange]
-    ) -> int: ...
+        self,
+        repo_id: str,
+        revision: str,
+        local_dir: Path,
+        ranges: Sequence[ByteRange],
+        arrived: Callable[[ByteRange, int], None] | None = None,
+    ) -> int:
+        """Download the ranges into the sparse files at their offsets; `arrived(range, end)` after each
+        piece is written: the range's bytes up to `end` are on disk (an exception it raises stops)."""
+
     def drop_ranges(self, local_dir: Path, ranges: Sequence[ByteRange]) -> None: ...
     def punch(self, local_dir: Path, byte_range: ByteRange) -> bool:
         """Free one fetched range's disk now; False where the file system cannot (`drop_ranges` will)."""

@@ -389,7 +389,9 @@ class FakeHub:
     def safetensors_sizes(self, repo_id: str) -> tuple[dict[str, int], int] | None:
         return None
 
-    def fetch_ranges(self, repo_id: str, revision: str, local_dir: Path, ranges: Sequence[ByteRange]) -> int:
+    def fetch_ranges(
+        self, repo_id: str, revision: str, local_dir: Path, ranges: Sequence[ByteRange], arrived: Any = None
+    ) -> int:
         raise AssertionError("the fakes' base models are local folders")
 
     def drop_ranges(self, local_dir: Path, ranges: Sequence[ByteRange]) -> None:

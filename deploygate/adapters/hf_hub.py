@@ -284,13 +284,21 @@ class HubPublisher:
             largest = max([largest, *(int(end) - int(begin) for begin, end in spans)])
         return sizes, largest
 
-    def fetch_ranges(self, repo_id: str, revision: str, local_dir: Path, ranges: Sequence[ByteRange]) -> int:
+    def fetch_ranges(
+        self,
+        repo_id: str,
+        revision: str,
+        local_dir: Path,
+        ranges: Sequence[ByteRange],
+        arrived: Callable[[ByteRange, int], None] | None = None,
+    ) -> int:
         """Download these byte ranges of the base's files (HTTP range requests) into the sparse files
-        `base_skeleton` laid out, at their offsets; the bytes fetched."""
+        `base_skeleton` laid out, at their offsets, in order; `arrived(range, end)` once the range's bytes
+        up to `end` are written. The bytes fetched."""
         for byte_range in ranges:
             path = local_dir / byte_range.file
             what = f"download bytes {byte_range.start}-{byte_range.end} of {byte_range.file} from"
-            self._call(what, repo_id, _bind(self._range_into, repo_id, revision, byte_range, path))
+            self._call(what, repo_id, _bind(self._range_into, repo_id, revision, byte_range, path, arrived))
         return sum(r.nbytes for r in ranges)
 
     def drop_ranges(self, local_dir: Path, ranges: Sequence[ByteRange]) -> None:
@@ -359,12 +367,23 @@ class HubPublisher:
         )
         return bytes(data)
 
-    def _range_into(self, repo_id: str, revision: str, byte_range: ByteRange, path: Path) -> None:
+    def _range_into(
+        self,
+        repo_id: str,
+        revision: str,
+        byte_range: ByteRange,
+        path: Path,
+        arrived: Callable[[ByteRange, int], None] | None,
+    ) -> None:
         fd = os.open(path, os.O_WRONLY)
+
+        def write(offset: int, chunk: bytes) -> None:
+            _pwrite_all(fd, chunk, offset)
+            if arrived is not None:
+                arrived(byte_range, offset + len(chunk))
+
         try:
-            self._range_get(
-                repo_id, revision, byte_range, lambda offset, chunk: _pwrite_all(fd, chunk, offset)
-            )
+            self._range_get(repo_id, revision, byte_range, write)
         finally:
             os.close(fd)
 

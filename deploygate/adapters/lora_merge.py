@@ -1290,8 +1290,8 @@ def _write_shards(writing: _ShardWriting, shards: ShardPlan) -> int:
                 sink.fetch(shard, number, total)
             path = writing.out / shard.name
             tensors = [by_name[n] for n in shard.tensors]
-            consumed = None if sink is None else _consumed_by(sink, writing.base)
-            for _tensor in _write_shard(path, tensors, reader, writing.warnings, consumed):
+            base_bytes = None if sink is None else _BaseBytes(sink, writing.base)
+            for _tensor in _write_shard(path, tensors, reader, writing.warnings, base_bytes):
                 writing.done += 1
                 if writing.progress is not None:
                     writing.progress(writing.done, len(by_name), shard.name)
@@ -1310,12 +1310,25 @@ def _write_shards(writing: _ShardWriting, shards: ShardPlan) -> int:
     return bytes_written
 
 
-def _consumed_by(sink: ShardSink, base: Path) -> Callable[[_Tensor], None]:
-    def consumed(source: _Tensor) -> None:
-        name = source.file.relative_to(base).as_posix()
-        sink.consumed(ByteRange(name, source.start, source.start + source.nbytes))
+@dataclass(frozen=True)
+class _BaseBytes:
+    """A streamed merge's base bytes, tensor by tensor: wait until the sink has them on disk (`ready`),
+    tell it once read (`consumed`)."""
 
-    return consumed
+    sink: ShardSink
+    base: Path
+
+    def ready(self, source: _Tensor) -> None:
+        self.sink.ready(_source_range(source, self.base))
+
+    def consumed(self, source: _Tensor) -> None:
+        self.sink.consumed(_source_range(source, self.base))
+
+
+def _source_range(source: _Tensor, base: Path | None = None) -> ByteRange:
+    """The bytes of a stored tensor, its file named relative to `base` (else as it is)."""
+    name = str(source.file) if base is None else source.file.relative_to(base).as_posix()
+    return ByteRange(name, source.start, source.start + source.nbytes)
 
 
 def _prepare_out_dir(out: Path) -> None:
@@ -1334,17 +1347,15 @@ def _write_shard(
     shard: Sequence[_OutTensor],
     reader: _FileReader,
     warnings: list[str],
-    consumed: Callable[[_Tensor], None] | None = None,
+    base_bytes: _BaseBytes | None = None,
 ) -> Iterator[_OutTensor]:
     """Write one output shard: the header first (sizes never change), then each tensor as it is produced.
-    `consumed(source)` is called on the writer thread once a tensor's base bytes are read (after its
-    copy, or after its write), for each source no other tensor of the shard shares."""
+    With `base_bytes`, each tensor's base bytes are waited for before they are read, and given back on
+    the writer thread once read (after its copy, or after its write) when no other tensor of the shard
+    shares them."""
     # Widest dtypes first keeps every tensor aligned to its element size, as safetensors' writer does.
     ordered = sorted(shard, key=lambda t: -_DTYPE_BYTES.get(t.dtype, 1))
-    sources = [
-        ByteRange(str(t.source.file), t.source.start, t.source.start + t.source.nbytes) for t in ordered
-    ]
-    freeable = alone(sources) if consumed is not None else [False] * len(ordered)
+    freeable = alone([_source_range(t.source) for t in ordered]) if base_bytes else [False] * len(ordered)
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for tensor in ordered:
@@ -1366,6 +1377,8 @@ def _write_shard(
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploygate-merge-writer") as writer:
             writes.append(writer.submit(_write_all, fd, struct.pack("<Q", len(encoded)) + encoded))
             for tensor, free in zip(ordered, freeable, strict=True):
+                if base_bytes is not None:
+                    base_bytes.ready(tensor.source)
                 if tensor.copied:
                     writes.append(writer.submit(reader.copy_to, tensor.source, fd))
                 else:
@@ -1378,8 +1391,8 @@ def _write_shard(
                     future = writer.submit(_write_all, fd, produced.view(-1).view(_uint8()).numpy().data)
                     in_flight[slot] = future
                     writes.append(future)
-                if free and consumed is not None:  # after the copy (the one writer runs tasks in order)
-                    writes.append(writer.submit(consumed, tensor.source))
+                if free and base_bytes is not None:  # after the copy (the one writer runs tasks in order)
+                    writes.append(writer.submit(base_bytes.consumed, tensor.source))
                 yield tensor
                 if writes[0].done():
                     writes.pop(0).result()  # surface a write error early
@@ -1924,6 +1937,8 @@ def merge(
         return _merge_with_peft_checked(base, info, out, problems)
     whole = _whole_base(base)
     sink.fetch(whole, 0, 0)
+    for needed in whole.needs:  # peft reads the files itself: every byte must be there first
+        sink.ready(needed)
     report = _merge_with_peft_checked(base, info, out, problems)
     sink.release(whole.needs)
     for number, name in enumerate(report.shards, 1):

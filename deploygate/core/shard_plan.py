@@ -165,12 +165,15 @@ def alone(ranges: Sequence[ByteRange]) -> list[bool]:
 class ShardSink(Protocol):
     """Where a merge that streams shard by shard gets its base bytes and hands its shards.
 
-    The merge calls `fetch` before it writes a shard (the ranges must then be readable at their offsets
-    in the base files), `consumed` (from its writer thread) once it has read one tensor's base bytes and
-    no other tensor of the shard needs them, `written` once the shard's file is complete (the sink may
-    move or delete it), and `release` with the shard's ranges once no later shard needs them."""
+    The merge calls `fetch` before it writes a shard (the sink starts getting the shard's ranges into
+    the base files, at their offsets), `ready` before it reads one tensor's base bytes (it returns once
+    they are readable, or raises why they never will be), `consumed` (from its writer thread) once it
+    has read one tensor's base bytes and no other tensor of the shard needs them, `written` once the
+    shard's file is complete (the sink may move or delete it), and `release` with the shard's ranges
+    once no later shard needs them."""
 
     def fetch(self, shard: OutputShard, index: int, total: int) -> None: ...
+    def ready(self, byte_range: ByteRange) -> None: ...
     def consumed(self, byte_range: ByteRange) -> None: ...
     def written(self, shard: OutputShard, path: str, index: int, total: int) -> None: ...
     def release(self, ranges: Sequence[ByteRange]) -> None: ...

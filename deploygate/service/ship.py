@@ -17,6 +17,7 @@ import logging
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -623,18 +624,66 @@ def _use_fine_tune_tokenizer(stage: Path, adapter_dir: Path, fetched: Path) -> N
         shutil.copy2(tokenizer_dir / name, stage / name)
 
 
+class _Stopped(Exception):
+    """Raised from a download's `arrived` callback to stop it (the merge failed or the push ended)."""
+
+
+class _Arrivals:
+    """How far each fetched range of one shard is on disk, for the merge waiting on it: the download
+    thread reports (`arrived`, `done`, `failed`), `wait` blocks until a tensor's bytes are readable."""
+
+    def __init__(self, ranges: Sequence[ByteRange]) -> None:
+        self.ranges = tuple(ranges)
+        self._ends = {r: r.start for r in self.ranges}
+        self._state = threading.Condition()
+        self._done = False
+        self._error: BaseException | None = None
+        self._stop = False
+
+    def arrived(self, byte_range: ByteRange, end: int) -> None:
+        with self._state:
+            if self._stop:
+                raise _Stopped(byte_range.file)
+            self._ends[byte_range] = max(self._ends[byte_range], end)
+            self._state.notify_all()
+
+    def finished(self, error: BaseException | None = None) -> None:
+        with self._state:
+            self._done, self._error = True, error
+            self._state.notify_all()
+
+    def stop(self) -> None:
+        with self._state:
+            self._stop = True
+
+    def wait(self, byte_range: ByteRange) -> None:
+        """Return once `byte_range` is on disk; raise what the download raised if it failed first.
+        A range no fetched range holds waits for the whole download (never read before it is there)."""
+        if not byte_range.nbytes:
+            return
+        holder = next(
+            (r for r in self.ranges if r.file == byte_range.file and r.start <= byte_range.start < r.end),
+            None,
+        )
+        with self._state:
+            while not self._done and (holder is None or self._ends[holder] < byte_range.end):
+                self._state.wait()
+            if self._error is not None:
+                raise self._error
+
+
 class _HubSink:
     """The ShardSink of a streamed push: fetches each output shard's base bytes (from the Hub: range
-    requests into the sparse base; nothing for a local folder), gives them back as the merge reads them
-    (or once the shard is written), stages the shard on the Hub and deletes it. One log line per shard;
-    a bar when one is given.
+    requests into the sparse base, on a download thread, while the merge follows behind; nothing for a
+    local folder), gives them back as the merge reads them (or once the shard is written), stages the
+    shard on the Hub and deletes it. One log line per shard; a bar when one is given.
 
     A shard's upload runs on a worker thread while the next shard's base bytes download and, where the
     disk allows it, while that shard merges. The disk holds at most two shards' worth either way:
     - base bytes from the Hub, on a file system that punches holes: each tensor's base bytes are freed
-      as soon as the merge has read them, so the shard being merged (its base bytes left plus its
-      merged bytes so far) holds about one shard, and the upload before it one more; the next upload
-      starts once that one is done and its file deleted;
+      as soon as the merge has read them, so the shard being merged (its base bytes fetched and not yet
+      read, plus its merged bytes so far) holds about one shard, and the upload before it one more;
+      the next upload starts once that one is done and its file deleted;
     - a local base: nothing is fetched, the disk holds the merged shard uploading and the one merging;
     - otherwise (no hole punching), the next merge starts only once the upload is done and its file
       deleted: a shard's base bytes and one merged shard.
@@ -650,20 +699,39 @@ class _HubSink:
         self._merge_started = time.monotonic()
         self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploygate-upload")
         self._upload: Future[None] | None = None
+        self._downloader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploygate-download")
+        self._download: Future[None] | None = None
+        self._arrivals = _Arrivals(())
+        self._arrivals.finished()
         # whether freeing a tensor's base bytes worked (None: not tried yet); a local base has none
         self._punches: bool | None = True if base.revision is None else None
 
     def fetch(self, shard: OutputShard, index: int, total: int) -> None:
-        started = time.monotonic()
-        fetched = 0
+        self._fetched = (0, 0.0)
         if self.base.repo_id is not None and self.base.revision is not None:
-            fetched = self.hub.fetch_ranges(self.base.repo_id, self.base.revision, self.base.dir, shard.needs)
-        self._fetched = (fetched, time.monotonic() - started)
+            self._arrivals = _Arrivals(shard.needs)
+            self._download = self._downloader.submit(self._get, self._arrivals)
         if not self._punches:
             self._wait_upload()  # the previous shard is on the Hub and off the disk before this one is merged
         self._merge_started = time.monotonic()
         if self._bar is None and self._bar_factory is not None and total:
             self._bar = self._bar_factory(total)
+
+    def _get(self, arrivals: _Arrivals) -> None:
+        assert self.base.repo_id is not None and self.base.revision is not None
+        started = time.monotonic()
+        try:
+            fetched = self.hub.fetch_ranges(
+                self.base.repo_id, self.base.revision, self.base.dir, arrivals.ranges, arrivals.arrived
+            )
+        except BaseException as exc:
+            arrivals.finished(exc)
+            raise
+        self._fetched = (fetched, time.monotonic() - started)
+        arrivals.finished()
+
+    def ready(self, byte_range: ByteRange) -> None:
+        self._arrivals.wait(byte_range)
 
     def consumed(self, byte_range: ByteRange) -> None:
         if self.base.revision is None or self._punches is False:
@@ -676,6 +744,7 @@ class _HubSink:
 
     def release(self, ranges: Sequence[ByteRange]) -> None:
         if self.base.revision is not None:
+            self._wait_download()
             self.hub.drop_ranges(self.base.dir, ranges)
 
     def written(self, shard: OutputShard, path: str, index: int, total: int) -> None:
@@ -715,17 +784,26 @@ class _HubSink:
         if upload is not None:
             upload.result()  # raises what the upload raised
 
+    def _wait_download(self) -> None:
+        download, self._download = self._download, None
+        if download is not None:
+            download.result()  # raises what the download raised
+
     def finish(self) -> None:
         """Wait for the last upload: every shard is staged (or this raises why not)."""
         self._wait_upload()
 
     def close(self) -> None:
-        """Stop the uploader (after a failure too: a pending upload is waited for, its error dropped:
-        the failure being raised already says what went wrong)."""
-        if self._upload is not None:
-            with contextlib.suppress(Exception):
-                self._upload.result()
-            self._upload = None
+        """Stop the downloader and the uploader (after a failure too: a download still running is
+        stopped at its next piece, a pending upload is waited for; their errors are dropped: the
+        failure being raised already says what went wrong)."""
+        self._arrivals.stop()
+        for pending in (self._download, self._upload):
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    pending.result()
+        self._download = self._upload = None
+        self._downloader.shutdown(wait=True)
         self._uploader.shutdown(wait=True)
         if self._bar is not None:
             self._bar.close()
